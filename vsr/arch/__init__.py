@@ -1,0 +1,96 @@
+"""Network definitions and the registry that recognises them from a state dict.
+
+Each architecture contributes an :class:`Arch`: how to recognise its state dict (any known key
+layout), and how to build the module. Everything a pipeline needs to know about a loaded network
+is in :class:`ModelDescriptor`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import compact, rrdb
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class ModelDescriptor:
+    arch: str
+    model: nn.Module
+    params: dict[str, Any]
+    scale: float  # output size / input size
+    in_ch: int
+    out_ch: int
+    size_multiple: int  # inputs are padded to a multiple of this
+    supports_fp16: bool = True
+    supports_bf16: bool = True
+    bytes_per_px: int = 16384  # rough fp32 activation memory per input pixel, for automatic tiling
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    # state dict (any known layout) -> (constructor kwargs, state dict in the module's layout) or None
+    detect: Callable[[StateDict], tuple[dict[str, Any], StateDict] | None]
+    describe: Callable[[dict[str, Any], nn.Module], ModelDescriptor]
+    build: Callable[..., nn.Module]
+
+
+def _detect_rrdb(sd: StateDict):
+    converted = rrdb.to_basicsr_layout(sd)
+    if converted is None:
+        return None
+    return rrdb.params_from_state_dict(converted), converted
+
+
+def _describe_rrdb(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
+    return ModelDescriptor(
+        arch="rrdb", model=model, params=p, scale=p["scale"], in_ch=p["in_ch"], out_ch=p["out_ch"],
+        size_multiple=4 // p["scale"],
+        # HR-stage activations: ~3 buffers of nf channels at 16x the (unshuffled) pixels, fp32
+        bytes_per_px=3 * 4 * p["nf"] * 16 // (4 // p["scale"]) ** 2 + 4 * (p["nf"] + 5 * p["gc"]),
+    )
+
+
+def _detect_compact(sd: StateDict):
+    p = compact.params_from_state_dict(sd)
+    return None if p is None else (p, dict(sd))
+
+
+def _describe_compact(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
+    scale = p["upscale"] * p.get("out_scale", 1.0)
+    return ModelDescriptor(
+        arch="compact", model=model, params=p, scale=scale, in_ch=p["in_ch"], out_ch=p["out_ch"],
+        size_multiple=1, bytes_per_px=4 * (3 * p["nf"] + 3 * p["out_ch"] * p["upscale"] ** 2),
+    )
+
+
+ARCHS: list[Arch] = [
+    Arch("rrdb", _detect_rrdb, _describe_rrdb, rrdb.RRDBNet),
+    Arch("compact", _detect_compact, _describe_compact, compact.CompactNet),
+]
+_BY_NAME = {a.name: a for a in ARCHS}
+assert len(_BY_NAME) == len(ARCHS), "duplicate architecture name in ARCHS"
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def build(name: str, **params: Any) -> ModelDescriptor:
+    """A freshly initialised network with its descriptor."""
+    arch = get_arch(name)
+    model = arch.build(**params)
+    return arch.describe(params, model)
