@@ -137,3 +137,13 @@ def convert(param_path: Path, bin_path: Path) -> tuple[dict[str, torch.Tensor], 
     layers = parse_param(Path(param_path).read_text())
     weighted = read_weights(layers, Path(bin_path).read_bytes())
     return to_state_dict(layers, weighted)
+
+
+def count_parameters(layers: list[Layer]) -> int:
+    total = 0
+    for layer in layers:
+        if layer.type == "Convolution":
+            total += int(layer.params[6]) + (int(layer.params[0]) if int(layer.params.get(5, 0)) else 0)
+        elif layer.type == "PReLU":
+            total += int(layer.params.get(0, 1))
+    return total

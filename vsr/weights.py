@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .arch import ARCHS, ModelDescriptor, StateDict, get_arch
+from .arch import ARCHS, ModelDescriptor, StateDict, full_params, get_arch
 from .errors import VsrError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -64,7 +64,7 @@ def detect(sd: StateDict, source: str = "state dict", **overrides: Any) -> Model
         if found is None:
             continue
         params, converted = found
-        params = {**params, **overrides}
+        params = full_params(arch, {**params, **overrides})
         model = arch.build(**params)
         try:
             missing, unexpected = model.load_state_dict(converted, strict=False)

@@ -6,6 +6,7 @@ is in :class:`ModelDescriptor`.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -89,8 +90,18 @@ def get_arch(name: str) -> Arch:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(_BY_NAME)}") from None
 
 
+def full_params(arch: Arch, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` completed with the constructor's defaults."""
+    sig = inspect.signature(arch.build)
+    unknown = set(params) - set(sig.parameters)
+    if unknown:
+        raise ValueError(f"{arch.name} has no parameter(s) {sorted(unknown)}; "
+                         f"allowed: {sorted(sig.parameters)}")
+    return {k: params.get(k, p.default) for k, p in sig.parameters.items()}
+
+
 def build(name: str, **params: Any) -> ModelDescriptor:
     """A freshly initialised network with its descriptor."""
     arch = get_arch(name)
-    model = arch.build(**params)
-    return arch.describe(params, model)
+    params = full_params(arch, params)
+    return arch.describe(params, arch.build(**params))

@@ -1,0 +1,111 @@
+"""Command-line interface: argument parsing only; each command calls one function."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import VsrError
+
+
+def _tile(value: str) -> str | int:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of pixels, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected auto, 0 (no tiling) or a positive size, got {n}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not 0 < f <= 16:
+        raise argparse.ArgumentTypeError(f"expected a scale between 0 and 16, got {value!r}")
+    return f
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vsr", description="Restore and upscale old video and images.")
+    p.add_argument("--version", action="version", version=f"vsr {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("upscale", help="upscale an image, a video or a folder of them")
+    up.add_argument("input", type=Path, help="image, video or folder")
+    up.add_argument("-o", "--output", type=Path, help="output file or folder (default: beside the input)")
+    up.add_argument("--model", default="esrgan", help="model name (see `vsr models`) or weights file")
+    up.add_argument("--scale", type=_positive_float, help="output scale if not the model's own")
+    up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
+    up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    up.add_argument("--quiet", action="store_true", help="no progress bars")
+    up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    sub.add_parser("models", help="list the named models")
+    return p
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from .upscale import UpscaleOptions, upscale
+
+    opts = UpscaleOptions(model=args.model, scale=args.scale, device=args.device, precision=args.precision,
+                          tile=args.tile, overwrite=args.overwrite, quiet=args.quiet or args.json)
+    report = upscale(args.input, args.output, opts)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        for note in report.notes:
+            print(f"vsr: {note}", file=sys.stderr)
+        if len(report.outputs) + len(report.skipped) + len(report.failed) > 1 or report.failed:
+            print(f"{len(report.outputs)} done, {len(report.skipped)} skipped (exist; --overwrite redoes them), "
+                  f"{len(report.failed)} failed", file=sys.stderr)
+            for path, reason in report.failed.items():
+                print(f"  failed: {path}: {reason}", file=sys.stderr)
+        elif report.skipped:
+            print(f"vsr: {report.skipped[0]} exists; --overwrite redoes it", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    rows = [("name", "arch", "scale", "params", "weights", "licence", "source")]
+    for name, card in sorted(zoo.cards().items()):
+        n = zoo.parameter_count(card)
+        present = "present" if zoo.weights_present(card) else ("converted on first use" if card.ncnn else "missing")
+        rows.append((name, card.architecture, f"x{card.scale:g}", f"{n / 1e6:.2f}M" if n else "?", present,
+                     card.license, card.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"upscale": cmd_upscale, "models": cmd_models}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("vsr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        kind = "" if isinstance(e, (VsrError, OSError)) else f"internal error ({type(e).__name__}): "
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"vsr: error: {kind}{msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Device and precision choice."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import VsrError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu; or the device the user names (``cuda:1`` etc.)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise VsrError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VsrError(f"device {name} asked for but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise VsrError(f"device {name} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise VsrError("device mps asked for but it is not available; use --device cpu")
+    return dev
+
+
+def select_precision(name: str, device: torch.device, *, supports_fp16: bool = True,
+                     supports_bf16: bool = True) -> torch.dtype:
+    """``auto``: fp16 on GPUs (bf16 if the model can't do fp16), fp32 on the CPU, where half
+    precision is emulated and rarely faster."""
+    if name == "auto":
+        if device.type in ("cuda", "mps") and supports_fp16:
+            return torch.float16
+        if device.type == "cuda" and supports_bf16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if name not in PRECISIONS:
+        raise VsrError(f"unknown precision {name!r}; use auto, fp32, bf16 or fp16")
+    dtype = PRECISIONS[name]
+    if dtype == torch.float16 and not supports_fp16 or dtype == torch.bfloat16 and not supports_bf16:
+        raise VsrError(f"this model does not support {name}; use --precision fp32")
+    return dtype

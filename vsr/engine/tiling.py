@@ -1,0 +1,70 @@
+"""Tiled inference with overlap and seamless (linear cross-fade) blending.
+
+Memory is bounded by the tile size whatever the input size; tiles are cut at the same place in every
+image of a batch, so a batch of video frames goes through the network tile by tile as a batch.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start of each tile; starts are multiples of ``align`` so that a network that works on
+    ``align``-pixel cells (pixel unshuffle) sees the same cells as on the whole image."""
+    if length <= tile:
+        return [0]
+    stride = max(align, (tile - overlap) // align * align)
+    last = (length - tile) // align * align
+    return list(range(0, last, stride)) + [last]
+
+
+def _ramp(length: int, fade_in: int, fade_out: int) -> torch.Tensor:
+    """Weights along one axis of a tile. Where a neighbour overlaps by ``v`` pixels, the outer quarter
+    of the overlap (nearest this tile's edge, where padding makes it least accurate) gets weight 0,
+    the middle half a linear ramp, so the two tiles' weights sum to 1 across the overlap."""
+    w = torch.ones(length)
+    for v, flip in ((fade_in, False), (fade_out, True)):
+        if not v:
+            continue
+        margin = v // 4
+        r = v - 2 * margin
+        edge = torch.cat([torch.zeros(margin), (torch.arange(r) + 0.5) / r, torch.ones(margin)])
+        if flip:
+            w[length - v:] = w[length - v:] * edge.flip(0)
+        else:
+            w[:v] = w[:v] * edge
+    return w
+
+
+def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: int, overlap: int,
+          scale: int, align: int = 1) -> torch.Tensor:
+    """Apply ``fn`` (B, C, h, w) -> (B, C', h*scale, w*scale) over tiles of ``x`` (B, C, H, W)."""
+    b, _, h, w = x.shape
+    if h <= tile and w <= tile:
+        return fn(x)
+    overlap = min(overlap, tile // 2)
+    ys, xs = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
+    out = weight = None
+    for y0 in ys:
+        for x0 in xs:
+            # the last tile of a row or column runs to the image edge
+            th = (h - y0) if y0 == ys[-1] else min(tile, h)
+            tw = (w - x0) if x0 == xs[-1] else min(tile, w)
+            part = fn(x[:, :, y0:y0 + th, x0:x0 + tw]).float()
+            if out is None:
+                out = torch.zeros(b, part.shape[1], h * scale, w * scale, device=part.device)
+                weight = torch.zeros(1, 1, h * scale, w * scale, device=part.device)
+            # cross-fade only where a neighbouring tile covers the same pixels
+            top = (ys[ys.index(y0) - 1] + min(tile, h) - y0) * scale if y0 > 0 else 0
+            left = (xs[xs.index(x0) - 1] + min(tile, w) - x0) * scale if x0 > 0 else 0
+            bottom = (y0 + th - ys[ys.index(y0) + 1]) * scale if y0 != ys[-1] else 0
+            right = (x0 + tw - xs[xs.index(x0) + 1]) * scale if x0 != xs[-1] else 0
+            wy = _ramp(th * scale, top, bottom).to(part.device)
+            wx = _ramp(tw * scale, left, right).to(part.device)
+            win = wy[:, None] * wx[None, :]
+            sy, sx = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
+            out[:, :, sy, sx] += part * win
+            weight[:, :, sy, sx] += win
+    return out / weight

@@ -1,0 +1,135 @@
+"""Batched inference of one network on one device: precision, memory layout, tiling and recovery."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..arch import ModelDescriptor
+from ..errors import VsrError
+from .device import select_device, select_precision
+from .tiling import tiled
+
+CPU_TILE_BUDGET = 2 << 30  # bytes of activations per tile on the CPU
+MIN_TILE = 32
+
+
+@dataclass
+class EngineStats:
+    model_seconds: float = 0.0
+    frames: int = 0
+    nonfinite_recomputed: int = 0  # tiles recomputed in fp32 because half precision overflowed
+    oom_retries: int = 0
+
+
+class Upscaler:
+    """Runs a :class:`ModelDescriptor` on batches of images.
+
+    ``tile``: ``"auto"`` (bounded by memory), ``0`` (never tile) or an input tile size in pixels.
+    """
+
+    def __init__(self, desc: ModelDescriptor, *, device: str = "auto", precision: str = "auto",
+                 tile: str | int = "auto", overlap: int = 16) -> None:
+        self.desc = desc
+        self.device = select_device(device)
+        self.dtype = select_precision(precision, self.device, supports_fp16=desc.supports_fp16,
+                                      supports_bf16=desc.supports_bf16)
+        # channels_last feeds tensor cores on GPUs; on the CPU oneDNN converts anyway, so keep NCHW
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.model = desc.model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
+        self._fp32_model: torch.nn.Module | None = None
+        if tile != "auto" and (not isinstance(tile, int) or tile < 0):
+            raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
+        self.tile = tile
+        self.overlap = overlap
+        self.stats = EngineStats()
+
+    # -- sizes ------------------------------------------------------------------------------------
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        return round(h * self.desc.scale), round(w * self.desc.scale)
+
+    def _auto_tile(self, batch: int) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = free // 2
+        else:
+            budget = CPU_TILE_BUDGET
+        per_px = self.desc.bytes_per_px * torch.finfo(self.dtype).bits // 32 * batch
+        side = int(math.sqrt(budget / per_px))
+        return max(MIN_TILE, side // 8 * 8)
+
+    # -- inference --------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) float on device -> (B, C, h*s, w*s) float32, recomputing non-finite output in fp32."""
+        m = self.desc.size_multiple
+        h, w = x.shape[-2:]
+        ph, pw = -h % m, -w % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        out = self.model(x.to(self.dtype).contiguous(memory_format=self.memory_format))
+        if self.dtype != torch.float32 and not torch.isfinite(out).all():
+            self.stats.nonfinite_recomputed += 1
+            if self._fp32_model is None:
+                self._fp32_model = copy.deepcopy(self.desc.model).to(self.device, torch.float32)
+            out = self._fp32_model(x.float().contiguous(memory_format=self.memory_format))
+        oh, ow = self.out_size(h, w)
+        return out[:, :, :oh, :ow].float()
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float in [0, 1] -> (B, C, sH, sW) float32 on the engine's device, unclamped."""
+        x = x.to(self.device, non_blocking=True)
+        tile = self._auto_tile(x.shape[0]) if self.tile == "auto" else self.tile
+        scale = self.desc.scale
+        if tile and tile < max(x.shape[-2:]) and scale != int(scale):
+            raise VsrError(f"tiling needs an integer scale, this model has {scale}; use --tile 0")
+        start = time.perf_counter()
+        while True:
+            try:
+                if tile and tile < max(x.shape[-2:]):
+                    tile = max(tile // self.desc.size_multiple * self.desc.size_multiple, MIN_TILE)
+                    m = self.desc.size_multiple  # networks on m-pixel cells see m times further
+                    out = tiled(self._forward, x, tile=tile, overlap=self.overlap * m, scale=int(scale),
+                                align=m)
+                else:
+                    out = self._forward(x)
+                break
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+                torch.cuda.empty_cache()
+                if tile and tile <= MIN_TILE:
+                    raise VsrError("out of GPU memory even with the smallest tile; use --device cpu") from None
+                tile = (tile or max(x.shape[-2:])) // 2
+                self.stats.oom_retries += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stats.model_seconds += time.perf_counter() - start
+        self.stats.frames += x.shape[0]
+        if self.tile == "auto" and self.stats.oom_retries:
+            self.tile = tile  # remember what fits
+        return out
+
+    @torch.inference_mode()
+    def upscale_array(self, arr: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) uint8 / uint16 / float32 RGB -> (N, sH, sW, C) of the same dtype.
+
+        The integer <-> float conversion runs on the engine's device (pinned host memory on CUDA).
+        """
+        if arr.ndim != 4:
+            raise ValueError(f"expected (N, H, W, C), got shape {arr.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        peak = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
+        out = self(t.float().div_(peak)).clamp_(0, 1)
+        if peak != 1.0:
+            out = out.mul_(peak).round_().to(torch.int32 if arr.dtype == np.uint16 else torch.uint8)
+        out = out.permute(0, 2, 3, 1).cpu().numpy()
+        return out.astype(arr.dtype, copy=False)

@@ -1,0 +1,145 @@
+"""The orchestrator: resolves the model once, then runs image, video and folder jobs through the engine."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from . import images, zoo
+from .engine import Upscaler
+from .errors import VsrError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
+                  ".mts", ".vob", ".wmv", ".flv", ".3gp", ".ogv", ".dv")
+
+
+@dataclass
+class UpscaleOptions:
+    model: str = "esrgan"
+    scale: float | None = None  # output scale; default the model's own
+    device: str = "auto"
+    precision: str = "auto"
+    tile: str | int = "auto"
+    overwrite: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Report:
+    outputs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # input -> one-line reason
+    frames: int = 0  # images, or video frames
+    model_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    nonfinite_recomputed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class _Job:
+    """One model on one device, applied to each file of a job."""
+
+    def __init__(self, opts: UpscaleOptions) -> None:
+        self.opts = opts
+        desc, _ = zoo.resolve(opts.model, opts.scale)
+        if desc.in_ch != 3 or desc.out_ch != 3:
+            raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
+        self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile)
+
+    @property
+    def scale(self) -> float:
+        return self.opts.scale or self.engine.desc.scale
+
+    def image(self, src: Path, dst: Path) -> int:
+        img = images.read_image(src)
+        engine = self.engine
+        h, w = img.shape[:2]
+        rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+        out = engine.upscale_array(rgb[None])[0]
+        if img.ndim == 2:  # grey in, grey out
+            out = _mean_channels(out)
+        elif img.shape[2] == 4:  # alpha goes through the network on its own, as a grey image
+            alpha = engine.upscale_array(np.repeat(img[None, :, :, 3:], 3, axis=3))[0]
+            out = np.dstack([out, _mean_channels(alpha)])
+        out = images.resize(out, round(w * self.scale), round(h * self.scale))
+        images.write_image(dst, out)
+        return 1
+
+
+def _mean_channels(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32).mean(axis=2).round().astype(a.dtype)
+
+
+def default_output(src: Path, scale_label: str) -> Path:
+    if src.is_dir():
+        return src.with_name(f"{src.name}_{scale_label}")
+    return src.with_name(f"{src.stem}_{scale_label}{src.suffix}")
+
+
+def _is_media(p: Path) -> bool:
+    return p.suffix.lower() in images.IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
+    start = time.perf_counter()
+    src = Path(src)
+    if not src.exists():
+        raise VsrError(f"{src} does not exist")
+    label = f"x{opts.scale:g}" if opts.scale else "vsr"
+    dst = Path(dst) if dst is not None else default_output(src, label)
+    if dst.resolve() == src.resolve():
+        raise VsrError(f"the output {dst} is the input; choose another -o")
+    report = Report()
+    if src.is_dir():
+        pairs = _folder_pairs(src, dst)
+        if not pairs:
+            raise VsrError(f"{src} holds no images or videos ({', '.join(images.IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+    else:
+        if dst.is_dir():
+            dst = dst / src.name
+        if dst.resolve() == src.resolve():
+            raise VsrError(f"the output {dst} is the input; choose another -o")
+        if not _is_media(src):
+            raise VsrError(f"{src}: unsupported file type {src.suffix or '(none)'}; "
+                           f"images: {' '.join(images.IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)}")
+        pairs = [(src, dst)]
+    job = _Job(opts)  # a bad model fails before any file is touched
+    bar = tqdm(pairs, desc="files", unit="file", disable=opts.quiet or len(pairs) == 1, file=sys.stderr)
+    for s, d in bar:
+        if d.exists() and not opts.overwrite:
+            report.skipped.append(str(d))
+            continue
+        try:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            report.frames += job.image(s, d)
+            report.outputs.append(str(d))
+        except VsrError as e:
+            if len(pairs) == 1:
+                raise
+            report.failed[str(s)] = str(e)
+    report.model_seconds = job.engine.stats.model_seconds
+    report.nonfinite_recomputed = job.engine.stats.nonfinite_recomputed
+    report.wall_seconds = time.perf_counter() - start
+    return report
+
+
+def _folder_pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
+    """Media files under ``src`` and their mirrored outputs under ``dst`` (which is never scanned)."""
+    dst_r = dst.resolve()
+    pairs = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() != dst_r)
+        for name in sorted(files):
+            p = Path(root) / name
+            if _is_media(p) and not name.startswith("."):
+                pairs.append((p, dst / p.relative_to(src)))
+    return pairs

