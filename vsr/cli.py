@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
     sub.add_parser("models", help="list the named models")
+
+    demo = sub.add_parser("demo", help="restore a generated, degraded picture")
+    demo.add_argument("-o", "--output", type=Path, default=Path("vsr-demo"), help="folder (default vsr-demo)")
+    demo.add_argument("--model", default="esrgan")
+    demo.add_argument("--device", default="auto")
     return p
 
 
@@ -90,9 +95,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output, model=args.model, device=args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"upscale": cmd_upscale, "models": cmd_models}
+    commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -41,7 +41,9 @@ class Upscaler:
                                       supports_bf16=desc.supports_bf16)
         # channels_last feeds tensor cores on GPUs; on the CPU oneDNN converts anyway, so keep NCHW
         self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self.model = desc.model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
+        # desc.model stays fp32: the source of the fp32 fallback for non-finite half-precision output
+        model = desc.model if self.dtype == torch.float32 else copy.deepcopy(desc.model)
+        self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
         self._fp32_model: torch.nn.Module | None = None
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsr import arch, weights
+
+# tiny versions of every registered architecture (4-16 channels, 1-2 blocks)
+TINY = {
+    "rrdb": [dict(nf=8, nb=1, gc=4, scale=4), dict(nf=8, nb=2, gc=4, scale=2), dict(nf=8, nb=1, gc=4, scale=1)],
+    "compact": [dict(nf=8, num_conv=2, upscale=4), dict(nf=8, num_conv=1, upscale=2),
+                dict(nf=8, num_conv=1, upscale=4, out_scale=0.75)],
+}
+assert set(TINY) == {a.name for a in arch.ARCHS}, "every registered architecture needs a tiny config"
+TINY_CASES = [(name, p) for name, ps in TINY.items() for p in ps]
+
+
+def tiny(name: str, seed: int = 0, **params) -> arch.ModelDescriptor:
+    torch.manual_seed(seed)
+    desc = arch.build(name, **params)
+    with torch.no_grad():  # non-trivial PReLU slopes and biases
+        for p in desc.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    desc.model.eval()
+    return desc
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Converted weights and user models go to a per-session temporary place, never the user's."""
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("VSR_MODELS", str(tmp_path_factory.getbasetemp() / "user-models"))
+
+
+@pytest.fixture
+def tiny_weights(tmp_path) -> Path:
+    """A tiny x2 compact network saved as safetensors."""
+    path = tmp_path / "tiny-x2.safetensors"
+    weights.save(tiny("compact", nf=8, num_conv=1, upscale=2), path)
+    return path

@@ -1,0 +1,124 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vsr import images, weights
+from vsr.cli import main
+
+from conftest import tiny
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "vsr", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def rgb(h=12, w=16, c=3, dtype=np.uint8, seed=0):
+    peak = np.iinfo(dtype).max
+    return (np.random.RandomState(seed).rand(h, w, c) * peak).astype(dtype)
+
+
+def test_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, tiny_weights):
+    good = tmp_path / "good.png"
+    images.write_image(good, rgb())
+    (tmp_path / "text.png").write_text("not an image\n")
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
+    (tmp_path / "empty.png").write_bytes(b"")
+    other = tmp_path / "other.safetensors"
+    weights.save({"encoder.weight": torch.zeros(2, 2)}, other)
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(b"\x80\x02cos\nsystem\nq\x00X\x05\x00\x00\x00touchq\x01\x85q\x02Rq\x03.")
+    cases = [
+        (["text.png", "--model", tiny_weights], "not an image"),
+        (["cut.png", "--model", tiny_weights], "truncated or corrupt"),
+        (["empty.png", "--model", tiny_weights], "empty"),
+        (["good.png", "--model", "no-such-model"], "unknown model"),
+        (["good.png", "--model", other], "unknown architecture"),
+        (["good.png", "--model", evil], "refusing to load"),
+        (["good.png", "--model", tiny_weights, "-o", "good.png"], "is the input"),
+        (["missing.png", "--model", tiny_weights], "does not exist"),
+    ]
+    before = sorted(os.listdir(tmp_path))
+    for args, message in cases:
+        r = run_cli("upscale", *args, *([] if "-o" in args else ["-o", "out.png"]), cwd=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0, args
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, (args, r.stderr)
+        assert sorted(os.listdir(tmp_path)) == before, args  # nothing written, nothing partial left
+
+
+@pytest.mark.parametrize("suffix,shape,dtype", [
+    (".png", (12, 16, 3), np.uint8), (".png", (12, 16, 3), np.uint16), (".png", (12, 16), np.uint8),
+    (".png", (12, 16, 4), np.uint8), (".png", (12, 16), np.uint16), (".jpg", (12, 16, 3), np.uint8),
+    (".webp", (12, 16, 3), np.uint8), (".tif", (12, 16, 3), np.uint16), (".tif", (12, 16, 4), np.uint16),
+])
+def test_formats_depths_grey_and_alpha(tmp_path, tiny_weights, suffix, shape, dtype):
+    img = rgb(*shape[:2], c=shape[2] if len(shape) == 3 else 1, dtype=dtype)
+    img = img[..., 0] if len(shape) == 2 else img
+    if len(shape) == 3 and shape[2] == 4:
+        img[..., 3] = 0  # transparent left half: alpha is upscaled on its own, not from the colours
+        img[:, 8:, 3] = np.iinfo(dtype).max
+    src, dst = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    images.write_image(src, img)
+    assert main(["upscale", str(src), "-o", str(dst), "--model", str(tiny_weights), "--quiet"]) == 0
+    out = images.read_image(dst)
+    assert out.shape[:2] == (24, 32) and out.dtype == dtype and out.ndim == img.ndim
+    if out.ndim == 3:
+        assert out.shape[2] == img.shape[2]
+    if len(shape) == 3 and shape[2] == 4:
+        peak = int(np.iinfo(dtype).max)
+        assert out[:, :12, 3].max() < peak * 0.15 and out[:, 20:, 3].min() > peak * 0.8
+
+
+def test_scale_other_than_the_models_and_json(tmp_path, tiny_weights, capsys):
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    images.write_image(src, rgb(20, 30))
+    assert main(["upscale", str(src), "-o", str(dst), "--model", str(tiny_weights), "--scale", "1.5",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"] == [str(dst)] and report["frames"] == 1
+    assert report["wall_seconds"] >= report["model_seconds"] > 0
+    assert images.read_image(dst).shape == (30, 45, 3)
+
+
+def test_folder_mirrors_skips_and_continues_past_failures(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "in"
+    (src / "a" / "b").mkdir(parents=True)
+    images.write_image(src / "one.png", rgb())
+    images.write_image(src / "a" / "b" / "two.jpg", rgb(seed=1))
+    (src / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (src / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    args = ["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), "--json"]
+    assert main(args) == 1  # one file failed
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(report["outputs"]) == sorted([str(out / "one.png"), str(out / "a" / "b" / "two.jpg")])
+    assert list(report["failed"]) == [str(src / "a" / "broken.png")]
+    assert not (out / "notes.txt").exists() and not (out / "a" / "broken.png").exists()
+    mtime = (out / "one.png").stat().st_mtime_ns
+    (src / "a" / "broken.png").unlink()
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"] == [] and len(report["skipped"]) == 2
+    assert (out / "one.png").stat().st_mtime_ns == mtime
+    assert main(args + ["--overwrite"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["outputs"]) == 2
+
+
+def test_empty_folder_is_an_error(tmp_path, tiny_weights, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["upscale", str(tmp_path / "empty"), "--model", str(tiny_weights)]) == 1
+    assert "holds no images or videos" in capsys.readouterr().err
+
+
+def test_models_lists_the_named_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("realesrgan-x4plus", "realesr-animevideov3", "realesr-animevideov3-x2", "esrgan"):
+        assert name in out
+    assert "16.70M" in out and "0.62M" in out and "BSD-3-Clause" in out

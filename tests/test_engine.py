@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from vsr.engine import Upscaler, select_precision
+from vsr.engine.tiling import tile_starts
+
+from conftest import TINY_CASES, tiny
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+@pytest.mark.parametrize("name,params", TINY_CASES)
+def test_tiled_output_equals_untiled(name, params):
+    desc = tiny(name, **params)
+    m = desc.size_multiple  # a network on m-pixel cells gets tiles and overlaps m times larger
+    x = torch.rand(2, 3, 21 * m + 1, 31 * m + 3)  # odd sizes: padding, a short last tile
+    full = Upscaler(desc, tile=0)(x)
+    tiled = Upscaler(desc, tile=12 * m, overlap=8)(x)
+    assert full.shape == tiled.shape == (2, 3, round(x.shape[2] * desc.scale), round(x.shape[3] * desc.scale))
+    assert psnr(full, tiled) >= 50
+
+
+def test_tile_starts_cover_the_image_and_respect_alignment():
+    for length, tile, overlap, align in [(100, 32, 8, 1), (101, 32, 8, 4), (33, 32, 8, 2), (20, 32, 8, 1)]:
+        starts = tile_starts(length, tile, overlap, align)
+        assert starts[0] == 0 and all(s % align == 0 for s in starts)
+        assert starts[-1] + max(tile, length - starts[-1]) >= length
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_arrays_keep_dtype_and_range():
+    desc = tiny("compact", nf=8, num_conv=1, upscale=2)
+    up = Upscaler(desc)
+    for dtype, peak in ((np.uint8, 255), (np.uint16, 65535)):
+        a = (np.random.rand(2, 9, 11, 3) * peak).astype(dtype)
+        out = up.upscale_array(a)
+        assert out.dtype == dtype and out.shape == (2, 18, 22, 3)
+        ref = up(torch.from_numpy(a.astype(np.float32) / peak).permute(0, 3, 1, 2)).clamp(0, 1)
+        expect = (ref * peak).round().permute(0, 2, 3, 1).numpy()
+        assert np.abs(out.astype(np.int64) - expect).max() <= 1
+    assert up.stats.frames == 8 and up.stats.model_seconds > 0  # 2 dtypes x (array + reference) x 2
+
+
+def test_non_finite_half_precision_output_is_recomputed_in_fp32():
+    desc = tiny("compact", nf=8, num_conv=1, upscale=2)
+    with torch.no_grad():  # activations beyond fp16's range (65504) but fine in fp32
+        desc.model.body[0].weight.mul_(1e5)
+        desc.model.body[-1].weight.div_(1e5)
+    x = torch.rand(1, 3, 8, 8)
+    ref = Upscaler(desc, precision="fp32")(x)
+    assert torch.isfinite(ref).all()
+    half = Upscaler(desc, precision="fp16")
+    out = half(x)
+    assert half.stats.nonfinite_recomputed == 1
+    assert torch.allclose(out, ref, atol=1e-4)
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert select_precision("auto", cpu) == torch.float32
+    assert select_precision("auto", torch.device("cuda")) == torch.float16
+    assert select_precision("auto", torch.device("cuda"), supports_fp16=False) in (torch.bfloat16, torch.float32)
+    with pytest.raises(ValueError, match="does not support"):
+        select_precision("fp16", cpu, supports_fp16=False)
