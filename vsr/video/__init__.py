@@ -1,0 +1,8 @@
+"""The video layer: probing, decoding, encoding and stream copying. It knows frames and streams, not
+networks: callers hand `transcode` a function from RGB batches to RGB batches."""
+
+from vsr.video.options import CODEC_DEFAULTS, VideoOptions
+from vsr.video.probe import StreamInfo, VideoInfo, probe
+from vsr.video.transcode import TranscodeResult, transcode
+
+__all__ = ["CODEC_DEFAULTS", "StreamInfo", "TranscodeResult", "VideoInfo", "VideoOptions", "probe", "transcode"]

@@ -1,0 +1,127 @@
+"""Muxing: the new video plus every other stream of the input, copied untouched, into the output container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from vsr.errors import VsrError
+from vsr.video.ffmpeg import run_ffmpeg
+from vsr.video.probe import StreamInfo, VideoInfo
+
+# container key -> (ffmpeg muxer, file suffix)
+CONTAINERS = {"mkv": ("matroska", ".mkv"), "mp4": ("mp4", ".mp4"), "mov": ("mov", ".mov"),
+              "webm": ("webm", ".webm")}
+_SUFFIXES = {".mkv": "mkv", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".webm": "webm"}
+
+_PCM = {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le",
+        "pcm_f32be", "pcm_u8"}
+# What each non-Matroska container holds well (players included); Matroska holds every codec.
+_HOLDS: dict[str, dict[str, set[str]]] = {
+    "mp4": {"video": {"h264", "hevc", "av1", "vp9", "mpeg4", "mjpeg", "png"},
+            "audio": {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac", "mp2"},
+            "subtitle": {"mov_text"}, "attachment": set()},
+    "mov": {"video": {"h264", "hevc", "prores", "mpeg4", "mjpeg", "png"},
+            "audio": {"aac", "mp3", "ac3", "eac3", "alac", "mp2"} | _PCM,
+            "subtitle": {"mov_text"}, "attachment": set()},
+    "webm": {"video": {"vp8", "vp9", "av1"}, "audio": {"opus", "vorbis"}, "subtitle": {"webvtt"},
+             "attachment": set()},
+}
+_MKV_TEXT_SUBS = {"mov_text"}  # MP4 text subtitles: Matroska needs them as SubRip (same text, no loss)
+
+
+@dataclass
+class MuxPlan:
+    """Where and how the output is written, and which input streams go with the new video."""
+
+    path: Path
+    container: str  # key of CONTAINERS
+    keep: list[StreamInfo]  # input streams copied next to the new video, in output order
+    notes: list[str] = field(default_factory=list)
+    forced: bool = False  # the user named the container; never switch it
+
+
+def _holds(container: str, s: StreamInfo) -> bool:
+    if container == "mkv":
+        return True  # MP4 text subtitles are converted to SubRip at mux time
+    allowed = _HOLDS[container].get(s.type, set())
+    return s.codec in allowed
+
+
+def plan_mux(dst: Path, info: VideoInfo, *, video_codec: str, container: str | None = None) -> MuxPlan:
+    """Choose the output container: the user's (suffix or explicit), else MKV when it cannot hold the streams."""
+    notes: list[str] = []
+    keep: list[StreamInfo] = []
+    for s in info.streams:
+        if s.index == info.video_index:
+            continue
+        if s.type in ("audio", "subtitle", "attachment", "video"):
+            keep.append(s)
+        else:
+            notes.append(f"stream {s.index} ({s.type}, {s.codec}) not copied: no output container holds it")
+    if container is not None:
+        if container not in CONTAINERS:
+            raise VsrError(f"unknown container {container!r}; expected one of: {', '.join(CONTAINERS)}")
+        chosen, forced = container, True
+    else:
+        chosen, forced = _SUFFIXES.get(dst.suffix.lower(), "mkv"), False
+        if dst.suffix.lower() not in _SUFFIXES:
+            notes.append(f"output container {dst.suffix or '(none)'} is not supported for video; writing .mkv")
+    if chosen != "mkv":
+        misfits = [f"{s.type} {s.codec}" for s in keep if not _holds(chosen, s)]
+        if video_codec not in _HOLDS[chosen]["video"]:
+            misfits.insert(0, f"video {video_codec}")
+        if misfits:
+            if forced:
+                raise VsrError(f"{chosen} cannot hold {', '.join(misfits)}; use the mkv container")
+            notes.append(f"output written as .mkv instead of {dst.suffix}: {chosen} cannot hold "
+                         f"{', '.join(misfits)}")
+            chosen = "mkv"
+    path = dst.with_suffix(CONTAINERS[chosen][1]) if dst.suffix.lower() != CONTAINERS[chosen][1] else dst
+    if forced and path != dst:
+        notes.append(f"output written as {path.name} (container {chosen})")
+    return MuxPlan(path=path, container=chosen, keep=keep, notes=notes, forced=forced)
+
+
+def _disposition_arg(flags: int) -> str:
+    names = [d.name for d in av.stream.Disposition if d.value and (flags & d.value) == d.value]
+    return "+".join(n for n in names if n) or "0"
+
+
+def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[int, int],
+        sar: Fraction | None = None, time_scale: int | None = None, end_time: float | None = None) -> None:
+    """Write `out`: the new video stream, then every kept input stream with `-c copy`.
+
+    `-copyts` keeps every timestamp as it is in the two inputs, so the audio offset relative to the
+    video is exactly the input's. Container metadata and chapters come from the input; each copied
+    stream keeps its own metadata (language, title) and disposition (ffmpeg's default for copies).
+    """
+    muxer = CONTAINERS[plan.container][0]
+    args = ["-copyts", "-i", str(video), "-i", str(info.path), "-map", "0:v:0"]
+    for s in plan.keep:
+        args += ["-map", f"1:{s.index}"]
+    args += ["-c", "copy", "-map_metadata", "1", "-map_chapters", "1"]
+    src_video = next(s for s in info.streams if s.index == info.video_index)
+    for key in ("language", "title", "handler_name"):
+        if key in src_video.metadata:
+            args += ["-metadata:s:0", f"{key}={src_video.metadata[key]}"]
+    # Every disposition given explicitly: otherwise ffmpeg marks a "default" track on its own.
+    for j, s in enumerate([src_video, *plan.keep]):
+        args += [f"-disposition:{j}", _disposition_arg(s.disposition)]
+        if plan.container == "mkv" and s.codec in _MKV_TEXT_SUBS:
+            args += [f"-c:{j}", "srt"]
+    if sar is not None:  # ffmpeg takes a display aspect; from the encoded size it gives exactly this SAR
+        args += ["-aspect:0", f"{sar.numerator * size[0]}:{sar.denominator * size[1]}"]
+    if end_time is not None:
+        args += ["-to", f"{end_time:.6f}"]  # with -copyts this is a timestamp: cut everything there
+    if plan.container == "mkv":
+        args += ["-default_mode", "passthrough"]  # keep the input's default flags, invent none
+    if plan.container in ("mp4", "mov"):
+        args += ["-movflags", "+faststart"]  # index first: playable while still downloading
+        if time_scale:  # edit lists (a late video start) in the video's own time scale, not 1/1000 s
+            args += ["-movie_timescale", str(time_scale)]
+    args += ["-f", muxer, str(out)]
+    run_ffmpeg(args, what=f"writing {plan.path.name}")

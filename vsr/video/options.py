@@ -1,0 +1,116 @@
+"""User-facing encode options and the archival-quality defaults behind them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+
+from vsr.errors import VsrError
+
+ProgressFn = Callable[[int, "int | None"], None]  # (frames done, frames expected or None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoOptions:
+    """How to encode the restored video. Every field has an archival-quality default.
+
+    codec: PyAV encoder name. Defaults per codec (used when crf/preset/pix_fmt are None):
+        libx264   crf 16, preset slow, yuv420p (yuv420p10le for >8-bit input)  - visually lossless H.264
+        libx265   crf 18, preset slow, yuv420p (yuv420p10le for >8-bit input)
+        libsvtav1 crf 20, preset 6,    yuv420p (yuv420p10le for >8-bit input)
+        ffv1      lossless, level 3, slice CRCs, intra-only, yuv420p / yuv420p10le  - archival master
+        prores_ks profile HQ, yuv422p10le                                          - editing master
+    crf: constant-quality value (lower = better); ignored by the lossless/intra codecs above.
+    preset: encoder speed preset. pix_fmt: output pixel format (must suit the codec).
+    encoder_options: extra encoder options passed as-is, e.g. {"tune": "grain", "x264-params": "aq-mode=3"}.
+    batch_size: frames per call to `process`.
+    keep_sar: keep non-square pixels and their SAR tag; default False resamples the width after
+        `process` so the output has square pixels at the correct display size.
+    container: force the output container ("mkv", "mp4", "mov", "webm"); default from the output suffix,
+        switched to MKV (with a note) when the suffix's container cannot hold the streams.
+    quiet: no progress bar. progress: called as progress(done, total) after each encoded batch.
+    max_frames: stop after this many frames (previews, quick checks); other streams are cut to match.
+    high_bit_depth: give `process` uint16 RGB for >8-bit input (False: always uint8).
+    queue_batches: depth of each bounded queue between decode, process and encode (memory stays flat).
+    """
+
+    codec: str = "libx264"
+    crf: float | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    encoder_options: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 4
+    keep_sar: bool = False
+    container: str | None = None
+    quiet: bool = False
+    progress: ProgressFn | None = None
+    max_frames: int | None = None
+    high_bit_depth: bool = True
+    queue_batches: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise VsrError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.queue_batches < 1:
+            raise VsrError(f"queue depth must be at least 1, got {self.queue_batches}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise VsrError(f"max frames must be at least 1, got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class _CodecDefaults:
+    crf: float | None
+    preset: str | None
+    pix_fmt: str
+    pix_fmt_high: str
+    extra: dict[str, str]
+
+
+CODEC_DEFAULTS: dict[str, _CodecDefaults] = {
+    "libx264": _CodecDefaults(16, "slow", "yuv420p", "yuv420p10le", {}),
+    "libx265": _CodecDefaults(18, "slow", "yuv420p", "yuv420p10le", {"x265-params": "log-level=error"}),
+    "libsvtav1": _CodecDefaults(20, "6", "yuv420p", "yuv420p10le", {}),
+    # Intra-only with per-slice CRCs: any damage stays local and is detectable (the FFV1 archival profile).
+    "ffv1": _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {"level": "3", "slicecrc": "1", "g": "1"}),
+    "prores_ks": _CodecDefaults(None, None, "yuv422p10le", "yuv422p10le", {"profile": "hq"}),
+}
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """Resolved encoder: name, canonical codec id (for container checks), pixel format and options."""
+
+    name: str
+    codec_id: str
+    pix_fmt: str
+    options: dict[str, str]
+
+
+def resolve_encoder(options: VideoOptions, *, high_bit_input: bool) -> EncoderChoice:
+    """Apply the per-codec defaults and check the codec and pixel format exist in this PyAV build."""
+    name = options.codec
+    try:
+        codec = av.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):
+        known = ", ".join(c for c in CODEC_DEFAULTS if c in av.codecs_available)
+        raise VsrError(f"video encoder {name!r} is not available; expected one of: {known}") from None
+    if codec.type != "video":
+        raise VsrError(f"{name!r} is a {codec.type} encoder, expected a video encoder")
+    defaults = CODEC_DEFAULTS.get(name, _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {}))
+    supported = [f.name for f in (codec.video_formats or [])]
+    pix_fmt = options.pix_fmt or (defaults.pix_fmt_high if high_bit_input else defaults.pix_fmt)
+    if supported and pix_fmt not in supported:
+        if options.pix_fmt:
+            raise VsrError(f"{name} cannot encode pixel format {pix_fmt!r}; expected one of: {', '.join(supported)}")
+        pix_fmt = supported[0]
+    opts = dict(defaults.extra)
+    crf = options.crf if options.crf is not None else defaults.crf
+    if crf is not None:
+        opts["crf"] = f"{crf:g}"
+    preset = options.preset or defaults.preset
+    if preset is not None:
+        opts["preset"] = str(preset)
+    opts.update({str(k): str(v) for k, v in options.encoder_options.items()})
+    return EncoderChoice(name=name, codec_id=codec.canonical_name, pix_fmt=pix_fmt, options=opts)
