@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from vsr.engine import Upscaler, select_precision
+from vsr.engine.device import cpu_has_amx
 from vsr.engine.tiling import tile_starts
 
 from conftest import TINY_CASES, tiny
@@ -60,7 +61,8 @@ def test_non_finite_half_precision_output_is_recomputed_in_fp32():
 
 def test_precision_choice():
     cpu = torch.device("cpu")
-    assert select_precision("auto", cpu) == torch.float32
+    assert select_precision("auto", cpu) == (torch.bfloat16 if cpu_has_amx() else torch.float32)
+    assert select_precision("auto", cpu, supports_bf16=False) == torch.float32
     assert select_precision("auto", torch.device("cuda")) == torch.float16
     assert select_precision("auto", torch.device("cuda"), supports_fp16=False) in (torch.bfloat16, torch.float32)
     with pytest.raises(ValueError, match="does not support"):

@@ -31,12 +31,14 @@ def select_device(name: str = "auto") -> torch.device:
 
 def select_precision(name: str, device: torch.device, *, supports_fp16: bool = True,
                      supports_bf16: bool = True) -> torch.dtype:
-    """``auto``: fp16 on GPUs (bf16 if the model can't do fp16), fp32 on the CPU, where half
-    precision is emulated and rarely faster."""
+    """``auto``: fp16 on GPUs (bf16 if the model can't do fp16); on the CPU bf16 where it has AMX
+    matrix units (about 2x faster than fp32 there), otherwise fp32."""
     if name == "auto":
         if device.type in ("cuda", "mps") and supports_fp16:
             return torch.float16
         if device.type == "cuda" and supports_bf16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and supports_bf16 and cpu_has_amx():
             return torch.bfloat16
         return torch.float32
     if name not in PRECISIONS:
@@ -45,3 +47,8 @@ def select_precision(name: str, device: torch.device, *, supports_fp16: bool = T
     if dtype == torch.float16 and not supports_fp16 or dtype == torch.bfloat16 and not supports_bf16:
         raise VsrError(f"this model does not support {name}; use --precision fp32")
     return dtype
+
+
+def cpu_has_amx() -> bool:
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in some builds
+    return bool(check and check())
