@@ -122,3 +122,14 @@ def make_truncated_mp4(path: Path) -> Path:
     path.write_bytes(data[: len(data) // 2])
     full.unlink()
     return path
+
+
+def make_ts(path: Path, *, frames: int = 15) -> Path:
+    """MPEG-TS as broadcast captures are: timestamps start near 1.4 s, audio slightly before video,
+    29.97 fps, B-frames."""
+    vf = video_filter(width=64, height=48, frames=frames, rate=30, pix_fmt="yuv420p").replace(
+        "rate=30", "rate=30000/1001")
+    run_ffmpeg(["-f", "lavfi", "-i", vf, "-f", "lavfi", "-i", f"sine=frequency=440:duration={frames / 29.97}",
+                "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-c:a", "mp2", str(path)],
+               what="making a test transport stream")
+    return path

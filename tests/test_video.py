@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -146,6 +147,19 @@ def test_mp4_stays_mp4_with_exact_timestamps(tmp_path: Path) -> None:
             assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
 
 
+def test_late_start_moves_to_zero_keeping_offsets(tmp_path: Path) -> None:
+    src = media.make_ts(tmp_path / "cap.ts")
+    s_in = {s["type"]: s["start"] for s in streams(src)}
+    assert s_in["video"] > 1  # MPEG-TS starts late
+    res = transcode(src, tmp_path / "cap.mp4", up(2), 2, VideoOptions(**FAST), segment_frames=6)
+    s_out = {s["type"]: s["start"] for s in streams(res.output)}
+    assert min(s_out.values()) == 0
+    assert s_out["video"] - s_out["audio"] == pytest.approx(s_in["video"] - s_in["audio"], abs=1e-4)
+    shift = min(s_in.values())
+    assert frame_times(res.output) == pytest.approx([t - shift for t in frame_times(src)], abs=1e-4)
+    assert [b for b, _ in packets(res.output, 1)] == [b for b, _ in packets(src, 1)]  # MP2 copied
+
+
 def test_ten_bit_stays_ten_bit(tmp_path: Path) -> None:
     src = media.make_rich_clip(tmp_path / "ten.mkv", width=32, height=24, frames=6, sar="1",
                                pix_fmt="yuv420p10le")
@@ -206,6 +220,26 @@ def test_progress_and_max_frames(rich: Path, tmp_path: Path) -> None:
     assert end <= times[-1] + 0.1
 
 
+def test_probe_reads_geometry_colour_and_streams(rich: Path) -> None:
+    info = probe(rich)
+    assert (info.width, info.height, info.sar, info.display_width) == (65, 49, Fraction(4, 3), 87)
+    assert (info.colour.matrix, info.colour.range, info.bit_depth) == (6, 1, 8)
+    assert [s.type for s in info.streams] == ["video", "audio", "audio", "subtitle", "attachment"]
+
+
+def test_fractional_scale(tmp_path: Path) -> None:
+    src = media.make_mp4(tmp_path / "f.mp4", frames=5)
+
+    def to_1_5(x: np.ndarray) -> np.ndarray:  # 64x48 -> 96x72 (nearest neighbour on an index grid)
+        ys, xs = (np.arange(72) / 1.5).astype(int), (np.arange(96) / 1.5).astype(int)
+        return x[:, ys][:, :, xs]
+
+    res = transcode(src, tmp_path / "f_out.mp4", to_1_5, 1.5, VideoOptions(**FAST))
+    with av.open(str(res.output)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (96, 72)
+    assert res.frames == 5
+
+
 # --- bad input and output safety ------------------------------------------------------------------------
 
 def _bad_inputs(folder: Path) -> dict[str, Path]:
@@ -242,6 +276,22 @@ def test_failure_leaves_nothing(rich: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected about"):
         transcode(rich, tmp_path / "never.mkv", up(3), 2, VideoOptions(quiet=True))
     assert list(p for p in tmp_path.iterdir() if p.name != "rich.mkv") == []
+
+
+def test_interrupt_leaves_nothing(rich: Path, tmp_path: Path) -> None:
+    calls = []
+
+    def interrupted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the network runs
+        return up(2)(x)
+
+    out_dir = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        transcode(rich, out_dir / "x.mkv", interrupted, 2, VideoOptions(batch_size=2, quiet=True))
+    assert list(out_dir.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("vsr-")]  # background threads ended
 
 
 def test_never_writes_the_input(rich: Path) -> None:

@@ -30,8 +30,8 @@ class DecodeStats:
     notes: list[str] = field(default_factory=list)
 
 
-class _Stop(Exception):
-    """Raised inside the decode thread when the consumer has gone away."""
+class Stopped(Exception):
+    """A pipeline stage gave up because another one stopped (failure or interrupt)."""
 
 
 def put_or_stop(q: queue.Queue, item: object, stop: threading.Event) -> None:
@@ -42,7 +42,7 @@ def put_or_stop(q: queue.Queue, item: object, stop: threading.Event) -> None:
             return
         except queue.Full:
             if stop.is_set():
-                raise _Stop from None
+                raise Stopped from None
 
 
 class Decoder:
@@ -72,12 +72,12 @@ class Decoder:
         try:
             self._decode()
             put_or_stop(self.out, None, self.stop)
-        except _Stop:
+        except Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             try:
                 put_or_stop(self.out, exc, self.stop)
-            except _Stop:
+            except Stopped:
                 pass
 
     def _nominal_duration(self) -> int:
@@ -97,7 +97,7 @@ class Decoder:
             durations: list[int] = []
             for packet in self._packets(container, stream):
                 if self.stop.is_set():
-                    raise _Stop
+                    raise Stopped
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError:

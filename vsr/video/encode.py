@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -81,6 +82,12 @@ def rgb_to_frame(image: np.ndarray, layout: EncodeLayout, pix_fmt: str) -> av.Vi
     return out
 
 
+def _muxer_options(path: Path, time_base: Fraction) -> dict[str, str]:
+    """MOV writes a late start as an edit list in the movie time scale (default 1/1000 s): use the
+    stream's own, so a segment that starts mid-video keeps its exact first pts."""
+    return {"movie_timescale": str(time_base.denominator)} if path.suffix == ".mov" else {}
+
+
 class SegmentWriter:
     """One video-only file from one encoder instance, so it starts with a keyframe (IDR) and stands alone."""
 
@@ -89,10 +96,9 @@ class SegmentWriter:
         self.layout = layout
         self.encoder = encoder
         self.frames = 0
-        # MOV writes a late start as an edit list in the movie time scale (default 1/1000 s): use the
-        # stream's own so a segment that starts mid-video keeps its exact first pts.
-        opts = {"movie_timescale": str(layout.time_base.denominator)} if path.suffix == ".mov" else {}
-        self.container = av.open(str(path), "w", options=opts)
+        if encoder.name == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per encoder unless told not to
+        self.container = av.open(str(path), "w", options=_muxer_options(path, layout.time_base))
         try:
             stream = self.container.add_stream(encoder.name, rate=layout.rate, options=dict(encoder.options))
             stream.width, stream.height = layout.width, layout.height
@@ -140,7 +146,10 @@ def concat_segments(paths: list[Path], out_path: Path) -> None:
     at a joint; they are nudged forward (never past the packet's pts), which players ignore anyway.
     """
     assert paths, "no segments to join"
-    with av.open(str(paths[0])) as first, av.open(str(out_path), "w") as out:
+    with av.open(str(paths[0])) as first:
+        time_base = first.streams.video[0].time_base
+    with av.open(str(paths[0])) as first, \
+            av.open(str(out_path), "w", options=_muxer_options(out_path, time_base)) as out:
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
         ostream = out.add_stream_from_template(template)

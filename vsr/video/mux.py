@@ -61,7 +61,8 @@ def plan_mux(dst: Path, info: VideoInfo, *, video_codec: str, container: str | N
         if s.type in ("audio", "subtitle", "attachment", "video"):
             keep.append(s)
         else:
-            notes.append(f"stream {s.index} ({s.type}, {s.codec}) not copied: no output container holds it")
+            notes.append(f"stream {s.index} ({s.type}) not copied: data streams have no place in the output "
+                         "(a MOV timecode survives as metadata)")
     if container is not None:
         if container not in CONTAINERS:
             raise VsrError(f"unknown container {container!r}; expected one of: {', '.join(CONTAINERS)}")
@@ -96,7 +97,8 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     """Write `out`: the new video stream, then every kept input stream with `-c copy`.
 
     `-copyts` keeps every timestamp as it is in the two inputs, so the audio offset relative to the
-    video is exactly the input's. Container metadata and chapters come from the input; each copied
+    video is exactly the input's; only a file that starts late (MPEG-TS) is moved to start at 0, every
+    stream by the same amount, as ffmpeg itself does. Container metadata and chapters come from the input; each copied
     stream keeps its own metadata (language, title) and disposition (ffmpeg's default for copies).
     """
     muxer = CONTAINERS[plan.container][0]
@@ -115,8 +117,10 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
             args += [f"-c:{j}", "srt"]
     if sar is not None:  # ffmpeg takes a display aspect; from the encoded size it gives exactly this SAR
         args += ["-aspect:0", f"{sar.numerator * size[0]}:{sar.denominator * size[1]}"]
+    if info.start_time > 0:  # a late-starting file (MPEG-TS) starts at 0; every stream moves together
+        args += ["-output_ts_offset", f"{-info.start_time:.6f}"]
     if end_time is not None:
-        args += ["-to", f"{end_time:.6f}"]  # with -copyts this is a timestamp: cut everything there
+        args += ["-to", f"{end_time:.6f}"]  # cut every stream where the video ends (input timestamps)
     if plan.container == "mkv":
         args += ["-default_mode", "passthrough"]  # keep the input's default flags, invent none
     if plan.container in ("mp4", "mov"):

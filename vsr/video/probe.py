@@ -36,6 +36,7 @@ class VideoInfo:
     path: Path
     format_name: str  # demuxer name, e.g. "matroska,webm", "avi"
     duration: float | None  # seconds, container duration
+    start_time: float  # seconds, the earliest timestamp of any stream (0 for most files; MPEG-TS often not)
     streams: tuple[StreamInfo, ...]
     video_index: int
     codec: str
@@ -108,6 +109,7 @@ def probe(path: Path | str) -> VideoInfo:
         frames = vs.frames or (int(round(duration * rate)) if duration and rate else None)
         return VideoInfo(
             path=path, format_name=container.format.name, duration=duration, streams=streams,
+            start_time=container.start_time / 1_000_000 if container.start_time else 0.0,
             video_index=vs.index, codec=cc.name, width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt,
             bit_depth=_bit_depth(cc.pix_fmt), time_base=Fraction(vs.time_base), frame_rate=rate,
             frames=frames, declared_frames=vs.frames, sar=_sar(vs),

@@ -19,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 from tqdm import tqdm
 
 from vsr.errors import VsrError
-from vsr.video.decode import Batch, Decoder, put_or_stop
+from vsr.video.decode import Batch, Decoder, Stopped, put_or_stop
 from vsr.video.encode import EncodeLayout, SegmentWriter, concat_segments, plan_layout
 from vsr.video.mux import CONTAINERS, mux, plan_mux
 from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
@@ -74,9 +75,9 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
     try:
-        # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska holds every codec.
-        seg_ext = ".mov" if plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores") \
-            else ".mkv"
+        # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
+        mov_ok = plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
+        seg_ext = ".mov" if mov_ok else ".mkv"
         pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames)
         pipe.run()
         if pipe.encoded == 0:
@@ -84,11 +85,11 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         video = pipe.segments[0] if len(pipe.segments) == 1 else work / f"video{seg_ext}"
         if len(pipe.segments) > 1:
             concat_segments(pipe.segments, video)
-        end_time = None
-        if pipe.decoder.stats.decoded >= (options.max_frames or float("inf")) and pipe.decoder.last_pts is not None:
-            end_time = float((pipe.decoder.last_pts + pipe.decoder.last_duration) * info.time_base)
-        notes = [*plan.notes, *pipe.decoder.stats.notes, *(pipe.layout.notes if pipe.layout else ())]
-        layout = pipe.layout
+        dec, layout = pipe.decoder, pipe.layout
+        end_time = None  # with max_frames, the other streams stop where the video stops
+        if options.max_frames is not None and dec.stats.decoded >= options.max_frames and dec.last_pts is not None:
+            end_time = float((dec.last_pts + dec.last_duration) * info.time_base)
+        notes = [*plan.notes, *dec.stats.notes, *layout.notes]
         mux_args = dict(size=(layout.width, layout.height), sar=layout.sar, end_time=end_time,
                         time_scale=layout.time_base.denominator)
         partial = work / f"output.partial{plan.path.suffix}"
@@ -103,12 +104,21 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
             _refuse_overwriting_input(src, plan.path)
             partial = work / "output.partial.mkv"
             mux(video=video, info=info, plan=plan, out=partial, **mux_args)
+        _check_output_file(partial, pipe.encoded)
         os.replace(partial, plan.path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TranscodeResult(output=plan.path, frames=pipe.encoded, decode_errors=pipe.decoder.errors,
                            model_seconds=pipe.model_seconds, wall_seconds=time.perf_counter() - started,
                            notes=notes)
+
+
+def _check_output_file(path: Path, frames: int) -> None:
+    """Last look before the rename: the muxed file opens and holds every encoded frame."""
+    with av.open(str(path)) as c:
+        written = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    if written != frames:
+        raise RuntimeError(f"output check failed: {written} video frames written, {frames} expected")
 
 
 def _refuse_overwriting_input(src: Path, out: Path) -> None:
@@ -129,6 +139,7 @@ class _Pipeline:
         self.decoder = Decoder(info, self.decoded_q, self.stop, batch_size=options.batch_size,
                                max_frames=options.max_frames, high_bit_depth=options.high_bit_depth)
         self.layout: EncodeLayout | None = None
+        self._first_shape: tuple[int, ...] = ()
         self.segments: list[Path] = []
         self.encoded = 0
         self.model_seconds = 0.0
@@ -183,7 +194,7 @@ class _Pipeline:
     def _to_encoder(self, item: object) -> None:
         try:
             put_or_stop(self.encode_q, item, self.stop)
-        except Exception:
+        except Stopped:
             if self.encode_error is not None:
                 raise self.encode_error from None
             raise
@@ -212,7 +223,7 @@ class _Pipeline:
                     item = self.encode_q.get(timeout=0.2)
                 except queue.Empty:
                     if self.stop.is_set():
-                        raise RuntimeError("stopped") from None
+                        raise Stopped from None
                     continue
                 if item is None:
                     break
