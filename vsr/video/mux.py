@@ -61,8 +61,8 @@ def plan_mux(dst: Path, info: VideoInfo, *, video_codec: str, container: str | N
         if s.type in ("audio", "subtitle", "attachment", "video"):
             keep.append(s)
         else:
-            notes.append(f"stream {s.index} ({s.type}) not copied: data streams have no place in the output "
-                         "(a MOV timecode survives as metadata)")
+            notes.append(f"stream {s.index} ({s.type}) not copied: data streams (timecode, telemetry) are "
+                         "not carried over")
     if container is not None:
         if container not in CONTAINERS:
             raise VsrError(f"unknown container {container!r}; expected one of: {', '.join(CONTAINERS)}")
@@ -81,7 +81,7 @@ def plan_mux(dst: Path, info: VideoInfo, *, video_codec: str, container: str | N
             notes.append(f"output written as .mkv instead of {dst.suffix}: {chosen} cannot hold "
                          f"{', '.join(misfits)}")
             chosen = "mkv"
-    path = dst.with_suffix(CONTAINERS[chosen][1]) if dst.suffix.lower() != CONTAINERS[chosen][1] else dst
+    path = dst if _SUFFIXES.get(dst.suffix.lower()) == chosen else dst.with_suffix(CONTAINERS[chosen][1])
     if forced and path != dst:
         notes.append(f"output written as {path.name} (container {chosen})")
     return MuxPlan(path=path, container=chosen, keep=keep, notes=notes, forced=forced)
