@@ -30,6 +30,7 @@ class ModelDescriptor:
     supports_fp16: bool = True
     supports_bf16: bool = True
     bytes_per_px: int = 16384  # rough fp32 activation memory per input pixel, for automatic tiling
+    tile_overlap: int = 16  # input pixels of context that tiles share so that seams don't show
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +60,8 @@ def _describe_rrdb(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
         size_multiple=4 // p["scale"],
         # HR-stage activations: ~3 buffers of nf channels at 16x the (unshuffled) pixels, fp32
         bytes_per_px=3 * 4 * p["nf"] * 16 // (4 // p["scale"]) ** 2 + 4 * (p["nf"] + 5 * p["gc"]),
+        # deep trunk: the output still moves at ~40 dB with context cut 16 px away, ~50 dB at 32 px
+        tile_overlap=48 * (4 // p["scale"]),
     )
 
 
@@ -72,6 +75,7 @@ def _describe_compact(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     return ModelDescriptor(
         arch="compact", model=model, params=p, scale=scale, in_ch=p["in_ch"], out_ch=p["out_ch"],
         size_multiple=1, bytes_per_px=4 * (3 * p["nf"] + 3 * p["out_ch"] * p["upscale"] ** 2),
+        tile_overlap=8 * ((p["num_conv"] + 2) * 8 // 3 // 8 + 1),  # weight-0 margin > receptive radius
     )
 
 

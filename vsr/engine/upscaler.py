@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ from ..errors import VsrError
 from .device import select_device, select_precision
 from .tiling import tiled
 
-CPU_TILE_BUDGET = 2 << 30  # bytes of activations per tile on the CPU
 MIN_TILE = 32
 
 
@@ -34,7 +34,7 @@ class Upscaler:
     """
 
     def __init__(self, desc: ModelDescriptor, *, device: str = "auto", precision: str = "auto",
-                 tile: str | int = "auto", overlap: int = 16) -> None:
+                 tile: str | int = "auto", overlap: int | None = None) -> None:
         self.desc = desc
         self.device = select_device(device)
         self.dtype = select_precision(precision, self.device, supports_fp16=desc.supports_fp16,
@@ -49,22 +49,29 @@ class Upscaler:
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
         self.tile = tile
-        self.overlap = overlap
+        self.overlap = desc.tile_overlap if overlap is None else overlap
         self.stats = EngineStats()
 
     # -- sizes ------------------------------------------------------------------------------------
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         return round(h * self.desc.scale), round(w * self.desc.scale)
 
-    def _auto_tile(self, batch: int) -> int:
+    def _auto_tile(self, x: torch.Tensor) -> int:
+        """The largest tile whose activations fit the memory budget (0: the whole image fits); tiles
+        are then made equal so that no work is wasted on a thin last tile."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             budget = free // 2
-        else:
-            budget = CPU_TILE_BUDGET
-        per_px = self.desc.bytes_per_px * torch.finfo(self.dtype).bits // 32 * batch
-        side = int(math.sqrt(budget / per_px))
-        return max(MIN_TILE, side // 8 * 8)
+        else:  # a quarter of the machine's memory
+            budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+        per_px = self.desc.bytes_per_px * torch.finfo(self.dtype).bits // 32 * x.shape[0]
+        side = max(MIN_TILE, int(math.sqrt(budget / per_px)))
+        longest = max(x.shape[-2:])
+        if longest <= side:
+            return 0
+        overlap = self.overlap * self.desc.size_multiple
+        n = math.ceil((longest - overlap) / max(side - overlap, 1))
+        return min(side, math.ceil((longest + (n - 1) * overlap) / n / 8) * 8)
 
     # -- inference --------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,9 +92,9 @@ class Upscaler:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float in [0, 1] -> (B, C, sH, sW) float32 on the engine's device, unclamped."""
+        """(B, C, H, W) float in [0, 1] -> (B, C, sH, sW) float32, unclamped (on the CPU when tiled)."""
         x = x.to(self.device, non_blocking=True)
-        tile = self._auto_tile(x.shape[0]) if self.tile == "auto" else self.tile
+        tile = self._auto_tile(x) if self.tile == "auto" else self.tile
         scale = self.desc.scale
         if tile and tile < max(x.shape[-2:]) and scale != int(scale):
             raise VsrError(f"tiling needs an integer scale, this model has {scale}; use --tile 0")
@@ -102,7 +109,7 @@ class Upscaler:
                 else:
                     out = self._forward(x)
                 break
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 if self.device.type != "cuda":
                     raise
                 torch.cuda.empty_cache()
