@@ -32,6 +32,22 @@ def _positive_float(value: str) -> float:
     return f
 
 
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
+def _key_values(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise VsrError(f"encoder option {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vsr", description="Restore and upscale old video and images.")
     p.add_argument("--version", action="version", version=f"vsr {__version__}")
@@ -46,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
+    up.add_argument("--batch", type=_positive_int, help="video frames per network call (default 1 on CPU, 4 on GPU)")
+    v = up.add_argument_group("video encoding")
+    v.add_argument("--codec", default="libx264", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
+                   "prores_ks")
+    v.add_argument("--crf", type=float, help="constant quality, lower is better (default per codec: x264 16, "
+                   "x265 18, svtav1 20)")
+    v.add_argument("--preset", help="encoder speed preset (default slow; svtav1 6)")
+    v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input)")
+    v.add_argument("-x", "--encoder-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to the encoder as is, e.g. -x tune=grain (repeatable)")
+    v.add_argument("--keep-sar", action="store_true",
+                   help="keep non-square pixels (default: square pixels at the right display size)")
+    v.add_argument("--max-frames", type=_positive_int, help="only the first N frames (a preview)")
     up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
     up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -61,9 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import UpscaleOptions, upscale
+    from .video import VideoOptions
 
+    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                         encoder_options=_key_values(args.encoder_option), keep_sar=args.keep_sar,
+                         max_frames=args.max_frames)
     opts = UpscaleOptions(model=args.model, scale=args.scale, device=args.device, precision=args.precision,
-                          tile=args.tile, overwrite=args.overwrite, quiet=args.quiet or args.json)
+                          tile=args.tile, overwrite=args.overwrite, quiet=args.quiet or args.json,
+                          batch=args.batch, video=video)
     report = upscale(args.input, args.output, opts)
     if args.json:
         print(json.dumps(report.as_dict()))

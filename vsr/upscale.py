@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from tqdm import tqdm
 from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
+from .video import VideoOptions, planned_output, transcode
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
                   ".mts", ".vob", ".wmv", ".flv", ".3gp", ".ogv", ".dv")
@@ -28,6 +29,8 @@ class UpscaleOptions:
     tile: str | int = "auto"
     overwrite: bool = False
     quiet: bool = False
+    batch: int | None = None  # video frames per network call; default 1 on the CPU, 4 on a GPU
+    video: VideoOptions = field(default_factory=VideoOptions)  # encoding of video outputs
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # input -> one-line reason
     frames: int = 0  # images, or video frames
+    decode_errors: int = 0  # video frames that could not be decoded
     model_seconds: float = 0.0
     wall_seconds: float = 0.0
     nonfinite_recomputed: int = 0
@@ -54,10 +58,32 @@ class _Job:
         if desc.in_ch != 3 or desc.out_ch != 3:
             raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
         self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile)
+        batch = opts.batch or (1 if self.engine.device.type == "cpu" else 4)
+        self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
 
     @property
     def scale(self) -> float:
         return self.opts.scale or self.engine.desc.scale
+
+    def frames(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) -> (N, sH, sW, 3): the network, then resampling to a --scale of the user's."""
+        out = self.engine.upscale_array(batch)
+        h, w = batch.shape[1:3]
+        size = (round(w * self.scale), round(h * self.scale))
+        if out.shape[1:3] != size[::-1]:
+            out = np.stack([images.resize(f, *size) for f in out])
+        return out
+
+    def video(self, src: Path, dst: Path, report: Report) -> Path:
+        result = transcode(src, dst, self.frames, self.scale, self.video_options)
+        report.frames += result.frames
+        report.decode_errors += result.decode_errors
+        report.notes += [f"{src.name}: {n}" for n in result.notes]
+        return result.output
+
+    def output_for(self, src: Path, dst: Path) -> Path:
+        """Where the output of src will be (a video's container, hence suffix, may change)."""
+        return dst if _is_image(src) else planned_output(src, dst, self.video_options)
 
     def image(self, src: Path, dst: Path) -> int:
         img = images.read_image(src)
@@ -85,8 +111,12 @@ def default_output(src: Path, scale_label: str) -> Path:
     return src.with_name(f"{src.stem}_{scale_label}{src.suffix}")
 
 
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in images.IMAGE_SUFFIXES
+
+
 def _is_media(p: Path) -> bool:
-    return p.suffix.lower() in images.IMAGE_SUFFIXES + VIDEO_SUFFIXES
+    return _is_image(p) or p.suffix.lower() in VIDEO_SUFFIXES
 
 
 def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
@@ -115,17 +145,21 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     job = _Job(opts)  # a bad model fails before any file is touched
     bar = tqdm(pairs, desc="files", unit="file", disable=opts.quiet or len(pairs) == 1, file=sys.stderr)
     for s, d in bar:
-        if d.exists() and not opts.overwrite:
-            report.skipped.append(str(d))
-            continue
         try:
+            d = job.output_for(s, d)
+            if d.exists() and not opts.overwrite:
+                report.skipped.append(str(d))
+                continue
             d.parent.mkdir(parents=True, exist_ok=True)
-            report.frames += job.image(s, d)
+            if _is_image(s):
+                report.frames += job.image(s, d)
+            else:
+                d = job.video(s, d, report)
             report.outputs.append(str(d))
         except VsrError as e:
             if len(pairs) == 1:
                 raise
-            report.failed[str(s)] = str(e)
+            report.failed[str(s)] = " ".join(str(e).split())
     report.model_seconds = job.engine.stats.model_seconds
     report.nonfinite_recomputed = job.engine.stats.nonfinite_recomputed
     report.wall_seconds = time.perf_counter() - start

@@ -3,6 +3,6 @@ networks: callers hand `transcode` a function from RGB batches to RGB batches.""
 
 from vsr.video.options import CODEC_DEFAULTS, VideoOptions
 from vsr.video.probe import StreamInfo, VideoInfo, probe
-from vsr.video.transcode import TranscodeResult, transcode
+from vsr.video.transcode import TranscodeResult, planned_output, transcode
 
-__all__ = ["CODEC_DEFAULTS", "StreamInfo", "TranscodeResult", "VideoInfo", "VideoOptions", "probe", "transcode"]
+__all__ = ["CODEC_DEFAULTS", "StreamInfo", "TranscodeResult", "VideoInfo", "VideoOptions", "planned_output", "probe", "transcode"]

@@ -113,6 +113,14 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
                            notes=notes)
 
 
+def planned_output(src: Path | str, dst: Path | str, options: VideoOptions | None = None) -> Path:
+    """The path `transcode(src, dst, ...)` will write (its suffix may differ from dst's)."""
+    options = options or VideoOptions()
+    info = probe(src)
+    encoder = resolve_encoder(options, high_bit_input=info.high_bit_depth and options.high_bit_depth)
+    return plan_mux(Path(dst), info, video_codec=encoder.codec_id, container=options.container).path
+
+
 def _check_output_file(path: Path, frames: int) -> None:
     """Last look before the rename: the muxed file opens and holds every encoded frame."""
     with av.open(str(path)) as c:
