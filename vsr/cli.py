@@ -104,11 +104,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     else:
         for note in report.notes:
             print(f"vsr: {note}", file=sys.stderr)
-        if len(report.outputs) + len(report.skipped) + len(report.failed) > 1 or report.failed:
-            print(f"{len(report.outputs)} done, {len(report.skipped)} skipped (exist; --overwrite redoes them), "
-                  f"{len(report.failed)} failed", file=sys.stderr)
-            for path, reason in report.failed.items():
-                print(f"  failed: {path}: {reason}", file=sys.stderr)
+        if len(report.rows) > 1:
+            print(report.table(), file=sys.stderr)
         elif report.skipped:
             print(f"vsr: {report.skipped[0]} exists; --overwrite redoes it", file=sys.stderr)
     return 1 if report.failed else 0

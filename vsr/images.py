@@ -50,6 +50,7 @@ def write_image(path: Path, img: np.ndarray) -> None:
     if not ok:
         raise VsrError(f"cannot encode {path.suffix} output; use .png")
     tmp = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         buf.tofile(tmp)
         os.replace(tmp, path)

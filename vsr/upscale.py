@@ -44,9 +44,20 @@ class Report:
     wall_seconds: float = 0.0
     nonfinite_recomputed: int = 0
     notes: list[str] = field(default_factory=list)
+    rows: list[tuple[str, str, int, float, str]] = field(default_factory=list)  # input, status, frames, s, detail
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "rows"}
+
+    def table(self) -> str:
+        """One line per file: status, frames, seconds, output or reason; then the totals."""
+        width = max(len(r[0]) for r in self.rows)
+        lines = [f"{'file'.ljust(width)}  status   frames  seconds  output / reason"]
+        lines += [f"{src.ljust(width)}  {status:7s}  {frames:6d}  {secs:7.1f}  {detail}"
+                  for src, status, frames, secs, detail in self.rows]
+        lines.append(f"{len(self.outputs)} done, {len(self.skipped)} skipped (exist; --overwrite redoes them), "
+                     f"{len(self.failed)} failed; {self.frames} frames in {self.wall_seconds:.1f} s")
+        return "\n".join(lines)
 
 
 class _Job:
@@ -145,21 +156,27 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     job = _Job(opts)  # a bad model fails before any file is touched
     bar = tqdm(pairs, desc="files", unit="file", disable=opts.quiet or len(pairs) == 1, file=sys.stderr)
     for s, d in bar:
+        t0, frames0 = time.perf_counter(), report.frames
         try:
             d = job.output_for(s, d)
             if d.exists() and not opts.overwrite:
                 report.skipped.append(str(d))
+                report.rows.append((str(s), "skipped", 0, 0.0, str(d)))
                 continue
-            d.parent.mkdir(parents=True, exist_ok=True)
             if _is_image(s):
                 report.frames += job.image(s, d)
             else:
                 d = job.video(s, d, report)
             report.outputs.append(str(d))
-        except VsrError as e:
+            report.rows.append((str(s), "done", report.frames - frames0, time.perf_counter() - t0, str(d)))
+        except Exception as e:  # a folder goes on past a failed file; one file reports it to the caller
             if len(pairs) == 1:
                 raise
-            report.failed[str(s)] = " ".join(str(e).split())
+            reason = " ".join(str(e).split())
+            if not isinstance(e, (VsrError, OSError)):
+                reason = f"{type(e).__name__}: {reason}"
+            report.failed[str(s)] = reason
+            report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, reason))
     report.model_seconds = job.engine.stats.model_seconds
     report.nonfinite_recomputed = job.engine.stats.nonfinite_recomputed
     report.wall_seconds = time.perf_counter() - start

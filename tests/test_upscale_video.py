@@ -1,0 +1,76 @@
+"""`vsr upscale` on videos and on folders that mix videos and images."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vsr import images
+from vsr.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import media  # noqa: E402
+
+FAST = ["--preset", "ultrafast", "--json"]
+
+
+def frame_pts(path):
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+def test_video_through_the_network_keeps_every_stream_and_timestamp(tmp_path, tiny_weights, capsys):
+    src = media.make_rich_clip(tmp_path / "clip.mkv")
+    out = tmp_path / "out.mkv"
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), *FAST]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"] == [str(out)] and report["decode_errors"] == 0
+    assert report["wall_seconds"] >= report["model_seconds"] > 0
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert [s.type for s in a.streams] == [s.type for s in b.streams]
+        v = b.streams.video[0]
+        # x2, anamorphic 4:3 pixels made square at the right display size (even, for 4:2:0)
+        assert v.codec_context.height == 98 and abs(v.codec_context.width - 65 * 4 / 3 * 2) <= 1
+    assert report["frames"] == len(frame_pts(src)) == len(frame_pts(out))
+    assert [round(float(t), 3) for t in frame_pts(src)] == [round(float(t), 3) for t in frame_pts(out)]
+
+
+def test_folder_of_videos_and_images_is_resumable(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "tapes"
+    (src / "day1").mkdir(parents=True)
+    media.make_mp4(src / "day1" / "a.mp4")
+    media.make_mp4(src / "b.avi", frames=10)  # AVI output is written as MKV
+    images.write_image(src / "still.png", (np.random.rand(10, 12, 3) * 255).astype(np.uint8))
+    out = tmp_path / "restored"
+    args = ["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), *FAST]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(report["outputs"]) == sorted(str(out / p) for p in ("day1/a.mp4", "b.mkv", "still.png"))
+    assert report["frames"] == 20 + 10 + 1
+    assert main(args) == 0  # everything exists: nothing is redone, not even the AVI written as MKV
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"] == [] and len(report["skipped"]) == 3 and report["frames"] == 0
+
+
+def test_bad_video_inputs_give_one_line_errors_and_leave_nothing(tmp_path, tiny_weights):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "text.mp4").write_text("this is not a video\n" * 20)
+    media.make_audio_only(bad / "sound.m4a")
+    (bad / "sound.m4a").rename(bad / "sound.mp4")
+    media.make_truncated_mp4(bad / "cut.mp4")
+    (bad / "nomedia").mkdir()
+    (bad / "nomedia" / "readme.txt").write_text("no media here")
+    before = sorted(os.listdir(bad))
+    for name, message in [("empty.mp4", "empty"), ("text.mp4", ""), ("sound.mp4", "no video"),
+                          ("cut.mp4", "truncated"), ("nomedia", "holds no images or videos")]:
+        r = subprocess.run([sys.executable, "-m", "vsr", "upscale", name, "-o", "out.mkv", "--model",
+                            str(tiny_weights), "--quiet"], capture_output=True, text=True, cwd=bad)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, (name, r.stderr)
+        assert message in lines[0], (name, lines[0])
+        assert sorted(os.listdir(bad)) == before, name

@@ -1,0 +1,285 @@
+"""Training recipes: YAML loaded strictly into typed dataclasses.
+
+Every key is checked: an unknown or misspelt key, or a value of the wrong type, is a one-line
+:class:`VsrError` that names the key and what is allowed. Nothing is read that the schema does not
+declare, and nothing the schema declares is ignored by the trainer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..errors import VsrError
+from .degrade import DegradeConfig
+
+
+@dataclass
+class NetworkConfig:
+    arch: str  # a name in vsr.arch.ARCHS, or "vgg_discriminator"
+    weights: str | None = None  # model name (see `vsr models`) or a weights file; None = random init
+    params: dict[str, Any] = field(default_factory=dict)  # constructor arguments (random init only)
+    checkpointing: bool = False  # gradient checkpointing of RRDB blocks
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = none)
+
+
+@dataclass
+class DataConfig:
+    frames: str | None = None  # folder of frames/photos, or a video file whose frames are extracted
+    lq: str | None = None  # paired low-quality folder (same file names as `frames`); no degradation then
+    holdout: list[str] = field(default_factory=list)  # file names never trained on, used for validation
+    val_frames: str | None = None  # separate validation folder (instead of or besides holdout)
+    prescale: float = 1.0  # resize ground truth by this first (0.5 for JPEG photos)
+    max_frames: int = 400  # frames taken from a video (evenly spaced)
+    patch: int = 32  # low-resolution patch size
+    batch: int = 4  # per process
+    accumulate: int = 1  # micro-batches per optimizer step (effective batch = batch x accumulate)
+    flips: bool = True
+    degradation: DegradeConfig = field(default_factory=DegradeConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    type: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    type: Literal["constant", "cosine", "step"] = "constant"
+    warmup: int = 0  # linear warm-up steps
+    milestones: list[int] = field(default_factory=list)  # "step": multiply by gamma at each
+    gamma: float = 0.5
+    min_factor: float = 0.0  # "cosine": final lr / lr
+
+
+@dataclass
+class TrainStepConfig:
+    network: str  # the network this step trains
+    losses: list[str]  # names from `losses`
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    clip_grad: float = 0.0  # max gradient norm (0 = off)
+    start: int = 0  # first step at which this training step runs
+    every: int = 1  # run it every N steps
+
+
+@dataclass
+class LossConfig:
+    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong"]
+    weight: float = 1.0
+    start: int = 0
+    stop: int | None = None  # first step without the loss (None = never stops)
+    crop: int | None = None  # translational: low-resolution crop size (default 3/4 of the patch)
+    gan_type: Literal["vanilla", "relativistic"] | None = None  # gan
+    discriminator: str | None = None  # gan: network name
+    noise: float | None = None  # gan: std of noise added to the discriminator's inputs
+    gradient_penalty: float | None = None  # gan: weight of the R1 penalty on real inputs
+    vgg_weights: str | None = None  # perceptual: VGG19 weights file (ImageNet); disabled without one
+    layer: str | None = None  # perceptual: e.g. conv5_4
+
+    def __post_init__(self) -> None:
+        own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
+               "perceptual": {"vgg_weights", "layer"}}
+        typed = set().union(*own.values())
+        for key in sorted(typed - own.get(self.type, set())):
+            if getattr(self, key) is not None:
+                raise ValueError(f"key '{key}' does not apply to a loss of type {self.type}; "
+                                 f"it takes {sorted(own.get(self.type, set())) + ['start', 'stop', 'weight']}")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 500  # validation every N steps (0 = only at the end)
+    max_images: int = 8
+    crop: int = 512  # ground-truth centre crop (keeps validation quick); 0 = whole images
+    seed: int = 1234  # degradation draw of the validation images (fixed across runs)
+    grids: bool = True  # save sample image grids (LQ | output | ground truth)
+
+
+@dataclass
+class LogConfig:
+    every: int = 10  # log losses every N steps
+    tensorboard: bool = True
+    checkpoint_every: int = 0  # steps (0 = off)
+    checkpoint_minutes: float = 5.0  # wall-clock cadence (0 = off)
+    keep: int = 2  # checkpoints kept besides the latest
+
+
+@dataclass
+class RecipeConfig:
+    name: str
+    networks: dict[str, NetworkConfig]
+    data: DataConfig
+    steps: list[TrainStepConfig]
+    losses: dict[str, LossConfig]
+    total_steps: int
+    generator: str = "generator"  # the network that is shipped
+    scale: int = 4
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    max_nonfinite: int = 10  # stop after this many non-finite losses in a row
+    output: str | None = None  # run folder (default runs/NAME)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.generator not in self.networks:
+            raise ValueError(f"generator: {self.generator!r} is not in networks {sorted(self.networks)}")
+        for i, s in enumerate(self.steps):
+            if s.network not in self.networks:
+                raise ValueError(f"steps[{i}].network: {s.network!r} is not in networks {sorted(self.networks)}")
+            for name in s.losses:
+                if name not in self.losses:
+                    raise ValueError(f"steps[{i}].losses: {name!r} is not in losses {sorted(self.losses)}")
+        for name, loss in self.losses.items():
+            if loss.type == "gan" and (loss.discriminator or "") not in self.networks:
+                raise ValueError(f"losses.{name}.discriminator: expected one of {sorted(self.networks)}, "
+                                 f"got {loss.discriminator!r}")
+        for key in ("total_steps", "scale"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: expected a positive number, got {getattr(self, key)}")
+        d = self.data
+        for key in ("patch", "batch", "accumulate", "max_frames"):
+            if getattr(d, key) < 1:
+                raise ValueError(f"data.{key}: expected a positive number, got {getattr(d, key)}")
+        if not 0 < d.prescale <= 1:
+            raise ValueError(f"data.prescale: expected a factor in (0, 1], got {d.prescale}")
+
+
+# --- strict loading -----------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where)
+            except VsrError:
+                continue
+        raise VsrError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise VsrError(f"{where}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _load_dataclass(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise VsrError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise VsrError(f"{where}: expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise VsrError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and isinstance(value, bool) or tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise VsrError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _load_dataclass(cls: type, data: Any, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
+    if not isinstance(data, dict):
+        raise VsrError(f"{where or 'recipe'}: expected a mapping with keys {sorted(fields)}, got {data!r}")
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        raise VsrError(f"unknown key '{prefix}{unknown[0]}'; allowed in {where or 'a recipe'}: {', '.join(sorted(fields))}")
+    required = [n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise VsrError(f"missing key '{prefix}{missing[0]}' (required in {where or 'a recipe'}: {', '.join(required)})")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        msg = str(e)
+        raise VsrError(msg if msg.startswith(("data.", "degradation.", "steps", "losses", "generator"))
+                       or not where else f"{where}: {msg}") from None
+
+
+def from_dict(data: Any) -> RecipeConfig:
+    return _load_dataclass(RecipeConfig, data, "")
+
+
+def load_recipe(path: str | Path, **overrides: Any) -> RecipeConfig:
+    """Read a recipe file (or a name in ``pipelines/``); ``overrides`` are dotted keys, e.g. ``data.frames``."""
+    path = find_recipe(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise VsrError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise VsrError(f"recipe {path}: expected a mapping at the top level")
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    try:
+        return from_dict(data)
+    except VsrError as e:
+        raise VsrError(f"recipe {path}: {e}") from None
+
+
+def find_recipe(name: str | Path) -> Path:
+    path = Path(name).expanduser()
+    if path.suffix in (".yml", ".yaml") or path.exists():
+        if not path.is_file():
+            raise VsrError(f"recipe {path} does not exist")
+        return path
+    from importlib import resources
+    shipped = Path(str(resources.files("vsr.pipelines"))) / f"{name}.yml"
+    if not shipped.is_file():
+        names = sorted(p.stem for p in shipped.parent.glob("*.yml"))
+        raise VsrError(f"unknown recipe {name!r}; shipped: {', '.join(names) or 'none'} (or give a .yml path)")
+    return shipped
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain, YAML/JSON-safe form of a config (stored in checkpoints: the resolved recipe)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
