@@ -1,0 +1,131 @@
+"""Recipes load strictly; bad recipes and bad data fail fast with one line, before any training."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from vsr.errors import VsrError
+from vsr.train.config import find_recipe, load_recipe
+from vsr.train.loop import train
+
+TINY = Path(__file__).with_name("train_tiny.yml")
+
+
+def write_frames(folder: Path, n: int = 3, size: int = 96, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = cv2.resize((rng.random((size // 4, size // 4, 3)) * 255).astype(np.uint8), (size, size),
+                         interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"img{i}.png"), img)
+    return folder
+
+
+def recipe(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(TINY.read_text())
+    data["data"]["frames"] = str(tmp_path / "frames")
+    data["output"] = str(tmp_path / "run")
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    path = tmp_path / "recipe.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+_DELETE = object()
+
+
+def test_shipped_recipes_load():
+    for name in ("finetune-esrgan", "vhs-esrgan"):
+        cfg = load_recipe(name)
+        assert cfg.steps and cfg.losses and cfg.networks[cfg.generator].arch == "rrdb"
+    assert load_recipe(TINY).total_steps == 6
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"data.pach": 12}, "unknown key 'data.pach'; allowed in data: accumulate, batch,"),
+    ({"totl_steps": 3}, "unknown key 'totl_steps'; allowed in a recipe:"),
+    ({"losses.pixel.wieght": 1}, "unknown key 'losses.pixel.wieght'; allowed in losses.pixel:"),
+    ({"steps": [{"network": "generator", "losses": ["pixel"], "optimiser": {}}]}, "unknown key 'steps[0].optimiser'"),
+    ({"data.patch": "big"}, "data.patch: expected int, got 'big'"),
+    ({"total_steps": 1.5}, "total_steps: expected int, got 1.5"),
+    ({"precision": "fp8"}, "precision: expected one of auto, fp32, bf16, fp16, got 'fp8'"),
+    ({"losses.pixel.type": "l3"}, "losses.pixel.type: expected one of l1, l2, translational"),
+    ({"losses.pixel.crop": 4}, "key 'crop' does not apply to a loss of type l1"),
+    ({"data.degradation.jpeg_quality": [90, 10]}, "degradation.jpeg_quality: expected [low, high] with low <= high"),
+    ({"data.degradation.noise": 1}, "unknown key 'data.degradation.noise'"),
+    ({"steps": [{"network": "generator", "losses": ["pixle"]}]}, "steps[0].losses: 'pixle' is not in losses"),
+    ({"steps": [{"network": "gen", "losses": ["pixel"]}]}, "steps[0].network: 'gen' is not in networks"),
+    ({"networks": _DELETE}, "missing key 'networks'"),
+    ({"data.batch": 0}, "data.batch: expected a positive number, got 0"),
+    ({"data.degradation.luma_cutoff": [0.5]}, "data.degradation.luma_cutoff: expected a list of 2 numbers"),
+])
+def test_bad_recipe_is_one_line_error(tmp_path, changes, expected):
+    write_frames(tmp_path / "frames")
+    t = time.perf_counter()
+    with pytest.raises(VsrError) as e:
+        load_recipe(recipe(tmp_path, **changes))
+    assert time.perf_counter() - t < 1.0
+    msg = str(e.value)
+    assert "\n" not in msg and expected in msg, msg
+    assert "recipe.yml" in msg
+
+
+def _fails_fast(tmp_path: Path, expected: str, **changes) -> None:
+    cfg = load_recipe(recipe(tmp_path, **changes))
+    t = time.perf_counter()
+    with pytest.raises(VsrError) as e:
+        train(cfg, progress=False)
+    assert time.perf_counter() - t < 1.0
+    assert "\n" not in str(e.value) and expected in str(e.value), str(e.value)
+    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing may be trained"
+
+
+def test_missing_data_folder(tmp_path):
+    _fails_fast(tmp_path, "does not exist")
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "notes.txt").write_text("no images here")
+    _fails_fast(tmp_path, "holds no images")
+
+
+def test_images_smaller_than_the_patch(tmp_path):
+    write_frames(tmp_path / "frames", size=40)
+    _fails_fast(tmp_path, "img1.png is 40x40 after data.prescale; a training patch needs 80 px")
+
+
+def test_holdout_must_exist_and_leave_training_data(tmp_path):
+    write_frames(tmp_path / "frames")
+    _fails_fast(tmp_path, "data.holdout: 'nope.png' is not in", **{"data.holdout": ["nope.png"]})
+    _fails_fast(tmp_path, "every image of", **{"data.holdout": ["img0.png", "img1.png", "img2.png"]})
+
+
+def test_translational_crop_must_fit(tmp_path):
+    write_frames(tmp_path / "frames")
+    _fails_fast(tmp_path, "losses.trans.crop: expected 1..11", **{"losses.trans.crop": 12})
+
+
+def test_resume_without_checkpoint(tmp_path):
+    write_frames(tmp_path / "frames")
+    cfg = load_recipe(recipe(tmp_path))
+    with pytest.raises(VsrError, match="no checkpoint to resume from"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_unknown_recipe_name():
+    with pytest.raises(VsrError, match="unknown recipe 'nope'; shipped: .*finetune-esrgan"):
+        find_recipe("nope")

@@ -1,0 +1,87 @@
+"""Validation on held-out frames (PSNR/SSIM on Y, sample grids) and the run's logs (TensorBoard and
+a JSON-lines file that benchmarks read back as the quality-against-time curve)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics
+from ..images import write_image
+
+
+@torch.no_grad()
+def upscale(model: nn.Module, lq: np.ndarray, *, device: torch.device, amp: torch.dtype | None) -> np.ndarray:
+    """(h, w, 3) uint8 -> (sh, sw, 3) uint8, the whole image in one call."""
+    was_training = model.training
+    model.eval()
+    x = torch.from_numpy(lq).permute(2, 0, 1)[None].float().div(255).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        y = model(x)
+    model.train(was_training)
+    return (y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
+             amp: torch.dtype | None, scale: int) -> dict[str, float]:
+    """Mean PSNR-Y / SSIM-Y (border = scale) of the model's outputs on the validation set."""
+    p, s = [], []
+    for _, lq, hq in val:
+        out = upscale(model, lq, device=device, amp=amp)
+        p.append(metrics.psnr(out, hq, border=scale))
+        s.append(metrics.ssim(out, hq, border=scale))
+    return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s))}
+
+
+def bicubic(lq: np.ndarray, scale: int) -> np.ndarray:
+    return cv2.resize(lq, (lq.shape[1] * scale, lq.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+
+
+class Logger:
+    """TensorBoard scalars/images (when enabled) and ``metrics.jsonl`` in the run folder."""
+
+    def __init__(self, folder: Path, *, enabled: bool) -> None:
+        self.folder = folder
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            folder.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder / "tensorboard"))
+
+    def _line(self, record: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def scalars(self, record: dict[str, float], step: int) -> None:
+        self._line({"step": step, **record})
+        if self.writer:
+            for k, v in record.items():
+                self.writer.add_scalar(f"loss/{k}" if "/" in k else k, v, step)
+
+    def validation(self, m: dict[str, float], step: int, seconds: float, model: nn.Module,
+                   val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
+                   amp: torch.dtype | None, grids: bool, scale: int) -> None:
+        self._line({"step": step, "seconds": seconds, **{f"val/{k}": v for k, v in m.items()}})
+        if self.writer:
+            for k, v in m.items():
+                self.writer.add_scalar(f"val/{k}", v, step)
+        if grids and val:
+            name, lq, hq = val[0]
+            out = upscale(model, lq, device=device, amp=amp)
+            grid = np.concatenate([bicubic(lq, scale), out, hq], axis=1)  # LQ | output | ground truth
+            (self.folder / "samples").mkdir(parents=True, exist_ok=True)
+            write_image(self.folder / "samples" / f"step-{step:08d}.png", grid)
+            if self.writer:
+                self.writer.add_image("val/sample", grid, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()

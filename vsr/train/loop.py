@@ -1,0 +1,278 @@
+"""The training loop: one function, ``train``, that reads top to bottom.
+
+Per step: fetch the micro-batches (a pure function of the step), then run each training step of
+the recipe in order (e.g. generator, then discriminator): accumulate its losses over the
+micro-batches, guard against non-finite values, clip, update, and refresh the EMA copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..engine.device import cpu_has_amx, select_device
+from ..errors import VsrError
+from . import checkpoint as ckpt
+from . import ddp, losses
+from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, to_dict
+from .data import TrainData, load_frames, validation_set
+from .evaluate import Logger, validate
+from .nets import DISCRIMINATORS, EMA, build_network, export
+
+
+@dataclass
+class RunResult:
+    output: Path
+    step: int  # steps done in total
+    seconds: float  # training time in total (over all resumed parts)
+    losses: list[dict[str, float]] = field(default_factory=list)  # per step of this part
+    metrics: dict[str, float] = field(default_factory=dict)  # last validation
+    card: Path | None = None
+
+
+def lr_factor(step: int, s: ScheduleConfig, total: int) -> float:
+    """The learning-rate multiplier: a pure function of the step."""
+    if step < s.warmup:
+        return (step + 1) / s.warmup
+    if s.type == "cosine":
+        t = (step - s.warmup) / max(1, total - s.warmup)
+        return s.min_factor + (1 - s.min_factor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if s.type == "step":
+        return s.gamma ** sum(step >= m for m in s.milestones)
+    return 1.0
+
+
+def loss_active(loss: LossConfig, step: int) -> bool:
+    return step >= loss.start and (loss.stop is None or step < loss.stop)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = fp32. auto: fp16 on CUDA (with a grad scaler), bf16 on CPUs with AMX."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _check_losses(cfg: RecipeConfig) -> None:
+    for name, loss in cfg.losses.items():
+        if loss.type == "pingpong":
+            raise VsrError(f"losses.{name}: the ping-pong loss needs a frame-recurrent generator; "
+                           f"{cfg.networks[cfg.generator].arch} sees one frame at a time")
+        if loss.type == "translational":
+            crop = loss.crop or cfg.data.patch * 3 // 4
+            if not 0 < crop < cfg.data.patch:
+                raise VsrError(f"losses.{name}.crop: expected 1..{cfg.data.patch - 1} (below data.patch), got {crop}")
+
+
+def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          export_name: str | None = None, export_dir: Path | None = None) -> RunResult:
+    """Train (or continue training) from a recipe; ``stop_after`` ends this part after that step
+    (a checkpoint is written), as an interruption would."""
+    _check_losses(cfg)
+    device = select_device(cfg.device)
+    dist = ddp.setup(device.type)
+    out_dir = Path(cfg.output or Path("runs") / cfg.name).expanduser()
+    ckpt_dir = out_dir / "checkpoints"
+    state = ckpt.load(ckpt_dir) if resume else None  # a missing checkpoint fails before the data loads
+    if not resume and (ckpt_dir / ckpt.LATEST).is_file():
+        raise VsrError(f"{out_dir} already holds a run; continue it with --resume or set another output")
+    train_frames, held = load_frames(cfg.data, scale=cfg.scale)
+    data = TrainData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
+    val = validation_set(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+    amp = autocast_dtype(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+
+    nets, params = {}, {}
+    for name, net_cfg in cfg.networks.items():
+        nets[name], params[name] = build_network(name, net_cfg)
+        nets[name].to(device, memory_format=torch.channels_last)
+    emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
+    opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and device.type == "cuda" else None
+    vgg = _perceptual(cfg, device)
+
+    start, seconds = 0, 0.0
+    if state is not None:
+        for n, sd in state["networks"].items():
+            nets[n].load_state_dict(sd)
+        for n, sd in state["ema"].items():
+            emas[n].model.load_state_dict(sd)
+        for o, sd in zip(opts, state["optimizers"]):
+            o.load_state_dict(sd)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        start, seconds = int(state["step"]), float(state["seconds"])
+        if dist.main and state["config"] != to_dict(cfg):
+            print("vsr: the recipe differs from the checkpoint's; continuing with the recipe", file=sys.stderr)
+    wrapped = {n: ddp.wrap(m, dist, device) for n, m in nets.items()}
+    log = Logger(out_dir, enabled=dist.main and cfg.log.tensorboard)
+    A, B = cfg.data.accumulate, cfg.data.batch
+    result = RunResult(output=out_dir, step=start, seconds=seconds)
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+    bar = tqdm(range(start, end), initial=start, total=cfg.total_steps, disable=not (progress and dist.main),
+               desc=cfg.name, dynamic_ncols=True)
+    last_ckpt, streak = time.monotonic(), 0
+    for step in bar:
+        t0 = time.monotonic()
+        # sample k*B*world + rank*B + j: N processes together see one process's batch
+        micro = [{k: v.to(device) for k, v in data.batch(step, range((m * dist.world + dist.rank) * B,
+                                                                   (m * dist.world + dist.rank + 1) * B)).items()}
+                 for m in range(A)]
+        record: dict[str, float] = {}
+        fakes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        skipped = False
+        for i, ts in enumerate(cfg.steps):
+            active = [n for n in ts.losses if loss_active(cfg.losses[n], step)]
+            if step < ts.start or (step - ts.start) % ts.every or not active:
+                continue
+            net, opt = wrapped[ts.network], opts[i]
+            for g in opt.param_groups:
+                g["lr"] = ts.optimizer.lr * lr_factor(step, ts.schedule, cfg.total_steps)
+            opt.zero_grad(set_to_none=True)
+            names: list[str] = []
+            sums = torch.zeros(0, dtype=torch.float64)
+            for m, mb in enumerate(micro):
+                sync = contextlib.nullcontext() if m == A - 1 or not dist.enabled else net.no_sync()
+                with sync:
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        terms = _terms(cfg, ts, active, net, wrapped, mb, m, fakes, vgg, step, dist)
+                    total = sum(terms.values()) / A
+                    (scaler.scale(total) if scaler else total).backward()
+                names = list(terms) + ["total"]
+                values = torch.tensor([t.item() for t in terms.values()] + [total.item() * A], dtype=torch.float64)
+                sums = values if m == 0 else sums + values
+            sums = ddp.mean(sums / A, dist)
+            if not ddp.all_true(bool(torch.isfinite(sums).all()), dist):
+                skipped = True
+                opt.zero_grad(set_to_none=True)
+                if scaler:
+                    scaler.update()
+                continue
+            if scaler:
+                scaler.unscale_(opt)
+            if ts.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(nets[ts.network].parameters(), ts.clip_grad)
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if ts.network in emas:
+                emas[ts.network].update(nets[ts.network])
+            record.update({f"{ts.network}/{n}": float(v) for n, v in zip(names, sums.tolist())})
+        streak = streak + 1 if skipped else 0
+        if streak >= cfg.max_nonfinite:
+            raise VsrError(f"stopped at step {step}: the loss was not finite {streak} steps in a row; "
+                           "lower the learning rate or use precision fp32")
+        seconds += time.monotonic() - t0
+        done = step + 1
+        record["seconds"] = seconds
+        result.losses.append(record)
+        result.step, result.seconds = done, seconds
+        if progress and dist.main and record:
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in record.items() if k.endswith("total")})
+        if dist.main and (done % cfg.log.every == 0 or done == end):
+            log.scalars(record, done)
+        if val and (cfg.eval.every and done % cfg.eval.every == 0 or done == cfg.total_steps):
+            gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
+            result.metrics = validate(gen, val, device=device, amp=amp, scale=cfg.scale)
+            if dist.main:
+                log.validation(result.metrics, done, seconds, gen, val, device=device, amp=amp,
+                               grids=cfg.eval.grids, scale=cfg.scale)
+        minutes = (time.monotonic() - last_ckpt) / 60
+        due = (cfg.log.checkpoint_every and done % cfg.log.checkpoint_every == 0
+               or cfg.log.checkpoint_minutes and minutes >= cfg.log.checkpoint_minutes or done == end)
+        if due and dist.main:
+            state = {"networks": {n: m.state_dict() for n, m in nets.items()},
+                     "ema": {n: e.model.state_dict() for n, e in emas.items()},
+                     "optimizers": [o.state_dict() for o in opts],
+                     "schedules": [{"lr": ts.optimizer.lr * lr_factor(done, ts.schedule, cfg.total_steps)}
+                                   for ts in cfg.steps],
+                     "scaler": scaler.state_dict() if scaler else {}, "step": done, "seconds": seconds,
+                     "rng": ckpt.rng_state(), "config": to_dict(cfg), "params": params}
+            ckpt.save(ckpt_dir, state, step=done, keep=cfg.log.keep)
+        if due:
+            last_ckpt = time.monotonic()
+    bar.close()
+    log.close()
+    if result.step >= cfg.total_steps and dist.main and export_name:
+        gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
+        result.card = export(gen, params[cfg.generator], cfg, name=export_name, folder=export_dir or out_dir,
+                             steps=result.step, seconds=seconds, metrics=result.metrics)
+    ddp.barrier(dist)
+    ddp.cleanup(dist)
+    return result
+
+
+def _optimizer(ts: TrainStepConfig, net: torch.nn.Module) -> torch.optim.Optimizer:
+    o = ts.optimizer
+    cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
+    return cls(net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def _perceptual(cfg: RecipeConfig, device: torch.device) -> dict[str, losses.VGGFeatures]:
+    """Feature networks of the perceptual losses that have weights; the others are disabled."""
+    found = {}
+    for name, loss in cfg.losses.items():
+        if loss.type != "perceptual":
+            continue
+        if not loss.vgg_weights:
+            print(f"vsr: perceptual loss {name!r} disabled: no VGG19 weights file given "
+                  f"(losses.{name}.vgg_weights); nothing is downloaded", file=sys.stderr)
+            continue
+        found[name] = losses.VGGFeatures(weights=loss.vgg_weights, layer=loss.layer or "conv5_4").to(device)
+    return found
+
+
+def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch.nn.Module,
+           wrapped: dict[str, torch.nn.Module], mb: dict[str, torch.Tensor], m: int,
+           fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], vgg: dict[str, losses.VGGFeatures],
+           step: int, dist: ddp.Dist) -> dict[str, torch.Tensor]:
+    """The weighted loss terms of one training step on one micro-batch."""
+    lq, hq = mb["lq"].contiguous(memory_format=torch.channels_last), mb["hq"]
+    terms: dict[str, torch.Tensor] = {}
+    if cfg.networks[ts.network].arch in DISCRIMINATORS:  # the discriminator's side of the GAN losses
+        if m in fakes:
+            real, fake = fakes[m]
+        else:
+            with torch.no_grad():
+                real, fake = hq, wrapped[cfg.generator](lq).float()
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + dist.rank)
+        for name in active:
+            loss = cfg.losses[name]
+            terms[name] = loss.weight * losses.gan_d_loss(
+                net, real, fake, kind=loss.gan_type or "vanilla", noise=loss.noise or 0.0,
+                gp=loss.gradient_penalty or 0.0, rng=rng)
+        return terms
+    trans = next((n for n in active if cfg.losses[n].type == "translational"), None)
+    if trans:
+        crop = cfg.losses[trans].crop or cfg.data.patch * 3 // 4
+        out, t = losses.translational(net, lq, mb["corner"], mb["corner_b"], crop=crop, scale=cfg.scale)
+        target = losses.target_crop(hq, mb["corner"], patch=cfg.data.patch, crop=crop, scale=cfg.scale)
+        terms[trans] = cfg.losses[trans].weight * t
+    else:
+        out, target = net(lq), hq
+    out = out.float()
+    for name in active:
+        loss = cfg.losses[name]
+        if loss.type in ("l1", "l2"):
+            terms[name] = loss.weight * losses.pixel(out, target, loss.type)
+        elif loss.type == "perceptual" and name in vgg:
+            terms[name] = loss.weight * losses.perceptual(vgg[name], out, target)
+        elif loss.type == "gan":
+            d = ddp.unwrap(wrapped[loss.discriminator or ""])
+            d.requires_grad_(False)  # the generator's step must not train (nor sync) the discriminator
+            terms[name] = loss.weight * losses.gan_g_loss(d, target, out, kind=loss.gan_type or "vanilla")
+            d.requires_grad_(True)
+    fakes[m] = (target, out.detach())
+    return terms
