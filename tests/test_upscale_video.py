@@ -74,3 +74,14 @@ def test_bad_video_inputs_give_one_line_errors_and_leave_nothing(tmp_path, tiny_
         assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, (name, r.stderr)
         assert message in lines[0], (name, lines[0])
         assert sorted(os.listdir(bad)) == before, name
+
+
+def test_demo_restores_its_generated_clip(tmp_path, capsys):
+    from conftest import tiny
+    from vsr import weights
+
+    model = tmp_path / "tiny-x4.safetensors"
+    weights.save(tiny("compact", nf=8, num_conv=1, upscale=4), model)
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "30 frames 512x384 (video h264, audio aac)" in out and "PSNR against the clean original" in out

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the named models")
 
-    demo = sub.add_parser("demo", help="restore a generated, degraded picture")
+    demo = sub.add_parser("demo", help="restore a generated, degraded video clip")
     demo.add_argument("-o", "--output", type=Path, default=Path("vsr-demo"), help="folder (default vsr-demo)")
     demo.add_argument("--model", default="esrgan")
     demo.add_argument("--device", default="auto")
