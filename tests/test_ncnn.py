@@ -60,6 +60,14 @@ def test_float_conversion_is_exact_to_fp32_rounding():
     assert 10 * np.log10(1 / np.mean((ours - ref) ** 2)) > 100
 
 
+def test_an_ncnn_pair_is_a_model_path(tmp_path):
+    from vsr import zoo
+
+    d = ncnn.package_models_dir()
+    desc, card = zoo.resolve(str(d / "realesr-animevideov3-x3.param"))
+    assert card is None and desc.arch == "compact" and desc.scale == 3
+
+
 def test_whole_bin_is_consumed_and_checked(tmp_path):
     d = ncnn.package_models_dir()
     param, data = d / "realesr-animevideov3-x4.param", (d / "realesr-animevideov3-x4.bin").read_bytes()

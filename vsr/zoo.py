@@ -112,7 +112,12 @@ def load_card(card: ModelCard) -> ModelDescriptor:
 
 
 def load_path(path: Path, **overrides: Any) -> ModelDescriptor:
-    """Any supported weights file; constructor arguments stored in safetensors metadata are applied."""
+    """Any supported weights file (safetensors, .pth, an ncnn .param/.bin pair); constructor arguments
+    stored in safetensors metadata are applied."""
+    param = path.with_suffix(".param")
+    if path.suffix in (".param", ".bin") and param.is_file():
+        sd, found = ncnn.convert(param, path.with_suffix(".bin"))
+        return weights.detect(sd, str(path), **{**found, **overrides})
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), "pt") as f:
@@ -129,7 +134,7 @@ def resolve(model: str, scale: float | None = None) -> tuple[ModelDescriptor, Mo
     With a ``scale``, a card ``NAME-xS`` (a network made for that scale) is preferred to NAME.
     """
     path = Path(model).expanduser()
-    if path.suffix.lower() in weights.WEIGHT_SUFFIXES or path.is_file():
+    if path.suffix.lower() in (*weights.WEIGHT_SUFFIXES, ".param") or path.is_file():
         return load_path(path), None
     known = cards()
     if scale is not None and f"{model}-x{scale:g}" in known:
