@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from vsr.errors import VsrError
@@ -129,3 +130,39 @@ def test_resume_without_checkpoint(tmp_path):
 def test_unknown_recipe_name():
     with pytest.raises(VsrError, match="unknown recipe 'nope'; shipped: .*finetune-esrgan"):
         find_recipe("nope")
+
+
+def test_video_source_and_paired_folders(tmp_path):
+    import av
+
+    from vsr.train.config import DataConfig
+    from vsr.train.data import TrainData, load_frames
+
+    video = tmp_path / "clip.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 96, "yuv444p"
+        for _ in range(6):
+            img = cv2.resize((rng.random((24, 24, 3)) * 255).astype(np.uint8), (96, 96))
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    train_frames, held = load_frames(DataConfig(frames=str(video), patch=12, max_frames=3), scale=4)
+    assert len(train_frames) == 3 and not held and train_frames[0].hq.shape == (96, 96, 3)
+
+    hq_dir = write_frames(tmp_path / "hq", n=2, size=64)
+    (tmp_path / "lq").mkdir()
+    for p in hq_dir.iterdir():
+        cv2.imwrite(str(tmp_path / "lq" / p.name), cv2.resize(cv2.imread(str(p)), (16, 16), interpolation=cv2.INTER_AREA))
+    cfg = DataConfig(frames=str(hq_dir), lq=str(tmp_path / "lq"), patch=8)
+    frames, _ = load_frames(cfg, scale=4)
+    data = TrainData(frames=frames, cfg=cfg, scale=4, seed=0)
+    batch = data.batch(0, range(3))
+    assert batch["lq"].shape == (3, 3, 8, 8) and batch["hq"].shape == (3, 3, 32, 32)
+    # the pair stays aligned through crops and flips
+    down = torch.nn.functional.avg_pool2d(batch["hq"], 4)
+    assert (down - batch["lq"]).abs().mean() < 0.02
+    assert torch.equal(data.batch(0, range(3))["lq"], batch["lq"])  # a pure function of (step, index)
+    cv2.imwrite(str(tmp_path / "lq" / "img0.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(VsrError, match="expected 16x16"):
+        load_frames(cfg, scale=4)
