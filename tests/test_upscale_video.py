@@ -14,7 +14,7 @@ from vsr.cli import main
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media  # noqa: E402
 
-FAST = ["--preset", "ultrafast", "--json"]
+FAST = ["--encoder-preset", "ultrafast", "--json"]
 
 
 def frame_pts(path):

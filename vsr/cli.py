@@ -57,24 +57,39 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="upscale an image, a video or a folder of them")
     up.add_argument("input", type=Path, help="image, video or folder")
     up.add_argument("-o", "--output", type=Path, help="output file or folder (default: beside the input)")
-    up.add_argument("--model", default="esrgan", help="model name (see `vsr models`) or weights file")
+    up.add_argument("--model", help="model name (see `vsr models`) or weights file (default esrgan)")
+    up.add_argument("--preset", help="restoration preset: vhs, dvd (pipelines/NAME.yml) or a .yml file; "
+                    "options given here override it")
     up.add_argument("--scale", type=_positive_float, help="output scale if not the model's own")
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
     up.add_argument("--batch", type=_positive_int, help="video frames per network call (default 1 on CPU, 4 on GPU)")
     v = up.add_argument_group("video encoding")
-    v.add_argument("--codec", default="libx264", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
+    v.add_argument("--codec", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
                    "prores_ks")
     v.add_argument("--crf", type=float, help="constant quality, lower is better (default per codec: x264 16, "
                    "x265 18, svtav1 20)")
-    v.add_argument("--preset", help="encoder speed preset (default slow; svtav1 6)")
+    v.add_argument("--encoder-preset", help="encoder speed preset (default slow; svtav1 6)")
     v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input)")
     v.add_argument("-x", "--encoder-option", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to the encoder as is, e.g. -x tune=grain (repeatable)")
     v.add_argument("--keep-sar", action="store_true",
                    help="keep non-square pixels (default: square pixels at the right display size)")
     v.add_argument("--max-frames", type=_positive_int, help="only the first N frames (a preview)")
+    a = up.add_argument_group("analog sources")
+    a.add_argument("--deinterlace", choices=["auto", "off", "bwdif", "yadif"],
+                   help="auto (default): deinterlace with bwdif when idet finds interlacing")
+    a.add_argument("--double-rate", action=argparse.BooleanOptionalAction, default=None,
+                   help="one frame per field: 50/60 frames per second from interlaced 25/30")
+    a.add_argument("--crop", help="auto (black borders, VHS head-switching band), off, or W:H:X:Y")
+    a.add_argument("--colour", choices=["auto", "bt709", "keep"],
+                   help="auto (default): BT.601 input becomes BT.709 when the output is HD; keep: stay BT.601")
+    r = up.add_argument_group("crash safety")
+    r.add_argument("--no-resume", action="store_true",
+                   help="no work folder: an interrupted video starts again from its first frame")
+    r.add_argument("--segment-frames", type=_positive_int,
+                   help="frames per resumable segment (default 250): the most work a crash can cost")
     up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
     up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -89,15 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from .upscale import UpscaleOptions, upscale
-    from .video import VideoOptions
+    from .upscale import UpscaleOptions, load_preset, upscale
+    from .video import IngestOptions, VideoOptions
 
-    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-                         encoder_options=_key_values(args.encoder_option), keep_sar=args.keep_sar,
-                         max_frames=args.max_frames)
-    opts = UpscaleOptions(model=args.model, scale=args.scale, device=args.device, precision=args.precision,
-                          tile=args.tile, overwrite=args.overwrite, quiet=args.quiet or args.json,
-                          batch=args.batch, video=video)
+    preset = load_preset(args.preset) if args.preset else {}
+    ing, enc = preset.get("ingest", {}), preset.get("encode", {})
+
+    def pick(given, from_preset, default):  # the command line wins over the preset, the preset over defaults
+        return given if given is not None else (from_preset if from_preset is not None else default)
+
+    crop = pick(args.crop, ing.get("crop"), "off")
+    ingest = IngestOptions(deinterlace=pick(args.deinterlace, ing.get("deinterlace"), "auto"),
+                           double_rate=bool(pick(args.double_rate, ing.get("double_rate"), False)),
+                           crop=None if crop in ("off", False) else str(crop),
+                           colour=pick(args.colour, ing.get("colour"), "auto"))
+    encoder_options = {str(k): str(v) for k, v in (enc.get("options") or {}).items()}
+    encoder_options.update(_key_values(args.encoder_option))
+    crf = pick(args.crf, enc.get("crf"), None)
+    video = VideoOptions(codec=pick(args.codec, enc.get("codec"), "libx264"),
+                         crf=float(crf) if crf is not None else None,
+                         preset=pick(args.encoder_preset, enc.get("encoder_preset"), None),
+                         pix_fmt=pick(args.pix_fmt, enc.get("pix_fmt"), None), encoder_options=encoder_options,
+                         keep_sar=args.keep_sar or bool(enc.get("keep_sar", False)), max_frames=args.max_frames,
+                         ingest=ingest, resume=not args.no_resume)
+    scale = pick(args.scale, preset.get("scale"), None)
+    opts = UpscaleOptions(model=pick(args.model, preset.get("model"), "esrgan"),
+                          scale=float(scale) if scale is not None else None, device=args.device,
+                          precision=args.precision, tile=args.tile, overwrite=args.overwrite,
+                          quiet=args.quiet or args.json, batch=args.batch, video=video,
+                          segment_frames=args.segment_frames)
     report = upscale(args.input, args.output, opts)
     if args.json:
         print(json.dumps(report.as_dict()))
@@ -137,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo}
     try:
         return commands[args.command](args)
-    except KeyboardInterrupt:
-        print("vsr: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a resumable video says where its finished work is kept
+        print(f"vsr: interrupted; {e}" if str(e) else "vsr: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for the user; the traceback with --debug
         if args.debug:

@@ -1,14 +1,17 @@
 """The orchestrator: resolves the model once, then runs image, video and folder jobs through the engine."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from . import images, zoo
@@ -30,7 +33,8 @@ class UpscaleOptions:
     overwrite: bool = False
     quiet: bool = False
     batch: int | None = None  # video frames per network call; default 1 on the CPU, 4 on a GPU
-    video: VideoOptions = field(default_factory=VideoOptions)  # encoding of video outputs
+    video: VideoOptions = field(default_factory=VideoOptions)  # ingest, encoding and resume of video outputs
+    segment_frames: int | None = None  # resumable videos are cut into segments of this many frames
 
 
 @dataclass
@@ -71,6 +75,7 @@ class _Job:
         self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile)
         batch = opts.batch or (1 if self.engine.device.type == "cpu" else 4)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
+        self._identity: dict[str, Any] | None = None
 
     @property
     def scale(self) -> float:
@@ -85,8 +90,23 @@ class _Job:
             out = np.stack([images.resize(f, *size) for f in out])
         return out
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this job's pixels besides the video options: a resumed video must not mix the
+        segments of two models, precisions or devices. The weights are hashed, not named."""
+        if self._identity is None:
+            h = hashlib.sha256()
+            for name, tensor in sorted(self.engine.desc.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            e = self.engine
+            self._identity = {"arch": e.desc.arch, "weights_sha256": h.hexdigest(), "scale": self.scale,
+                              "device": e.device.type, "dtype": str(e.dtype), "tile": str(e.tile)}
+        return self._identity
+
     def video(self, src: Path, dst: Path, report: Report) -> Path:
-        result = transcode(src, dst, self.frames, self.scale, self.video_options)
+        result = transcode(src, dst, self.frames, self.scale, self.video_options,
+                           identity=self.identity() if self.video_options.resume else None,
+                           segment_frames=self.opts.segment_frames)
         report.frames += result.frames
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]
@@ -194,3 +214,38 @@ def _folder_pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
             if _is_media(p) and not name.startswith("."):
                 pairs.append((p, dst / p.relative_to(src)))
     return pairs
+
+
+# A restoration preset (pipelines/NAME.yml): ingest filters, model and encoding for one kind of source.
+PRESET_KEYS: dict[str, set[str] | None] = {
+    "name": None, "description": None, "model": None, "scale": None,
+    "ingest": {"deinterlace", "double_rate", "crop", "colour"},
+    "encode": {"codec", "crf", "encoder_preset", "pix_fmt", "options", "keep_sar"},
+}
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset by name (shipped in pipelines/) or path, checked strictly: an unknown key is an error."""
+    path = Path(name).expanduser()
+    if path.suffix not in (".yml", ".yaml") or not path.is_file():
+        path = Path(str(resources.files("vsr.pipelines"))) / f"{name}.yml"
+        if not path.is_file() or "ingest" not in path.read_text():
+            known = sorted(p.stem for p in path.parent.glob("*.yml") if "ingest:" in p.read_text())
+            raise VsrError(f"unknown preset {name!r}; expected one of: {', '.join(known)} or a .yml file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise VsrError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise VsrError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    for key, value in data.items():
+        if key not in PRESET_KEYS:
+            raise VsrError(f"{path}: unknown key {key!r}; expected one of: {', '.join(PRESET_KEYS)}")
+        allowed = PRESET_KEYS[key]
+        if allowed is not None:
+            if not isinstance(value, dict):
+                raise VsrError(f"{path}: {key} must be a mapping, got {type(value).__name__}")
+            for sub in value:
+                if sub not in allowed:
+                    raise VsrError(f"{path}: unknown key '{key}.{sub}'; expected one of: {', '.join(sorted(allowed))}")
+    return data

@@ -5,10 +5,12 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import av
 import numpy as np
 
+from vsr.video.ingest import FrameFilter, IngestPlan
 from vsr.video.probe import VideoInfo
 
 
@@ -45,24 +47,47 @@ def put_or_stop(q: queue.Queue, item: object, stop: threading.Event) -> None:
                 raise Stopped from None
 
 
+@dataclass(frozen=True)
+class StartPoint:
+    """Where a resumed decode starts: after `index` frames, the last of which had pts `after_pts`
+    (output time base). Frames up to there are decoded again (filters need their context) but not passed on."""
+
+    index: int
+    after_pts: int
+
+
+class _SeekMissed(Exception):
+    """A seek did not land where continuity can be proven: decode from the start and count instead."""
+
+
 class Decoder:
     """Decode the main video stream of `info` into `out` (a bounded queue) from a background thread.
 
     Puts Batch objects, then None at the end, or the exception if decoding failed. Damaged packets are
     counted and skipped: the frames that do decode keep their own pts, so nothing after them shifts.
+    With `ingest`, frames go through its filter graph first and `info` describes what comes out of it
+    (`source` is the file as probed). With `segment_frames`, batches never straddle a segment boundary,
+    so a resumed run feeds `process` exactly the batches an uninterrupted one did.
     """
 
     def __init__(self, info: VideoInfo, out: queue.Queue, stop: threading.Event, *, batch_size: int,
-                 max_frames: int | None, high_bit_depth: bool) -> None:
+                 max_frames: int | None, high_bit_depth: bool, source: VideoInfo | None = None,
+                 ingest: IngestPlan | None = None, segment_frames: int | None = None,
+                 start: StartPoint | None = None) -> None:
         self.info = info
+        self.source = source or info
+        self.ingest = ingest if ingest is not None and ingest.active else None
         self.out = out
         self.stop = stop
         self.batch_size = batch_size
         self.max_frames = max_frames
+        self.segment_frames = segment_frames
+        self.start_point = start
         self.rgb_format = "rgb48le" if (high_bit_depth and info.high_bit_depth) else "rgb24"
         self.stats = DecodeStats()
         self.last_pts: int | None = None  # of the last frame handed on; read by the caller at the end
         self.last_duration = 0
+        self.seek_missed = False  # a resume fell back to counting frames from the start
         self.thread = threading.Thread(target=self._run, name="vsr-decode", daemon=True)
 
     def start(self) -> None:
@@ -80,21 +105,40 @@ class Decoder:
             except Stopped:
                 pass
 
-    def _nominal_duration(self) -> int:
-        rate = self.info.frame_rate
+    def _nominal_duration(self, info: VideoInfo) -> int:
+        rate = info.frame_rate
         if rate:
-            return max(1, round(1 / (rate * self.info.time_base)))
+            return max(1, round(1 / (rate * info.time_base)))
         return 1
 
     def _decode(self) -> None:
-        info = self.info
-        with av.open(str(info.path), metadata_errors="replace") as container:
-            stream = container.streams[info.video_index]
+        if self.start_point is not None and self.start_point.index > 0:
+            try:
+                self._decode_pass(seek=True)
+                return
+            except _SeekMissed:
+                self.seek_missed = True
+                self.stats, self.last_pts, self.last_duration = DecodeStats(), None, 0
+        self._decode_pass(seek=False)
+
+    def _decode_pass(self, *, seek: bool) -> None:
+        src = self.source
+        self._batch: tuple[list[np.ndarray], list[int], list[int]] = ([], [], [])
+        self._skipping = self.start_point is not None and self.start_point.index > 0
+        self._seen_before, self._hit, self._done = 0, False, False
+        self._seek_mode = seek
+        with av.open(str(src.path), metadata_errors="replace") as container:
+            stream = container.streams[src.video_index]
             stream.thread_type = "AUTO"  # frame + slice threading in the decoder
-            nominal = self._nominal_duration()
-            images: list[np.ndarray] = []
-            pts_list: list[int] = []
-            durations: list[int] = []
+            if seek:
+                # Well before the resume point: the decoder restarts at a keyframe and the
+                # deinterlacer sees the frames around the first one it must produce.
+                after = Fraction(self.start_point.after_pts) * self.info.time_base / src.time_base
+                margin = 8 * self._nominal_duration(src)
+                container.seek(max(0, int(after) - margin), stream=stream, backward=True)
+            graph = FrameFilter(self.ingest, stream, time_base=self.info.time_base) if self.ingest else None
+            nominal_src = self._nominal_duration(src)
+            last_src_pts: int | None = None
             for packet in self._packets(container, stream):
                 if self.stop.is_set():
                     raise Stopped
@@ -104,25 +148,87 @@ class Decoder:
                     self.stats.failed_packets += 1
                     continue
                 for frame in frames:
-                    pts = self._timestamp(frame, nominal)
-                    if pts is None:
-                        self.stats.dropped += 1
-                        continue
-                    images.append(self._to_rgb(frame))
-                    pts_list.append(pts)
-                    durations.append(frame.duration or nominal)
-                    self.last_pts, self.last_duration = pts, durations[-1]
-                    self.stats.decoded += 1
-                    if len(images) == self.batch_size:
-                        put_or_stop(self.out, Batch(np.stack(images), pts_list, durations), self.stop)
-                        images, pts_list, durations = [], [], []
-                    if self.max_frames is not None and self.stats.decoded >= self.max_frames:
+                    if graph is not None:
+                        if frame.pts is None:  # filters need times; the same rule as for unfiltered frames
+                            frame.pts = frame.dts if frame.dts is not None else (
+                                0 if last_src_pts is None else last_src_pts + nominal_src)
+                        last_src_pts = frame.pts
+                        for out in graph.feed(frame):
+                            self._emit(out)
+                    else:
+                        self._emit(frame)
+                    if self._done:
                         break
-                if self.max_frames is not None and self.stats.decoded >= self.max_frames:
+                if self._done:
                     break
-            if images:
-                put_or_stop(self.out, Batch(np.stack(images), pts_list, durations), self.stop)
+            if graph is not None and not self._done:
+                for out in graph.feed(None):
+                    self._emit(out)
+                    if self._done:
+                        break
+            if self._skipping and self._seek_mode:
+                # The input ends right after the resume point: fine when that point was seen.
+                if not self._hit or self._seen_before < (4 if self.ingest else 1):
+                    raise _SeekMissed
+                self._skipping = False
+                self.stats.decoded = self.start_point.index
+            if self._batch[0]:
+                self._flush()
         self._summarise()
+
+    def _emit(self, frame: av.VideoFrame) -> None:
+        if self._done:
+            return
+        nominal = self._nominal_duration(self.info)
+        if self._skipping and self._seek_mode:
+            sp = self.start_point
+            pts = frame.pts if frame.pts is not None else frame.dts
+            if pts is not None and pts <= sp.after_pts:
+                self._seen_before += 1
+                if pts == sp.after_pts:
+                    self._hit = True
+                    self.last_pts, self.last_duration = pts, frame.duration or nominal
+                return
+            # Continuity is proven only if the previous segment's last frame came out of this decode,
+            # after enough earlier frames to give the deinterlacer its full context.
+            if not self._hit or self._seen_before < (4 if self.ingest else 1):
+                raise _SeekMissed
+            self._skipping = False
+            self.stats.decoded = sp.index
+            if self.max_frames is not None and self.stats.decoded >= self.max_frames:
+                self._done = True
+                return
+        pts = self._timestamp(frame, nominal)
+        if pts is None:
+            self.stats.dropped += 1
+            return
+        duration = frame.duration or nominal
+        self.last_pts, self.last_duration = pts, duration
+        if self._skipping:  # counting from the start: the same frames an uninterrupted run saw
+            self.stats.decoded += 1
+            if self.stats.decoded == self.start_point.index:
+                if pts != self.start_point.after_pts:
+                    raise RuntimeError(f"resume point mismatch: frame {self.stats.decoded} has pts {pts}, "
+                                       f"expected {self.start_point.after_pts}; the input changed")
+                self._skipping = False
+                if self.max_frames is not None and self.stats.decoded >= self.max_frames:
+                    self._done = True
+            return
+        images, pts_list, durations = self._batch
+        images.append(self._to_rgb(frame))
+        pts_list.append(pts)
+        durations.append(duration)
+        self.stats.decoded += 1
+        boundary = self.segment_frames is not None and self.stats.decoded % self.segment_frames == 0
+        if len(images) == self.batch_size or boundary:
+            self._flush()
+        if self.max_frames is not None and self.stats.decoded >= self.max_frames:
+            self._done = True
+
+    def _flush(self) -> None:
+        images, pts_list, durations = self._batch
+        put_or_stop(self.out, Batch(np.stack(images), pts_list, durations), self.stop)
+        self._batch = ([], [], [])
 
     def _packets(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
         """Demux until the end, or until the container itself becomes unreadable (truncated or damaged)."""

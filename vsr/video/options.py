@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import av
 
 from vsr.errors import VsrError
+from vsr.video.ingest import IngestOptions
 
 ProgressFn = Callable[[int, "int | None"], None]  # (frames done, frames expected or None)
 
@@ -35,6 +36,8 @@ class VideoOptions:
     max_frames: stop after this many frames (previews, quick checks); other streams are cut to match.
     high_bit_depth: give `process` uint16 RGB for >8-bit input (False: always uint8).
     queue_batches: depth of each bounded queue between decode, process and encode (memory stays flat).
+    ingest: filters for analog sources before `process` (deinterlace, crop, BT.601 -> BT.709).
+    resume: keep finished segments and a manifest beside the output so a crashed run continues.
     """
 
     codec: str = "libx264"
@@ -50,6 +53,14 @@ class VideoOptions:
     max_frames: int | None = None
     high_bit_depth: bool = True
     queue_batches: int = 2
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    resume: bool = False
+
+    def identity(self) -> dict[str, object]:
+        """The options that decide the output's bytes (a resume manifest compares them)."""
+        keep = ("codec", "crf", "preset", "pix_fmt", "encoder_options", "batch_size", "keep_sar", "container",
+                "max_frames", "high_bit_depth")
+        return {k: getattr(self, k) for k in keep}
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -24,11 +25,15 @@ import numpy as np
 from tqdm import tqdm
 
 from vsr.errors import VsrError
-from vsr.video.decode import Batch, Decoder, Stopped, put_or_stop
+from vsr.video import ingest
+from vsr.video.decode import Batch, Decoder, StartPoint, Stopped, put_or_stop
 from vsr.video.encode import EncodeLayout, SegmentWriter, concat_segments, plan_layout
 from vsr.video.mux import CONTAINERS, mux, plan_mux
 from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
+from vsr.video.resume import Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, work_dir_for
+
+DEFAULT_SEGMENT_FRAMES = 250  # with resume: at most this much work is redone after a crash
 
 ProcessFn = Callable[[np.ndarray], np.ndarray]
 
@@ -46,19 +51,25 @@ class TranscodeResult:
 
 
 def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float,
-              options: VideoOptions | None = None, *, segment_frames: int | None = None) -> TranscodeResult:
+              options: VideoOptions | None = None, *, segment_frames: int | None = None,
+              identity: dict | None = None) -> TranscodeResult:
     """Restore one video: every frame through `process`, every other stream copied, timestamps kept.
 
     process: (N, H, W, 3) RGB -> (N, round(H*scale), round(W*scale), 3) RGB of the same dtype; uint8,
         or uint16 (full 16-bit range) for >8-bit input unless options.high_bit_depth is False.
         It runs in the calling thread while decoding and encoding run in background threads.
+        Frames reach it after the ingest filters (options.ingest: deinterlace, crop, colour).
     scale: the factor `process` applies (fractional allowed); output sizes within one pixel are accepted.
     segment_frames: encode the video as independent segments of this many frames (each starts with a
         keyframe), joined losslessly at the end; the result equals the unsegmented one in frames and pts.
+    identity: what else decides the output (the model behind `process`); with options.resume, work done
+        under another identity is not reused.
 
-    The output is written beside `dst` under a hidden temporary name and renamed into place only when
-    complete, so a failed or interrupted run leaves nothing at the final path. The final path may differ
-    from `dst` in its suffix when the container had to change (see `notes`).
+    With options.resume the segments (default 250 frames) and a manifest live in a work folder beside
+    the output (`.NAME.vsr-work`); the same call after a crash continues from the last finished segment,
+    and the folder is removed on success. Otherwise the output is written beside `dst` under a hidden
+    temporary name; either way a failed or interrupted run leaves nothing at the final path. The final
+    path may differ from `dst` in its suffix when the container had to change (see `notes`).
     Raises VsrError for unusable input or options (one-line message).
     """
     started = time.perf_counter()
@@ -68,49 +79,127 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         raise VsrError(f"scale must be positive, got {scale}")
     if segment_frames is not None and segment_frames < 1:
         raise VsrError(f"segment length must be at least 1 frame, got {segment_frames}")
-    info = probe(src)
+    source = probe(src)
+    filters = ingest.resolve(options.ingest, source, scale=scale)
+    info = filters.apply_to_info(source)
     encoder = resolve_encoder(options, high_bit_input=info.high_bit_depth and options.high_bit_depth)
     plan = plan_mux(dst, info, video_codec=encoder.codec_id, container=options.container)
     _refuse_overwriting_input(src, plan.path)
     plan.path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
+    manifest = None
+    if options.resume:
+        segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
+        work = work_dir_for(plan.path)
+        key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
+               "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
+               "process": identity or {}}
+        manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
+    notes = [*plan.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
+    ok = False
     try:
         # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
         mov_ok = plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
         seg_ext = ".mov" if mov_ok else ".mkv"
-        pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames)
+        result = _disk_full_guard(
+            lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
+                             segment_frames, manifest, notes), plan.path, manifest)
+        ok = True
+        return replace_result(result, wall=time.perf_counter() - started)
+    except KeyboardInterrupt:
+        if manifest is not None:
+            raise KeyboardInterrupt(f"{manifest.frames} finished frames are kept in {work}; run the same "
+                                    "command again to resume") from None
+        raise
+    finally:
+        if ok or manifest is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def replace_result(result: TranscodeResult, *, wall: float) -> TranscodeResult:
+    result.wall_seconds = wall
+    return result
+
+
+def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | None):
+    """ENOSPC anywhere (Python, PyAV, the ffmpeg binary) becomes one line that says what to do."""
+    try:
+        return fn()
+    except (OSError, RuntimeError, av.error.FFmpegError) as exc:
+        if not is_disk_full(exc):
+            raise
+        kept = (f"; {manifest.frames} finished frames are kept: free some space and run the same command "
+                "again to resume") if manifest is not None else "; free some space and try again"
+        raise VsrError(f"disk full while writing {out.name} in {out.parent}{kept}") from None
+
+
+def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.IngestPlan, process: ProcessFn,
+             scale: float, options: VideoOptions, encoder: EncoderChoice, plan, work: Path, seg_ext: str,
+             segment_frames: int | None, manifest: Manifest | None, notes: list[str]) -> TranscodeResult:
+    """Encode what is not yet encoded, then join the segments and mux them with the other streams."""
+    done_before = manifest.frames if manifest else 0
+    pipe = None
+    decode_errors = 0
+    model_seconds = 0.0
+    if manifest is None or manifest.end is None:
+        start = None
+        if manifest is not None and manifest.segments:
+            start = StartPoint(index=manifest.frames, after_pts=manifest.segments[-1].last_pts)
+        pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames,
+                         source=source, filters=filters, start=start, manifest=manifest)
         pipe.run()
-        if pipe.encoded == 0:
-            raise VsrError(f"{src}: no video frame could be decoded; the file is damaged or its codec unsupported")
-        video = pipe.segments[0] if len(pipe.segments) == 1 else work / f"video{seg_ext}"
-        if len(pipe.segments) > 1:
-            concat_segments(pipe.segments, video)
-        dec, layout = pipe.decoder, pipe.layout
+        dec = pipe.decoder
+        decode_errors, model_seconds = dec.errors, pipe.model_seconds
+        notes += [*dec.stats.notes, *(pipe.layout.notes if pipe.layout else ())]
         end_time = None  # with max_frames, the other streams stop where the video stops
         if options.max_frames is not None and dec.stats.decoded >= options.max_frames and dec.last_pts is not None:
             end_time = float((dec.last_pts + dec.last_duration) * info.time_base)
-        notes = [*plan.notes, *dec.stats.notes, *layout.notes]
-        mux_args = dict(size=(layout.width, layout.height), sar=layout.sar, end_time=end_time,
-                        time_scale=layout.time_base.denominator)
-        partial = work / f"output.partial{plan.path.suffix}"
-        try:
-            mux(video=video, info=info, plan=plan, out=partial, **mux_args)
-        except RuntimeError as exc:
-            if plan.container == "mkv" or plan.forced:
-                raise
-            # A stream the container should hold was refused: Matroska holds everything.
-            notes.append(f"output written as .mkv: {plan.container} refused a stream ({exc})")
-            plan.container, plan.path = "mkv", plan.path.with_suffix(CONTAINERS["mkv"][1])
-            _refuse_overwriting_input(src, plan.path)
-            partial = work / "output.partial.mkv"
-            mux(video=video, info=info, plan=plan, out=partial, **mux_args)
-        _check_output_file(partial, pipe.encoded)
-        os.replace(partial, plan.path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return TranscodeResult(output=plan.path, frames=pipe.encoded, decode_errors=pipe.decoder.errors,
-                           model_seconds=pipe.model_seconds, wall_seconds=time.perf_counter() - started,
-                           notes=notes)
+        layout = pipe.layout
+        if layout is not None:
+            mux_args = dict(size=(layout.width, layout.height), sar=str(layout.sar) if layout.sar else None,
+                            time_scale=layout.time_base.denominator)
+        else:  # everything had been encoded before; the earlier run recorded the layout
+            mux_args = dict(manifest.layout) if manifest is not None and manifest.layout else None
+        if mux_args is not None:
+            mux_args["end_time"] = end_time
+        if manifest is not None:
+            manifest.layout = mux_args
+            manifest.end = {"frames": manifest.frames}
+            manifest.save()
+        segments = pipe.segments
+    else:
+        segments = []
+    if manifest is not None:
+        segments = [work / r.file for r in manifest.segments]
+        mux_args = manifest.layout
+    total = len(segments) and (manifest.frames if manifest else pipe.encoded)
+    if not total or mux_args is None:
+        raise VsrError(f"{src}: no video frame could be decoded; the file is damaged or its codec unsupported")
+    video = segments[0] if len(segments) == 1 else work / f"video{seg_ext}"
+    if len(segments) > 1:
+        concat_segments(segments, video)
+    args = dict(mux_args)
+    args["size"] = tuple(args["size"])
+    args["sar"] = Fraction(args["sar"]) if args["sar"] else None
+    partial = work / f"output.partial{plan.path.suffix}"
+    try:
+        mux(video=video, info=info, plan=plan, out=partial, **args)
+    except RuntimeError as exc:
+        if plan.container == "mkv" or plan.forced or is_disk_full(exc):
+            raise
+        # A stream the container should hold was refused: Matroska holds everything.
+        notes.append(f"output written as .mkv: {plan.container} refused a stream ({exc})")
+        plan.container, plan.path = "mkv", plan.path.with_suffix(CONTAINERS["mkv"][1])
+        _refuse_overwriting_input(src, plan.path)
+        partial = work / "output.partial.mkv"
+        mux(video=video, info=info, plan=plan, out=partial, **args)
+    _check_output_file(partial, total)
+    os.replace(partial, plan.path)
+    if manifest is not None and done_before:
+        notes.append(f"{done_before} of {total} frames came from the earlier, interrupted run")
+    return TranscodeResult(output=plan.path, frames=total, decode_errors=decode_errors,
+                           model_seconds=model_seconds, wall_seconds=0.0, notes=notes)
 
 
 def planned_output(src: Path | str, dst: Path | str, options: VideoOptions | None = None) -> Path:
@@ -138,16 +227,21 @@ class _Pipeline:
     """The decode / process / encode stages of one transcode and their shared state."""
 
     def __init__(self, info: VideoInfo, process: ProcessFn, scale: float, options: VideoOptions,
-                 encoder: EncoderChoice, work: Path, seg_ext: str, segment_frames: int | None) -> None:
+                 encoder: EncoderChoice, work: Path, seg_ext: str, segment_frames: int | None, *,
+                 source: VideoInfo, filters: ingest.IngestPlan, start: StartPoint | None,
+                 manifest: Manifest | None) -> None:
         self.info, self.process, self.scale, self.options = info, process, scale, options
         self.encoder, self.work, self.seg_ext, self.segment_frames = encoder, work, seg_ext, segment_frames
+        self.manifest = manifest
         self.stop = threading.Event()
         self.decoded_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.encode_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.decoder = Decoder(info, self.decoded_q, self.stop, batch_size=options.batch_size,
-                               max_frames=options.max_frames, high_bit_depth=options.high_bit_depth)
+                               max_frames=options.max_frames, high_bit_depth=options.high_bit_depth,
+                               source=source, ingest=filters, segment_frames=segment_frames, start=start)
         self.layout: EncodeLayout | None = None
         self._first_shape: tuple[int, ...] = ()
+        self.first_index = start.index if start else 0  # frames finished by an earlier run
         self.segments: list[Path] = []
         self.encoded = 0
         self.model_seconds = 0.0
@@ -157,8 +251,8 @@ class _Pipeline:
         if options.max_frames is not None:
             total = min(total, options.max_frames) if total else options.max_frames
         self.total = total
-        self.bar = tqdm(total=total, unit="frame", desc=info.path.name, disable=options.quiet,
-                        dynamic_ncols=True, smoothing=0.1)
+        self.bar = tqdm(total=total, initial=self.first_index, unit="frame", desc=info.path.name,
+                        disable=options.quiet, dynamic_ncols=True, smoothing=0.1)
 
     def run(self) -> None:
         self.decoder.start()
@@ -225,6 +319,9 @@ class _Pipeline:
 
     def _encode_loop(self) -> None:
         writer: SegmentWriter | None = None
+        seg = self.segment_frames
+        index = self.first_index  # frame number in the whole video: segments are cut at fixed numbers
+        first_pts = last_pts = 0
         try:
             while True:
                 try:
@@ -237,22 +334,42 @@ class _Pipeline:
                     break
                 frames, pts, durations = item
                 for image, p, d in zip(frames, pts, durations):
-                    if writer is None or (self.segment_frames and writer.frames >= self.segment_frames):
-                        if writer is not None:
-                            writer.close()
-                        path = self.work / f"segment_{len(self.segments):05d}{self.seg_ext}"
-                        self.segments.append(path)
+                    if writer is None:
+                        number = index // seg if seg else 0
+                        path = self.work / f"segment_{number:05d}.partial{self.seg_ext}"
                         writer = SegmentWriter(path, layout=self.layout, encoder=self.encoder)
+                        first_pts = p
                     writer.write(image, pts=p, duration=d)
+                    last_pts = p
+                    index += 1
+                    if seg and index % seg == 0:  # finished: made durable now, not when the next frame comes
+                        self._finish(writer, first_pts, last_pts)
+                        writer = None
                 self.encoded += len(pts)
                 self.bar.update(len(pts))
                 if self.options.progress is not None:
-                    self.options.progress(self.encoded, self.total)
+                    self.options.progress(self.first_index + self.encoded, self.total)
             if writer is not None:
-                writer.close()
+                self._finish(writer, first_pts, last_pts)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             if writer is not None:
                 writer.abort()
             if self.encode_error is None and not self.stop.is_set():
                 self.encode_error = exc
             self.stop.set()
+
+    def _finish(self, writer: SegmentWriter, first_pts: int, last_pts: int) -> None:
+        """Close a segment; with a manifest, make it durable under its final name and record it."""
+        writer.close()
+        final = writer.path.with_name(writer.path.name.replace(".partial", ""))
+        if self.manifest is None:
+            os.replace(writer.path, final)
+        else:
+            commit_file(writer.path, final)
+            if self.manifest.layout is None:
+                lay = self.layout
+                self.manifest.layout = dict(size=(lay.width, lay.height), sar=str(lay.sar) if lay.sar else None,
+                                            end_time=None, time_scale=lay.time_base.denominator)
+            self.manifest.add(SegmentRecord(file=final.name, frames=writer.frames, size=final.stat().st_size,
+                                            first_pts=first_pts, last_pts=last_pts))
+        self.segments.append(final)

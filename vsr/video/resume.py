@@ -1,0 +1,148 @@
+"""Crash-safe progress for long videos: a work folder beside the output holds finished segment files and
+a manifest that says which are complete. Every write of the manifest is atomic (temporary file, fsync,
+rename, fsync of the folder), so after kill -9 or power loss it names only segments that are whole on disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+VERSION = 1
+HEAD_BYTES = 1 << 20  # hashing the first MB tells a re-encoded or replaced input apart cheaply
+
+
+def work_dir_for(output: Path) -> Path:
+    """The hidden work folder of one output, named from it so the same command finds it again."""
+    return output.parent / f".{output.name}.vsr-work"
+
+
+def input_identity(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    with open(path, "rb") as fh:
+        head = hashlib.sha256(fh.read(HEAD_BYTES)).hexdigest()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_sha256": head}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC (or a quota) from Python, PyAV or the ffmpeg binary's message."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit_file(partial: Path, final: Path) -> None:
+    """A finished file becomes visible under its final name only once its bytes are on disk."""
+    fsync_file(partial)
+    os.replace(partial, final)
+    fsync_dir(final.parent)
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    file: str  # name inside the work folder
+    frames: int
+    size: int  # bytes; a file of another size is not the one that was finished
+    first_pts: int
+    last_pts: int  # output time base; where a resumed decode picks up
+
+
+class Manifest:
+    """The state of one output's work folder. `identity` is everything that decides the output bytes:
+    the input file, every option, the model; a different identity means the old work is useless."""
+
+    def __init__(self, *, work: Path, identity: dict[str, Any]) -> None:
+        self.work = work
+        self.identity = json.loads(json.dumps(identity))  # normalised as it will read back
+        self.segments: list[SegmentRecord] = []
+        self.layout: dict[str, Any] | None = None  # encoded size, SAR, time scale: what muxing needs
+        self.end: dict[str, Any] | None = None  # set when every frame is encoded
+        self.note: str | None = None
+
+    @classmethod
+    def open(cls, *, work: Path, identity: dict[str, Any]) -> Manifest:
+        """Load the work folder's manifest when it matches `identity`; otherwise start the folder afresh.
+        Files the manifest does not vouch for (a segment killed mid-write) are deleted."""
+        m = cls(work=work, identity=identity)
+        path = work / MANIFEST
+        old = None
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError):
+                old = None
+        if old is not None and old.get("version") == VERSION and old.get("identity") == m.identity:
+            m.layout, m.end = old.get("layout"), old.get("end")
+            for rec in (SegmentRecord(**r) for r in old.get("segments", [])):
+                f = work / rec.file
+                if not f.is_file() or f.stat().st_size != rec.size:
+                    m.end = None  # this one and everything after it are redone
+                    break
+                m.segments.append(rec)
+            if m.segments or m.layout:
+                m.note = (f"resuming: {m.frames} frames in {len(m.segments)} segments were already done "
+                          f"({work.name})")
+        elif old is not None or (work.exists() and any(work.iterdir())):
+            changed = [k for k in m.identity if (old or {}).get("identity", {}).get(k) != m.identity[k]]
+            what = ", ".join(changed) if old else "unreadable manifest"
+            m.note = f"earlier unfinished work in {work.name} does not match ({what} changed): starting over"
+            shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        keep = {MANIFEST} | {r.file for r in m.segments}
+        for p in work.iterdir():
+            if p.name not in keep:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
+        m.save()
+        return m
+
+    @property
+    def frames(self) -> int:
+        return sum(r.frames for r in self.segments)
+
+    def add(self, rec: SegmentRecord) -> None:
+        self.segments.append(rec)
+        self.save()
+
+    def save(self) -> None:
+        data = {"version": VERSION, "identity": self.identity, "layout": self.layout, "end": self.end,
+                "segments": [asdict(r) for r in self.segments]}
+        tmp = self.work / (MANIFEST + ".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.work / MANIFEST)
+        fsync_dir(self.work)
