@@ -52,9 +52,9 @@ def test_interlace_and_noise_ranges():
     assert p.interlace
     out = d(hr, p, np.random.default_rng(0))
     assert out.shape == (32, 32, 3)
-    with pytest.raises(ValueError, match="degradation.interlace"):
+    with pytest.raises(ValueError, match="interlace: expected a probability"):
         DegradeConfig(interlace=2.0)
-    with pytest.raises(ValueError, match=r"degradation.jpeg_quality: expected values in \[1, 100\]"):
+    with pytest.raises(ValueError, match=r"jpeg_quality: expected values in \[1, 100\]"):
         DegradeConfig(jpeg_quality=(0, 50))
 
 

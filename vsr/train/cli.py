@@ -49,9 +49,7 @@ def _model_name(name: str) -> str:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .. import zoo
     from .config import load_recipe
-    from .loop import train
 
     name = _model_name(args.name or f"{Path(args.model).stem}-{args.frames.resolve().stem}")
     overrides: dict = {"data.frames": str(args.frames), "networks.generator.weights": args.model,
@@ -60,7 +58,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         overrides["total_steps"] = args.steps
     if args.output:
         overrides["output"] = str(args.output)
-    cfg = load_recipe(args.recipe, **overrides)
+    cfg = load_recipe(args.recipe, **overrides)  # a bad recipe fails here, before torch is imported
+    from .. import zoo
+    from .loop import train
+
     result = train(cfg, resume=args.resume, progress=not args.quiet, export_name=name,
                    export_dir=zoo.user_models_dir())
     _summary(result, name)
@@ -68,17 +69,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import zoo
     from .config import load_recipe
-    from .loop import train
 
     overrides: dict = {}
     if args.frames:
         overrides["data.frames"] = str(args.frames)
     if args.steps:
         overrides["total_steps"] = args.steps
-    cfg = load_recipe(args.recipe, **overrides)
+    cfg = load_recipe(args.recipe, **overrides)  # a bad recipe fails here, before torch is imported
     name = _model_name(args.name) if args.name else None
+    from .. import zoo
+    from .loop import train
+
     result = train(cfg, resume=args.resume, progress=not args.quiet, export_name=name or cfg.name,
                    export_dir=zoo.user_models_dir() if name else None)
     _summary(result, name)

@@ -229,10 +229,12 @@ def _load_dataclass(cls: type, data: Any, where: str) -> Any:
     kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ValueError as e:
+    except ValueError as e:  # a value check in __post_init__
         msg = str(e)
-        raise VsrError(msg if msg.startswith(("data.", "degradation.", "steps", "losses", "generator"))
-                       or not where else f"{where}: {msg}") from None
+        if not where:
+            raise VsrError(msg) from None
+        own_key = msg.split(":")[0] in fields
+        raise VsrError(f"{where}.{msg}" if own_key else f"{where}: {msg}") from None
 
 
 def from_dict(data: Any) -> RecipeConfig:

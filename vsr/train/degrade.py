@@ -43,16 +43,16 @@ class DegradeConfig:
                      "chroma_shift", "luma_noise", "chroma_noise", "jpeg_quality"):
             lo, hi = getattr(self, name)
             if lo > hi:
-                raise ValueError(f"degradation.{name}: expected [low, high] with low <= high, got {[lo, hi]}")
+                raise ValueError(f"{name}: expected [low, high] with low <= high, got {[lo, hi]}")
         checks = {"luma_cutoff": (0.05, 1.0), "chroma_subsample": (1.0, 8.0), "jpeg_quality": (1.0, 100.0),
                   "sharpen": (0.0, 4.0), "sharpen_radius": (0.1, 8.0), "chroma_bleed": (0.0, 8.0),
                   "luma_noise": (0.0, 1.0), "chroma_noise": (0.0, 1.0)}
         for name, (a, b) in checks.items():
             lo, hi = getattr(self, name)
             if lo < a or hi > b:
-                raise ValueError(f"degradation.{name}: expected values in [{a:g}, {b:g}], got {[lo, hi]}")
+                raise ValueError(f"{name}: expected values in [{a:g}, {b:g}], got {[lo, hi]}")
         if not 0.0 <= self.interlace <= 1.0:
-            raise ValueError(f"degradation.interlace: expected a probability in [0, 1], got {self.interlace}")
+            raise ValueError(f"interlace: expected a probability in [0, 1], got {self.interlace}")
 
 
 @dataclass(frozen=True)
