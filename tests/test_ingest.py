@@ -156,3 +156,23 @@ def test_presets_load_strictly(tmp_path):
         load_preset(str(bad))
     with pytest.raises(VsrError, match="unknown preset"):
         load_preset("betamax")
+
+
+def test_vhs_preset_through_the_command_line(interlaced, tmp_path, tiny_weights, capsys):
+    import json
+
+    from vsr.cli import main
+
+    out = tmp_path / "restored.mkv"
+    args = ["upscale", str(interlaced), "-o", str(out), "--preset", "vhs", "--model", str(tiny_weights),
+            "--encoder-preset", "ultrafast", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 40 and any("field rate" in n for n in report["notes"])  # 25i -> 50p
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.video[0].height == 192
+    bad = tmp_path / "bad.yml"
+    bad.write_text("ingest:\n  deinterlace: auto\nencode:\n  speed: 3\n")
+    assert main(["upscale", str(interlaced), "-o", str(tmp_path / "x.mkv"), "--preset", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'encode.speed'" in err[0]
