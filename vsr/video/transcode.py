@@ -106,7 +106,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
             lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
                              segment_frames, manifest, notes), plan.path, manifest)
         ok = True
-        return replace_result(result, wall=time.perf_counter() - started)
+        result.wall_seconds = time.perf_counter() - started
+        return result
     except KeyboardInterrupt:
         if manifest is not None:
             raise KeyboardInterrupt(f"{manifest.frames} finished frames are kept in {work}; run the same "
@@ -115,11 +116,6 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     finally:
         if ok or manifest is None:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def replace_result(result: TranscodeResult, *, wall: float) -> TranscodeResult:
-    result.wall_seconds = wall
-    return result
 
 
 def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | None):
