@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
 from .video import VideoOptions, planned_output, transcode
+from .video.resume import work_dir_for
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
                   ".mts", ".vob", ".wmv", ".flv", ".3gp", ".ogv", ".dv")
@@ -180,6 +182,8 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
         try:
             d = job.output_for(s, d)
             if d.exists() and not opts.overwrite:
+                # a run stopped between renaming its output into place and removing its work folder
+                shutil.rmtree(work_dir_for(d), ignore_errors=True)
                 report.skipped.append(str(d))
                 report.rows.append((str(s), "skipped", 0, 0.0, str(d)))
                 continue
