@@ -174,14 +174,17 @@ def _run_detect(info: VideoInfo, vf: str, frames: int = SAMPLE_FRAMES) -> str:
 def detect_interlace(info: VideoInfo) -> tuple[bool, str, str]:
     """(interlaced?, "tff"/"bff", vote summary) from idet's multi-frame detection on a sample."""
     log = _run_detect(info, "idet")
-    m = re.findall(r"Multi frame detection: TFF:\s*(\d+) BFF:\s*(\d+) Progressive:\s*(\d+)", log)
-    if not m:
+    multi = re.findall(r"Multi frame detection: TFF:\s*(\d+) BFF:\s*(\d+) Progressive:\s*(\d+)", log)
+    single = re.findall(r"Single frame detection: TFF:\s*(\d+) BFF:\s*(\d+) Progressive:\s*(\d+)", log)
+    if not multi or not single:
         return False, "tff", "no verdict"
-    tff, bff, prog = (int(v) for v in m[-1])
+    tff, bff, prog = (int(v) for v in multi[-1])
+    s_tff, s_bff, s_prog = (int(v) for v in single[-1])
     counts = f"tff {tff}, bff {bff}, progressive {prog}"
-    # Interlaced when combed frames clearly outvote progressive ones; soft telecine and static scenes
-    # come out progressive or undetermined and are left alone.
-    interlaced = tff + bff >= 4 and tff + bff > 2 * prog
+    # Interlaced when combed frames clearly outvote progressive ones, frame by frame as well as over
+    # time: fine horizontal line patterns fool the multi-frame vote alone. Soft telecine and static
+    # scenes come out progressive or undetermined and are left alone.
+    interlaced = tff + bff >= 4 and tff + bff > 2 * prog and s_tff + s_bff > 2 * s_prog
     return interlaced, ("tff" if tff >= bff else "bff"), counts
 
 
