@@ -187,7 +187,9 @@ def test_sigkill_and_ctrl_c_then_the_same_command_finishes(tmp_path, tiny_weight
     _wait_for_segments(work, 2, proc)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
-    proc = subprocess.Popen(_cli(src, out, tiny_weights), stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C; a shell may start background jobs with it ignored, so restore it
+    proc = subprocess.Popen(_cli(src, out, tiny_weights), stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_segments(work, 4, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
