@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--recipe", default=str(ROOT / "pipelines" / "vhs-esrgan.yml"))
     ap.add_argument("--model", action="append", help="model name, weights file or checkpoint (repeatable)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    ap.add_argument("--seed", type=int, help="another degradation draw of the held-out set (default: the recipe's)")
     ap.add_argument("--run", type=Path, help="run folder whose metrics.jsonl holds the validation curve")
     args = ap.parse_args()
 
@@ -62,6 +63,8 @@ def main() -> int:
         return 0
     cfg = load_recipe(args.recipe, **{"data.frames": str(photos)})
     held_names = list(cfg.data.holdout)
+    if args.seed is not None:
+        cfg.eval.seed = args.seed
     _, held = load_frames(cfg.data, scale=cfg.scale)
     val = validation_set(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
     print(f"held-out set: {len(val)} photos ({', '.join(held_names)}), ground truth = centre "
