@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", type=Path, default=Path("vsr-demo"), help="folder (default vsr-demo)")
     demo.add_argument("--model", default="esrgan")
     demo.add_argument("--device", default="auto")
+
+    from .train.cli import register as register_training
+    for name, handler in register_training(sub).items():
+        sub.choices[name].set_defaults(handler=handler)
     return p
 
 
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo}
     try:
-        return commands[args.command](args)
+        return (getattr(args, "handler", None) or commands[args.command])(args)
     except KeyboardInterrupt as e:  # a resumable video says where its finished work is kept
         print(f"vsr: interrupted; {e}" if str(e) else "vsr: interrupted", file=sys.stderr)
         return 130
