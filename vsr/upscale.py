@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
+from .yamlfile import read_mapping
 from .video import VideoOptions, planned_output, transcode
 from .video.resume import work_dir_for
 
@@ -232,16 +232,12 @@ def load_preset(name: str) -> dict[str, Any]:
     """A preset by name (shipped in pipelines/) or path, checked strictly: an unknown key is an error."""
     path = Path(name).expanduser()
     if path.suffix not in (".yml", ".yaml") or not path.is_file():
+        # training recipes share pipelines/: the restoration presets are the files with an ingest section
         path = Path(str(resources.files("vsr.pipelines"))) / f"{name}.yml"
         if not path.is_file() or "ingest" not in path.read_text():
             known = sorted(p.stem for p in path.parent.glob("*.yml") if "ingest:" in p.read_text())
             raise VsrError(f"unknown preset {name!r}; expected one of: {', '.join(known)} or a .yml file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise VsrError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise VsrError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data = read_mapping(path, "preset")
     for key, value in data.items():
         if key not in PRESET_KEYS:
             raise VsrError(f"{path}: unknown key {key!r}; expected one of: {', '.join(PRESET_KEYS)}")

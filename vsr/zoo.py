@@ -14,12 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from safetensors import SafetensorError, safe_open
 
 from . import ncnn, weights
 from .arch import ModelDescriptor
 from .errors import VsrError
+from .yamlfile import read_mapping
 
 
 @dataclass
@@ -53,13 +53,8 @@ def user_models_dir() -> Path:
 
 
 def read_card(path: Path) -> ModelCard:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise VsrError(f"model card {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = read_mapping(path, "model card")
     allowed = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
-    if not isinstance(data, dict):
-        raise VsrError(f"model card {path} must be a mapping of {sorted(allowed)}")
     unknown = set(data) - allowed
     if unknown:
         raise VsrError(f"model card {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from ..errors import VsrError
+from ..yamlfile import read_mapping
 from .degrade import DegradeConfig
 
 
@@ -244,12 +243,7 @@ def from_dict(data: Any) -> RecipeConfig:
 def load_recipe(path: str | Path, **overrides: Any) -> RecipeConfig:
     """Read a recipe file (or a name in ``pipelines/``); ``overrides`` are dotted keys, e.g. ``data.frames``."""
     path = find_recipe(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise VsrError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise VsrError(f"recipe {path}: expected a mapping at the top level")
+    data = read_mapping(path, "recipe")
     for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")
