@@ -29,7 +29,7 @@ def tiny(name: str, seed: int = 0, **params) -> arch.ModelDescriptor:
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Converted weights and user models go to a per-session temporary place, never the user's."""
+    """Converted weights and user models go to a temporary place for the test run, never the user's."""
     monkeypatch.setenv("VSR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("VSR_MODELS", str(tmp_path_factory.getbasetemp() / "user-models"))
 
