@@ -108,35 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from .upscale import UpscaleOptions, load_preset, upscale
-    from .video import IngestOptions, VideoOptions
+    from .upscale import options_with_preset, upscale
 
-    preset = load_preset(args.preset) if args.preset else {}
-    ing, enc = preset.get("ingest", {}), preset.get("encode", {})
-
-    def pick(given, from_preset, default):  # the command line wins over the preset, the preset over defaults
-        return given if given is not None else (from_preset if from_preset is not None else default)
-
-    crop = pick(args.crop, ing.get("crop"), "off")
-    ingest = IngestOptions(deinterlace=pick(args.deinterlace, ing.get("deinterlace"), "auto"),
-                           double_rate=bool(pick(args.double_rate, ing.get("double_rate"), False)),
-                           crop=None if crop in ("off", False) else str(crop),
-                           colour=pick(args.colour, ing.get("colour"), "auto"))
-    encoder_options = {str(k): str(v) for k, v in (enc.get("options") or {}).items()}
-    encoder_options.update(_key_values(args.encoder_option))
-    crf = pick(args.crf, enc.get("crf"), None)
-    video = VideoOptions(codec=pick(args.codec, enc.get("codec"), "libx264"),
-                         crf=float(crf) if crf is not None else None,
-                         preset=pick(args.encoder_preset, enc.get("encoder_preset"), None),
-                         pix_fmt=pick(args.pix_fmt, enc.get("pix_fmt"), None), encoder_options=encoder_options,
-                         keep_sar=args.keep_sar or bool(enc.get("keep_sar", False)), max_frames=args.max_frames,
-                         ingest=ingest, resume=not args.no_resume)
-    scale = pick(args.scale, preset.get("scale"), None)
-    opts = UpscaleOptions(model=pick(args.model, preset.get("model"), "esrgan"),
-                          scale=float(scale) if scale is not None else None, device=args.device,
-                          precision=args.precision, tile=args.tile, overwrite=args.overwrite,
-                          quiet=args.quiet or args.json, batch=args.batch, video=video,
-                          segment_frames=args.segment_frames)
+    given = {k: getattr(args, k) for k in (
+        "model", "scale", "device", "precision", "tile", "overwrite", "batch", "segment_frames", "codec", "crf",
+        "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
+    opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
+                               quiet=args.quiet or args.json, resume=not args.no_resume, **given)
     report = upscale(args.input, args.output, opts)
     if args.json:
         print(json.dumps(report.as_dict()))

@@ -18,7 +18,7 @@ from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
 from .yamlfile import read_mapping
-from .video import VideoOptions, planned_output, transcode
+from .video import IngestOptions, VideoOptions, planned_output, transcode
 from .video.resume import work_dir_for
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
@@ -226,6 +226,37 @@ PRESET_KEYS: dict[str, set[str] | None] = {
     "ingest": {"deinterlace", "double_rate", "crop", "colour"},
     "encode": {"codec", "crf", "encoder_preset", "pix_fmt", "options", "keep_sar"},
 }
+
+
+def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, str], quiet: bool, resume: bool,
+                        **given: Any) -> UpscaleOptions:
+    """The job's options: what the user gave (None: not given) wins over the preset, the preset over
+    the defaults."""
+    preset = load_preset(preset_name) if preset_name else {}
+    ing, enc = preset.get("ingest", {}), preset.get("encode", {})
+
+    def pick(key: str, from_preset: Any, default: Any) -> Any:
+        return given[key] if given[key] is not None else (from_preset if from_preset is not None else default)
+
+    crop = pick("crop", ing.get("crop"), "off")
+    ingest = IngestOptions(deinterlace=pick("deinterlace", ing.get("deinterlace"), "auto"),
+                           double_rate=bool(pick("double_rate", ing.get("double_rate"), False)),
+                           crop=None if crop in ("off", False) else str(crop),
+                           colour=pick("colour", ing.get("colour"), "auto"))
+    crf = pick("crf", enc.get("crf"), None)
+    video = VideoOptions(codec=pick("codec", enc.get("codec"), "libx264"),
+                         crf=float(crf) if crf is not None else None,
+                         preset=pick("encoder_preset", enc.get("encoder_preset"), None),
+                         pix_fmt=pick("pix_fmt", enc.get("pix_fmt"), None),
+                         encoder_options={**{str(k): str(v) for k, v in (enc.get("options") or {}).items()},
+                                          **encoder_options},
+                         keep_sar=given["keep_sar"] or bool(enc.get("keep_sar", False)),
+                         max_frames=given["max_frames"], ingest=ingest, resume=resume)
+    scale = pick("scale", preset.get("scale"), None)
+    return UpscaleOptions(model=pick("model", preset.get("model"), "esrgan"),
+                          scale=float(scale) if scale is not None else None, device=given["device"],
+                          precision=given["precision"], tile=given["tile"], overwrite=given["overwrite"],
+                          quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"])
 
 
 def load_preset(name: str) -> dict[str, Any]:
