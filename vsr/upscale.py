@@ -18,11 +18,8 @@ from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
 from .yamlfile import read_mapping
-from .video import IngestOptions, VideoOptions, planned_output, transcode
+from .video import VIDEO_SUFFIXES, IngestOptions, VideoOptions, planned_output, transcode
 from .video.resume import work_dir_for
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
-                  ".mts", ".vob", ".wmv", ".flv", ".3gp", ".ogv", ".dv")
 
 
 @dataclass

@@ -16,10 +16,10 @@ import torch
 
 from ..errors import VsrError
 from ..images import IMAGE_SUFFIXES, read_image
+from ..video.probe import VIDEO_SUFFIXES
 from .config import DataConfig, EvalConfig
 from .degrade import Degradation
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".webm", ".vob", ".wmv")
 MARGIN = 4  # low-resolution pixels degraded around a patch so that filter borders don't show
 
 

@@ -12,6 +12,9 @@ from vsr.errors import VsrError
 from vsr.video.colour import Colour, read_colour
 
 ATTACHED_PIC = int(av.stream.Disposition.attached_pic)
+# the file suffixes taken for videos, everywhere (folders, training data)
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".vob",
+                  ".wmv", ".flv", ".3gp", ".ogv", ".dv")
 
 
 @dataclass(frozen=True)
