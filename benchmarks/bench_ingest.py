@@ -34,7 +34,7 @@ def measure(path: Path) -> tuple[float, int, float]:
     return float(np.mean(scores)), len(times), rate
 
 
-def identity(x: np.ndarray) -> np.ndarray:
+def identity(x: np.ndarray, *_) -> np.ndarray:
     return x
 
 

@@ -41,7 +41,7 @@ def _one(src: str, dst: str, model_ms: float, preset: str, batch: int, model: st
         print(json.dumps(dict(frames=r.frames, wall=r.wall_seconds, model=r.model_seconds, peak_mib=peak_mib)))
         return
 
-    def process(x: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, 2H, 2W, 3)
+    def process(x: np.ndarray, *_) -> np.ndarray:  # (N, H, W, 3) -> (N, 2H, 2W, 3)
         if model_ms:
             time.sleep(model_ms / 1000 * len(x))
         return np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)

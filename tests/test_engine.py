@@ -19,7 +19,7 @@ def test_tiled_output_equals_untiled(name, params):
     m = desc.size_multiple  # a network on m-pixel cells gets tiles and overlaps m times larger
     x = torch.rand(2, 3, 21 * m + 1, 31 * m + 3)  # odd sizes: padding, a short last tile
     full = Upscaler(desc, tile=0)(x)
-    tiled = Upscaler(desc, tile=12 * m, overlap=8)(x)
+    tiled = Upscaler(desc, tile=12 * m, overlap=8 * m)(x)
     assert full.shape == tiled.shape == (2, 3, round(x.shape[2] * desc.scale), round(x.shape[3] * desc.scale))
     assert psnr(full, tiled) >= 50
 

@@ -21,12 +21,12 @@ from vsr.video.ingest import combing, detect_crop, detect_interlace  # noqa: E40
 LOSSLESS = dict(quiet=True, codec="ffv1")
 
 
-def identity(x: np.ndarray) -> np.ndarray:
+def identity(x: np.ndarray, *_) -> np.ndarray:
     return x
 
 
 def up(k: int):
-    def process(x: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, kH, kW, 3)
+    def process(x: np.ndarray, *_) -> np.ndarray:  # (N, H, W, 3) -> (N, kH, kW, 3)
         return np.repeat(np.repeat(x, k, axis=1), k, axis=2)
     return process
 

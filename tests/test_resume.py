@@ -31,7 +31,7 @@ from vsr.video.resume import MANIFEST, work_dir_for  # noqa: E402
 RESUME = dict(quiet=True, codec="ffv1", resume=True, batch_size=3)
 
 
-def up2(x: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, 2H, 2W, 3), stands in for the network
+def up2(x: np.ndarray, *_) -> np.ndarray:  # (N, H, W, 3) -> (N, 2H, 2W, 3), stands in for the network
     return np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
 
 
@@ -42,7 +42,7 @@ class Boom(Exception):
 def failing_after(calls: int):
     n = [0]
 
-    def process(x: np.ndarray) -> np.ndarray:
+    def process(x: np.ndarray, *_) -> np.ndarray:
         n[0] += 1
         if n[0] > calls:
             raise Boom

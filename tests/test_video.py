@@ -23,12 +23,12 @@ FAST = dict(quiet=True, preset="ultrafast")  # libx264 speed for tests; defaults
 
 def up(k: int):
     """Nearest-neighbour upscale: a stand-in for the network."""
-    def process(x: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, kH, kW, 3)
+    def process(x: np.ndarray, *_) -> np.ndarray:  # (N, H, W, 3) -> (N, kH, kW, 3)
         return np.repeat(np.repeat(x, k, axis=1), k, axis=2)
     return process
 
 
-def identity(x: np.ndarray) -> np.ndarray:
+def identity(x: np.ndarray, *_) -> np.ndarray:
     return x
 
 
@@ -165,7 +165,7 @@ def test_ten_bit_stays_ten_bit(tmp_path: Path) -> None:
                                pix_fmt="yuv420p10le")
     seen = []
 
-    def process(x: np.ndarray) -> np.ndarray:
+    def process(x: np.ndarray, *_) -> np.ndarray:
         seen.append(x.dtype)
         return up(2)(x)
 
@@ -230,7 +230,7 @@ def test_probe_reads_geometry_colour_and_streams(rich: Path) -> None:
 def test_fractional_scale(tmp_path: Path) -> None:
     src = media.make_mp4(tmp_path / "f.mp4", frames=5)
 
-    def to_1_5(x: np.ndarray) -> np.ndarray:  # 64x48 -> 96x72 (nearest neighbour on an index grid)
+    def to_1_5(x: np.ndarray, *_) -> np.ndarray:  # 64x48 -> 96x72 (nearest neighbour on an index grid)
         ys, xs = (np.arange(72) / 1.5).astype(int), (np.arange(96) / 1.5).astype(int)
         return x[:, ys][:, :, xs]
 
@@ -268,7 +268,7 @@ def test_bad_input_is_one_line_error_and_no_output(kind: str, tmp_path: Path) ->
 
 
 def test_failure_leaves_nothing(rich: Path, tmp_path: Path) -> None:
-    def broken(x: np.ndarray) -> np.ndarray:
+    def broken(x: np.ndarray, *_) -> np.ndarray:
         raise RuntimeError("network exploded")
 
     with pytest.raises(RuntimeError, match="exploded"):
@@ -281,7 +281,7 @@ def test_failure_leaves_nothing(rich: Path, tmp_path: Path) -> None:
 def test_interrupt_leaves_nothing(rich: Path, tmp_path: Path) -> None:
     calls = []
 
-    def interrupted(x: np.ndarray) -> np.ndarray:
+    def interrupted(x: np.ndarray, *_) -> np.ndarray:
         calls.append(len(x))
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C while the network runs

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
+    up.add_argument("--tau", "--temperature", dest="temperature", type=float,
+                    help="sampled models (srflow): latent temperature, default 0 (the mean image, most faithful)")
+    up.add_argument("--seed", type=int, help="sampled models: seed of the latents at --tau above 0 (default 0)")
     up.add_argument("--batch", type=_positive_int, help="video frames per network call (default 1 on CPU, 4 on GPU)")
     v = up.add_argument_group("video encoding")
     v.add_argument("--codec", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
@@ -111,7 +114,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import options_with_preset, upscale
 
     given = {k: getattr(args, k) for k in (
-        "model", "scale", "device", "precision", "tile", "overwrite", "batch", "segment_frames", "codec", "crf",
+        "model", "scale", "temperature", "seed", "device", "precision", "tile", "overwrite", "batch", "segment_frames", "codec", "crf",
         "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
     opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

@@ -1,7 +1,6 @@
 """The orchestrator: resolves the model once, then runs image, video and folder jobs through the engine."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -18,14 +17,16 @@ from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
 from .yamlfile import read_mapping
-from .video import VIDEO_SUFFIXES, IngestOptions, VideoOptions, planned_output, transcode
-from .video.resume import work_dir_for
+from .video import VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, plan_output, transcode
+from .video.resume import recorded_identity, work_dir_for
 
 
 @dataclass
 class UpscaleOptions:
-    model: str = "esrgan"
+    model: str = zoo.DEFAULT_MODEL
     scale: float | None = None  # output scale; default the model's own
+    temperature: float | None = None  # sampled models: latent temperature (default 0: the mean image)
+    seed: int | None = None  # sampled models: seed of the latents (default 0)
     device: str = "auto"
     precision: str = "auto"
     tile: str | int = "auto"
@@ -71,19 +72,17 @@ class _Job:
         desc, _ = zoo.resolve(opts.model, opts.scale)
         if desc.in_ch != 3 or desc.out_ch != 3:
             raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
-        self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile)
+        self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile,
+                               temperature=opts.temperature, seed=opts.seed)
         batch = opts.batch or (1 if self.engine.device.type == "cpu" else 4)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
-        self._identity: dict[str, Any] | None = None
 
     @property
     def scale(self) -> float:
         return self.opts.scale or self.engine.desc.scale
 
-    def frames(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) -> (N, sH, sW, 3): the network, then resampling to a --scale of the user's."""
-        out = self.engine.upscale_array(batch)
-        h, w = batch.shape[1:3]
+    def _resized(self, out: np.ndarray, h: int, w: int) -> np.ndarray:
+        """The network's output resampled to a --scale of the user's."""
         size = (round(w * self.scale), round(h * self.scale))
         if out.shape[1:3] != size[::-1]:
             out = np.stack([images.resize(f, *size) for f in out])
@@ -91,29 +90,27 @@ class _Job:
 
     def identity(self) -> dict[str, Any]:
         """What decides this job's pixels besides the video options: a resumed video must not mix the
-        segments of two models, precisions or devices. The weights are hashed, not named."""
-        if self._identity is None:
-            h = hashlib.sha256()
-            for name, tensor in sorted(self.engine.desc.model.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            e = self.engine
-            self._identity = {"arch": e.desc.arch, "weights_sha256": h.hexdigest(), "scale": self.scale,
-                              "device": e.device.type, "dtype": str(e.dtype), "tile": str(e.tile)}
-        return self._identity
+        segments of two models, precisions, devices, tiles or temperatures."""
+        return {**self.engine.identity(), "scale": self.scale}
 
-    def video(self, src: Path, dst: Path, report: Report) -> Path:
-        result = transcode(src, dst, self.frames, self.scale, self.video_options,
-                           identity=self.identity() if self.video_options.resume else None,
-                           segment_frames=self.opts.segment_frames)
+    def video(self, src: Path, plan: OutputPlan, report: Report) -> Path:
+        resume = self.video_options.resume
+        if resume:  # continue unfinished work with what it was run with
+            self.engine.adopt((recorded_identity(work_dir_for(plan.path)) or {}).get("process"))
+        session = self.engine.session()  # one video: frame numbers and the recurrent state
+
+        def process(frames: np.ndarray, indices: list[int], resets: list[bool]) -> np.ndarray:
+            out = session.upscale_array(frames, indices=indices, resets=resets)
+            return self._resized(out, *frames.shape[1:3])
+
+        desc = self.engine.desc
+        result = transcode(src, plan.path, process, self.scale, self.video_options, plan=plan,
+                           identity=self.identity if resume else None, segment_frames=self.opts.segment_frames,
+                           context_frames=desc.context_frames, detect_cuts=self.engine.stateful)
         report.frames += result.frames
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]
         return result.output
-
-    def output_for(self, src: Path, dst: Path) -> Path:
-        """Where the output of src will be (a video's container, hence suffix, may change)."""
-        return dst if _is_image(src) else planned_output(src, dst, self.video_options)
 
     def image(self, src: Path, dst: Path) -> int:
         img = images.read_image(src)
@@ -177,17 +174,19 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     for s, d in bar:
         t0, frames0 = time.perf_counter(), report.frames
         try:
-            d = job.output_for(s, d)
-            if d.exists() and not opts.overwrite:
+            # planned once: the check for a finished output looks where the output is written
+            plan = None if _is_image(s) else plan_output(s, d, job.video_options)
+            done = (d if d.exists() else None) if plan is None else plan.finished()
+            if done is not None and not opts.overwrite:
                 # a run stopped between renaming its output into place and removing its work folder
-                shutil.rmtree(work_dir_for(d), ignore_errors=True)
-                report.skipped.append(str(d))
-                report.rows.append((str(s), "skipped", 0, 0.0, str(d)))
+                shutil.rmtree(work_dir_for(done), ignore_errors=True)
+                report.skipped.append(str(done))
+                report.rows.append((str(s), "skipped", 0, 0.0, str(done)))
                 continue
-            if _is_image(s):
+            if plan is None:
                 report.frames += job.image(s, d)
             else:
-                d = job.video(s, d, report)
+                d = job.video(s, plan, report)
             report.outputs.append(str(d))
             report.rows.append((str(s), "done", report.frames - frames0, time.perf_counter() - t0, str(d)))
         except Exception as e:  # a folder goes on past a failed file; one file reports it to the caller
@@ -250,7 +249,8 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
                          keep_sar=given["keep_sar"] or bool(enc.get("keep_sar", False)),
                          max_frames=given["max_frames"], ingest=ingest, resume=resume)
     scale = pick("scale", preset.get("scale"), None)
-    return UpscaleOptions(model=pick("model", preset.get("model"), "esrgan"),
+    return UpscaleOptions(model=pick("model", preset.get("model"), zoo.DEFAULT_MODEL),
+                          temperature=given["temperature"], seed=given["seed"],
                           scale=float(scale) if scale is not None else None, device=given["device"],
                           precision=given["precision"], tile=given["tile"], overwrite=given["overwrite"],
                           quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"])

@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .arch import ARCHS, ModelDescriptor, StateDict, full_params, get_arch
+from .arch import ARCHS, ModelDescriptor, StateDict, construct, get_arch
 from .errors import VsrError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -60,12 +60,15 @@ def unwrap(obj: Any, path: Path | str = "checkpoint") -> StateDict:
 def detect(sd: StateDict, source: str = "state dict", **overrides: Any) -> ModelDescriptor:
     """Recognise the architecture and its hyperparameters, build it and load the weights."""
     for arch in ARCHS:
-        found = arch.detect(sd)
-        if found is None:
-            continue
-        params, converted = found
-        params = full_params(arch, {**params, **overrides})
-        model = arch.build(**params)
+        try:
+            found = arch.detect(sd)
+            if found is None:
+                continue
+            params, converted = found
+            params, model = construct(arch, {**params, **overrides})
+        except ValueError as e:  # shapes no network has, parameters it does not take or cannot do
+            raise VsrError(f"{source}: {e}; the file (or its model card's params) does not describe a "
+                           "usable network") from None
         try:
             missing, unexpected = model.load_state_dict(converted, strict=False)
         except RuntimeError as e:  # shape mismatch

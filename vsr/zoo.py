@@ -21,6 +21,8 @@ from .arch import ModelDescriptor
 from .errors import VsrError
 from .yamlfile import read_mapping
 
+DEFAULT_MODEL = "esrgan"
+
 
 @dataclass
 class ModelCard:
@@ -62,6 +64,9 @@ def read_card(path: Path) -> ModelCard:
         card = ModelCard(**data, path=path)
     except TypeError as e:
         raise VsrError(f"model card {path}: {e}") from None
+    if not isinstance(card.params, dict):
+        raise VsrError(f"model card {path}: 'params' must be a mapping of constructor arguments, "
+                       f"got {card.params!r}")
     if bool(card.weights) == bool(card.ncnn):
         raise VsrError(f"model card {path}: give exactly one of 'weights' (a file) or 'ncnn' (a model name)")
     return card
@@ -99,7 +104,12 @@ def load_card(card: ModelCard) -> ModelDescriptor:
         _convert_ncnn(card, path)
     if not path.is_file():
         raise VsrError(f"weights of model {card.name} are missing: {path}")
-    desc = load_path(path, **card.params)
+    try:
+        desc = load_path(path, **card.params)
+    except VsrError as e:
+        if card.params:  # the card's parameters may be what does not fit
+            raise VsrError(f"model card {card.path} (params {card.params}): {e}") from None
+        raise
     if desc.arch != card.architecture or abs(desc.scale - card.scale) > 1e-6:
         raise VsrError(f"{path} holds {desc.arch} x{desc.scale:g}, but card {card.path} says "
                        f"{card.architecture} x{card.scale:g}")
@@ -117,9 +127,17 @@ def load_path(path: Path, **overrides: Any) -> ModelDescriptor:
         try:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
-            overrides = {**json.loads(meta.get("vsr.params", "{}")), **overrides}
-        except (SafetensorError, OSError, ValueError):
-            pass  # read_state_dict reports the file's problem
+        except (SafetensorError, OSError):
+            meta = {}  # read_state_dict reports the file's problem
+        if "vsr.params" in meta:
+            try:
+                stored = json.loads(meta["vsr.params"])
+            except ValueError:
+                stored = None
+            if not isinstance(stored, dict):
+                raise VsrError(f"{path}: its 'vsr.params' metadata is not a JSON object of network parameters "
+                               f"({meta['vsr.params'][:60]!r}); rewrite it or remove it")
+            overrides = {**stored, **overrides}
     return weights.load(path, **overrides)
 
 

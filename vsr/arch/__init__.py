@@ -2,7 +2,8 @@
 
 Each architecture contributes an :class:`Arch`: how to recognise its state dict (any known key
 layout), and how to build the module. Everything a pipeline needs to know about a loaded network
-is in :class:`ModelDescriptor`.
+is in :class:`ModelDescriptor`, including the inference contract its module follows (see
+:mod:`vsr.engine` for what each contract asks of the module).
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from torch import nn
 from . import compact, rrdb
 
 StateDict = dict[str, torch.Tensor]
+
+CONTRACTS = ("plain", "sampled", "recurrent")  # how the engine calls the module
+TILINGS = ("tiles", "latent", "whole")  # how the engine may split a frame
+SETTINGS = ("temperature", "seed")  # per-call settings a module may take
 
 
 @dataclass
@@ -31,7 +36,18 @@ class ModelDescriptor:
     supports_bf16: bool = True
     bytes_per_px: int = 16384  # rough fp32 activation memory per input pixel, for automatic tiling
     tile_overlap: int = 16  # input pixels of context that tiles share so that seams don't show
+    # The inference contract (vsr.engine's docstring says what each asks of the module):
+    contract: str = "plain"  # plain: model(x); sampled: model.reverse(x, latents); recurrent: model(x, prev_x, prev_y)
+    tiling: str = "tiles"  # tiles; latent: tiles with the whole frame's latents sliced to match; whole frames only
+    context_frames: int = 0  # recurrent: frames before a segment's first that rebuild the state
+    settings: tuple[str, ...] = ()  # per-call settings the module takes, from SETTINGS
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert self.contract in CONTRACTS, self.contract
+        assert self.tiling in TILINGS, self.tiling
+        assert set(self.settings) <= set(SETTINGS), self.settings
+        assert self.tiling != "latent" or self.contract == "sampled", "only sampled models have latents"
 
     @property
     def num_params(self) -> int:
@@ -83,15 +99,21 @@ ARCHS: list[Arch] = [
     Arch("rrdb", _detect_rrdb, _describe_rrdb, rrdb.RRDBNet),
     Arch("compact", _detect_compact, _describe_compact, compact.CompactNet),
 ]
-_BY_NAME = {a.name: a for a in ARCHS}
-assert len(_BY_NAME) == len(ARCHS), "duplicate architecture name in ARCHS"
+assert len({a.name for a in ARCHS}) == len(ARCHS), "duplicate architecture name in ARCHS"
+
+
+def register(arch: Arch) -> None:
+    """Add an architecture to the registry (tests register their dummies this way)."""
+    if any(a.name == arch.name for a in ARCHS):
+        raise ValueError(f"architecture {arch.name!r} is already registered")
+    ARCHS.append(arch)
 
 
 def get_arch(name: str) -> Arch:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(_BY_NAME)}") from None
+    for a in ARCHS:
+        if a.name == name:
+            return a
+    raise ValueError(f"unknown architecture {name!r}; known: {', '.join(a.name for a in ARCHS)}")
 
 
 def full_params(arch: Arch, params: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +126,17 @@ def full_params(arch: Arch, params: dict[str, Any]) -> dict[str, Any]:
     return {k: params.get(k, p.default) for k, p in sig.parameters.items()}
 
 
+def construct(arch: Arch, params: dict[str, Any]) -> tuple[dict[str, Any], nn.Module]:
+    """(full parameters, new module); ValueError names what is unknown or impossible."""
+    params = full_params(arch, params)
+    try:
+        return params, arch.build(**params)
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a scale the network cannot do
+        raise ValueError(f"{arch.name} cannot be built with {params}: {e}") from None
+
+
 def build(name: str, **params: Any) -> ModelDescriptor:
     """A freshly initialised network with its descriptor."""
     arch = get_arch(name)
-    params = full_params(arch, params)
-    return arch.describe(params, arch.build(**params))
+    params, model = construct(arch, params)
+    return arch.describe(params, model)

@@ -9,6 +9,9 @@ from typing import Callable
 
 import torch
 
+# fn(part (B, C, h, w), (y0, x0) of the part in the input, tile number) -> (B, C', h*scale, w*scale)
+TileFn = Callable[[torch.Tensor, tuple[int, int], int], torch.Tensor]
+
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start of each tile; starts are multiples of ``align`` so that a network that works on
@@ -18,6 +21,14 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     stride = max(align, (tile - overlap) // align * align)
     last = (length - tile) // align * align
     return list(range(0, last, stride)) + [last]
+
+
+def tile_count(h: int, w: int, *, tile: int, overlap: int, align: int = 1) -> int:
+    """How many tiles :func:`tiled` computes for an h x w input (1: the whole image at once)."""
+    if not tile or (h <= tile and w <= tile):
+        return 1
+    overlap = min(overlap, tile // 2)
+    return len(tile_starts(h, tile, overlap, align)) * len(tile_starts(w, tile, overlap, align))
 
 
 def _ramp(length: int, fade_in: int, fade_out: int) -> torch.Tensor:
@@ -38,35 +49,35 @@ def _ramp(length: int, fade_in: int, fade_out: int) -> torch.Tensor:
     return w
 
 
-def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: int, overlap: int,
-          scale: int, align: int = 1) -> torch.Tensor:
-    """Apply ``fn`` (B, C, h, w) -> (B, C', h*scale, w*scale) over tiles of ``x`` (B, C, H, W).
+def tiled(fn: TileFn, x: torch.Tensor, *, tile: int, overlap: int, scale: int, align: int = 1) -> torch.Tensor:
+    """Apply ``fn`` over tiles of ``x`` (B, C, H, W) and blend the parts into (B, C', H*scale, W*scale).
 
-    Returns a float32 CPU tensor."""
+    ``x`` must already be a multiple of ``align`` in size, so every tile is too. Returns ``fn``'s own
+    output for a single tile, else a float32 CPU tensor."""
     b, _, h, w = x.shape
-    if h <= tile and w <= tile:
-        return fn(x)
+    if not tile or (h <= tile and w <= tile):
+        return fn(x, (0, 0), 0)
     overlap = min(overlap, tile // 2)
     ys, xs = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
     out = weight = None
+    n = 0
     for y0 in ys:
         for x0 in xs:
             # the last tile of a row or column runs to the image edge
             th = (h - y0) if y0 == ys[-1] else min(tile, h)
             tw = (w - x0) if x0 == xs[-1] else min(tile, w)
             # the full-size result is assembled in host memory, so device memory stays bounded
-            part = fn(x[:, :, y0:y0 + th, x0:x0 + tw]).float().cpu()
+            part = fn(x[:, :, y0:y0 + th, x0:x0 + tw], (y0, x0), n).float().cpu()
+            n += 1
             if out is None:
-                out = torch.zeros(b, part.shape[1], h * scale, w * scale, device=part.device)
-                weight = torch.zeros(1, 1, h * scale, w * scale, device=part.device)
+                out = torch.zeros(b, part.shape[1], h * scale, w * scale)
+                weight = torch.zeros(1, 1, h * scale, w * scale)
             # cross-fade only where a neighbouring tile covers the same pixels
             top = (ys[ys.index(y0) - 1] + min(tile, h) - y0) * scale if y0 > 0 else 0
             left = (xs[xs.index(x0) - 1] + min(tile, w) - x0) * scale if x0 > 0 else 0
             bottom = (y0 + th - ys[ys.index(y0) + 1]) * scale if y0 != ys[-1] else 0
             right = (x0 + tw - xs[xs.index(x0) + 1]) * scale if x0 != xs[-1] else 0
-            wy = _ramp(th * scale, top, bottom).to(part.device)
-            wx = _ramp(tw * scale, left, right).to(part.device)
-            win = wy[:, None] * wx[None, :]
+            win = _ramp(th * scale, top, bottom)[:, None] * _ramp(tw * scale, left, right)[None, :]
             sy, sx = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
             out[:, :, sy, sx] += part * win
             weight[:, :, sy, sx] += win

@@ -1,11 +1,42 @@
-"""Batched inference of one network on one device: precision, memory layout, tiling and recovery."""
+"""Batched inference of one network on one device: precision, memory layout, tiling and recovery.
+
+The engine calls a network by the contract its descriptor names (``ModelDescriptor.contract``):
+
+plain
+    ``model(x) -> y``, x (B, C, h, w) in [0, 1], y (B, C', h*s, w*s). Frames are batched and tiled.
+    Nothing else is asked of the module, so any callable with this signature on the engine's device
+    (an exported graph on another runtime) can stand in for it.
+sampled
+    ``model.latent_shapes(h, w) -> [(C, h', w'), ...]``: the latents the module samples for an input
+    of h x w (a multiple of ``size_multiple``); ``model.reverse(x, latents) -> y`` with each latent
+    (B, C, h', w'). The engine draws the latents: ``temperature * N(0, 1)`` from a CPU generator seeded
+    by (seed, frame index) for ``tiling="latent"`` (the whole frame's latents, sliced to each tile,
+    so tiled equals whole), or by (seed, frame index, tile number) for ``tiling="tiles"``. Temperature
+    0 gives all-zero latents. Output therefore never depends on batching, tiling or resuming.
+    Settings: ``temperature`` (default 0) and ``seed`` (default 0), when listed in ``settings``.
+recurrent
+    ``model(x, prev_x, prev_y) -> y`` for one frame (B=1): prev_x and prev_y are the previous frame's
+    input and output (None after a reset). The engine keeps them in the video's :class:`Session`,
+    slices them to each tile with the frame, and resets them where the caller says (a scene cut, the
+    start of a video or of a segment's warm-up). ``context_frames`` says how many frames before a
+    segment's first the video layer re-emits (run, not encoded) to rebuild the state, so that segments
+    stay independent and resumable.
+
+Tiling (``ModelDescriptor.tiling``): ``tiles`` (overlapping tiles blended with a cross-fade),
+``latent`` (tiles, the latents sliced to match) or ``whole`` (whole frames only: ``--tile`` is ignored).
+A half-precision part with non-finite output is recomputed in fp32, and a sampled one that is still
+not finite at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``.
+"""
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +45,7 @@ import torch.nn.functional as F
 from ..arch import ModelDescriptor
 from ..errors import VsrError
 from .device import select_device, select_precision
-from .tiling import tiled
+from .tiling import tile_count, tiled
 
 MIN_TILE = 32
 
@@ -23,19 +54,36 @@ MIN_TILE = 32
 class EngineStats:
     model_seconds: float = 0.0
     frames: int = 0
-    nonfinite_recomputed: int = 0  # tiles recomputed in fp32 because half precision overflowed
+    nonfinite_recomputed: int = 0  # parts recomputed in fp32 (or at temperature 0) because output was not finite
     oom_retries: int = 0
+
+
+def frame_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers (seed, frame index[, tile]): the same draws on
+    every device and in every batch."""
+    state = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class Upscaler:
     """Runs a :class:`ModelDescriptor` on batches of images.
 
     ``tile``: ``"auto"`` (bounded by memory), ``0`` (never tile) or an input tile size in pixels.
+    ``temperature``, ``seed``: settings of a sampled model (an error for a model that takes none).
     """
 
     def __init__(self, desc: ModelDescriptor, *, device: str = "auto", precision: str = "auto",
-                 tile: str | int = "auto", overlap: int | None = None) -> None:
+                 tile: str | int = "auto", overlap: int | None = None, temperature: float | None = None,
+                 seed: int | None = None) -> None:
         self.desc = desc
+        for name, value in (("temperature", temperature), ("seed", seed)):
+            if value is not None and name not in desc.settings:
+                raise VsrError(f"this {desc.arch} model takes no {name} (it is a {desc.contract} model); "
+                               f"remove --{'tau' if name == 'temperature' else name}")
+        if temperature is not None and not (0 <= temperature <= 10):
+            raise VsrError(f"temperature must be between 0 and 10, got {temperature}")
+        self.temperature = float(temperature or 0.0)
+        self.seed = int(seed or 0)
         self.device = select_device(device)
         self.dtype = select_precision(precision, self.device, supports_fp16=desc.supports_fp16,
                                       supports_bf16=desc.supports_bf16)
@@ -49,14 +97,71 @@ class Upscaler:
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
         self.tile = tile
+        self.learned_tile: int | None = None  # what fitted after running out of memory
         self.overlap = desc.tile_overlap if overlap is None else overlap
         self.stats = EngineStats()
+        self._weights_sha256: str | None = None
+
+    # -- what decides the output ------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """Everything of the engine that decides output pixels, for resume manifests: the weights
+        (hashed, not named), contract, device, precision, the tile actually used, and the settings."""
+        if self._weights_sha256 is None:
+            h = hashlib.sha256()
+            for name, tensor in sorted(self.desc.model.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._weights_sha256 = h.hexdigest()
+        ident = {"arch": self.desc.arch, "weights_sha256": self._weights_sha256, "contract": self.desc.contract,
+                 "device": self.device.type, "dtype": str(self.dtype),
+                 "tile": self.learned_tile if self.learned_tile else str(self.tile), "overlap": self.overlap}
+        if "temperature" in self.desc.settings:
+            ident["temperature"] = self.temperature
+        if "seed" in self.desc.settings:
+            ident["seed"] = self.seed
+        return ident
+
+    def adopt(self, recorded: dict[str, Any] | None) -> None:
+        """Continue unfinished work as it was run: with the tile an earlier run of the same job fell
+        back to after running out of memory (``recorded`` is its :meth:`identity`)."""
+        if not recorded or self.tile != "auto" or not isinstance(recorded.get("tile"), int):
+            return
+        mine = self.identity()
+        if {k: v for k, v in recorded.items() if k != "tile"} == {k: v for k, v in mine.items() if k != "tile"}:
+            self.learned_tile = recorded["tile"]
+
+    @property
+    def stateful(self) -> bool:
+        """Output depends on earlier frames: scene cuts must reset it."""
+        return self.desc.contract == "recurrent"
 
     # -- sizes ------------------------------------------------------------------------------------
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         return round(h * self.desc.scale), round(w * self.desc.scale)
 
-    def _auto_tile(self, x: torch.Tensor) -> int:
+    def tile_for(self, shape: Sequence[int]) -> int:
+        """The input tile size for a batch of ``shape`` (B, C, H, W); 0: the whole frame at once."""
+        if self.desc.tiling == "whole":
+            return 0
+        if self.learned_tile:
+            tile = self.learned_tile
+        elif self.tile == "auto":
+            tile = self._auto_tile(shape)
+        else:
+            tile = self.tile
+        if not tile or tile >= max(shape[-2:]):
+            return 0
+        m = self.desc.size_multiple
+        return max(tile // m * m, MIN_TILE)
+
+    def tiles(self, h: int, w: int, batch: int = 1) -> int:
+        """How many tiles one (padded) h x w frame is computed in."""
+        m = self.desc.size_multiple
+        h, w = -(-h // m) * m, -(-w // m) * m
+        tile = self.tile_for((batch, self.desc.in_ch, h, w))
+        return tile_count(h, w, tile=tile, overlap=self.overlap, align=m)
+
+    def _auto_tile(self, shape: Sequence[int]) -> int:
         """The largest tile whose activations fit the memory budget (0: the whole image fits); tiles
         are then made equal so that no work is wasted on a thin last tile. The budget depends on the
         device's size, not on what is free at the moment, so the same input always gets the same tiles
@@ -65,82 +170,190 @@ class Upscaler:
             budget = torch.cuda.get_device_properties(self.device).total_memory * 2 // 5
         else:  # a quarter of the machine's memory
             budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-        per_px = self.desc.bytes_per_px * torch.finfo(self.dtype).bits // 32 * x.shape[0]
+        per_px = self.desc.bytes_per_px * torch.finfo(self.dtype).bits // 32 * shape[0]
         side = max(MIN_TILE, int(math.sqrt(budget / per_px)))
-        longest = max(x.shape[-2:])
+        longest = max(shape[-2:])
         if longest <= side:
             return 0
-        overlap = self.overlap * self.desc.size_multiple
-        n = math.ceil((longest - overlap) / max(side - overlap, 1))
-        return min(side, math.ceil((longest + (n - 1) * overlap) / n / 8) * 8)
+        n = math.ceil((longest - self.overlap) / max(side - self.overlap, 1))
+        return min(side, math.ceil((longest + (n - 1) * self.overlap) / n / 8) * 8)
 
     # -- inference --------------------------------------------------------------------------------
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) float on device -> (B, C, h*s, w*s) float32, recomputing non-finite output in fp32."""
-        m = self.desc.size_multiple
-        h, w = x.shape[-2:]
-        ph, pw = -h % m, -w % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-        out = self.model(x.to(self.dtype).contiguous(memory_format=self.memory_format))
-        if self.dtype != torch.float32 and not torch.isfinite(out).all():
-            self.stats.nonfinite_recomputed += 1
-            if self._fp32_model is None:
-                self._fp32_model = copy.deepcopy(self.desc.model).to(self.device, torch.float32)
-            out = self._fp32_model(x.float().contiguous(memory_format=self.memory_format))
-        oh, ow = self.out_size(h, w)
-        return out[:, :, :oh, :ow].float()
+    def session(self) -> Session:
+        """A new video: frame indices for seeded latents, and the recurrent state."""
+        return Session(self)
 
-    @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float in [0, 1] -> (B, C, sH, sW) float32, unclamped (on the CPU when tiled)."""
-        x = x.to(self.device, non_blocking=True)
-        tile = self._auto_tile(x) if self.tile == "auto" else self.tile
-        scale = self.desc.scale
-        if tile and tile < max(x.shape[-2:]) and scale != int(scale):
+        """(B, C, H, W) float in [0, 1] -> (B, C, sH, sW) float32, unclamped (on the CPU when tiled);
+        each image on its own (frame 0 of a video of its own)."""
+        return self.session()(x, indices=[0] * x.shape[0], resets=[True] * x.shape[0])
+
+    def upscale_array(self, arr: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) uint8 / uint16 / float32 RGB -> (N, sH, sW, C) of the same dtype; each image on its own."""
+        return self.session().upscale_array(arr, indices=[0] * len(arr), resets=[True] * len(arr))
+
+    def _call(self, model: torch.nn.Module, x: torch.Tensor, *args: torch.Tensor | list | None) -> torch.Tensor:
+        """One call of the module by its contract; ``x`` is in the module's dtype, ``args`` are cast to it."""
+        def cast(a):
+            if a is None:
+                return None
+            if isinstance(a, list):
+                return [cast(t) for t in a]
+            return a.to(self.device, x.dtype).contiguous(memory_format=self.memory_format)
+
+        x = cast(x)
+        if self.desc.contract == "sampled":
+            return model.reverse(x, cast(args[0]))
+        if self.desc.contract == "recurrent":
+            return model(x, cast(args[0]), cast(args[1]))
+        return model(x)
+
+    def _forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        """One part (a tile or a whole batch) -> float32 output, recovering from non-finite values."""
+        out = self._call(self.model, x.to(self.dtype), *args)
+        if torch.isfinite(out).all():
+            return out.float()
+        if self.dtype != torch.float32:
+            if self._fp32_model is None:
+                self._fp32_model = copy.deepcopy(self.desc.model).to(self.device, torch.float32,
+                                                                     memory_format=self.memory_format)
+            self.stats.nonfinite_recomputed += 1
+            out = self._call(self._fp32_model, x.float(), *args)
+            if torch.isfinite(out).all() or self.desc.contract != "sampled":
+                return out.float()
+        if self.desc.contract == "sampled":  # latents far from what the flow knows: its mean instead
+            if self.dtype == torch.float32:
+                self.stats.nonfinite_recomputed += 1
+            zeros = [torch.zeros_like(z) for z in args[0]]
+            out = self._call(self._fp32_model or self.model, x.float(), zeros)
+        return out.float()
+
+    def _tiled(self, x: torch.Tensor, part_fn: Callable[[torch.Tensor, tuple[int, int], int], torch.Tensor]
+               ) -> torch.Tensor:
+        """``part_fn`` over the tiles of the padded batch ``x``, halving the tile on CUDA out-of-memory."""
+        scale, m = self.desc.scale, self.desc.size_multiple
+        tile = self.tile_for(x.shape)
+        if tile and scale != int(scale):
             raise VsrError(f"tiling needs an integer scale, this model has {scale}; use --tile 0")
-        start = time.perf_counter()
         while True:
             try:
-                if tile and tile < max(x.shape[-2:]):
-                    tile = max(tile // self.desc.size_multiple * self.desc.size_multiple, MIN_TILE)
-                    m = self.desc.size_multiple  # networks on m-pixel cells see m times further
-                    out = tiled(self._forward, x, tile=tile, overlap=self.overlap * m, scale=int(scale),
-                                align=m)
-                else:
-                    out = self._forward(x)
-                break
+                return tiled(part_fn, x, tile=tile, overlap=self.overlap, scale=int(scale), align=m)
             except torch.cuda.OutOfMemoryError:
                 if self.device.type != "cuda":
                     raise
                 torch.cuda.empty_cache()
                 if tile and tile <= MIN_TILE:
                     raise VsrError("out of GPU memory even with the smallest tile; use --device cpu") from None
-                tile = (tile or max(x.shape[-2:])) // 2
+                tile = max(MIN_TILE, (tile or max(x.shape[-2:])) // 2 // m * m)
                 self.stats.oom_retries += 1
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.stats.model_seconds += time.perf_counter() - start
-        self.stats.frames += x.shape[0]
-        if self.tile == "auto" and self.stats.oom_retries:
-            self.tile = tile  # remember what fits
-        return out
+                if self.tile == "auto":
+                    self.learned_tile = tile  # remember what fits; identity() says so
+
+    def _latents(self, shape: tuple[int, int], keys: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """Latents for a (B, C, h, w) input: one draw per image from its key's generator."""
+        shapes = self.model.latent_shapes(*shape)
+        if self.temperature == 0:
+            return [torch.zeros(len(keys), *s) for s in shapes]
+        per_image = []
+        for key in keys:
+            g = frame_generator(*key)
+            per_image.append([torch.randn(s, generator=g) * self.temperature for s in shapes])
+        return [torch.stack([zs[i] for zs in per_image]) for i in range(len(shapes))]
+
+
+def _pad(x: torch.Tensor, m: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % m, -w % m
+    if not (ph or pw):
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+
+
+class Session:
+    """One video's pass through an :class:`Upscaler`: it knows each frame's index in the video and keeps
+    a recurrent model's state (the previous frame's input and output) from one call to the next."""
+
+    def __init__(self, engine: Upscaler) -> None:
+        self.engine = engine
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None  # (prev_x, prev_y), padded
 
     @torch.inference_mode()
-    def upscale_array(self, arr: np.ndarray) -> np.ndarray:
+    def __call__(self, x: torch.Tensor, *, indices: Sequence[int], resets: Sequence[bool]) -> torch.Tensor:
+        """(B, C, H, W) float in [0, 1], frames ``indices`` of the video -> (B, C, sH, sW) float32, unclamped.
+        ``resets[i]``: frame i starts afresh (no state from the frames before it)."""
+        e = self.engine
+        assert len(indices) == len(resets) == x.shape[0]
+        h, w = x.shape[-2:]
+        oh, ow = e.out_size(h, w)
+        x = _pad(x.to(e.device, non_blocking=True), e.desc.size_multiple)
+        start = time.perf_counter()
+        if e.desc.contract == "recurrent":
+            out = torch.cat([self._step(x[i:i + 1], reset).to(x.device) for i, reset in enumerate(resets)])
+        elif e.desc.contract == "sampled":
+            out = self._sample(x, list(indices))
+        else:
+            out = e._tiled(x, lambda part, origin, n: e._forward(part))
+        if e.device.type == "cuda":
+            torch.cuda.synchronize(e.device)
+        e.stats.model_seconds += time.perf_counter() - start
+        e.stats.frames += x.shape[0]
+        return out[:, :, :oh, :ow].float()
+
+    def _sample(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        e = self.engine
+        H, W = x.shape[-2:]
+        if e.desc.tiling == "latent":  # the whole frame's latents, each tile takes its part
+            full = e._latents((H, W), [(e.seed, i) for i in indices])
+
+            def part_fn(part, origin, n):
+                y0, x0 = origin
+                h, w = part.shape[-2:]
+                zs = []
+                for z in full:
+                    zh, zw = z.shape[-2:]
+                    assert (y0 * zh) % H == (h * zh) % H == (x0 * zw) % W == (w * zw) % W == 0, "latent grid"
+                    zs.append(z[:, :, y0 * zh // H:(y0 + h) * zh // H, x0 * zw // W:(x0 + w) * zw // W])
+                return e._forward(part, zs)
+        else:  # each tile draws its own
+            def part_fn(part, origin, n):
+                return e._forward(part, e._latents(part.shape[-2:], [(e.seed, i, n) for i in indices]))
+        return e._tiled(x, part_fn)
+
+    def _step(self, x: torch.Tensor, reset: bool) -> torch.Tensor:
+        """One frame (1, C, H, W) of a recurrent model; the state moves on to it."""
+        e = self.engine
+        if reset:
+            self.state = None
+        s = int(e.desc.scale)
+        prev = self.state
+
+        def part_fn(part, origin, n):
+            if prev is None:
+                return e._forward(part, None, None)
+            y0, x0 = origin
+            h, w = part.shape[-2:]
+            return e._forward(part, prev[0][:, :, y0:y0 + h, x0:x0 + w],
+                              prev[1][:, :, y0 * s:(y0 + h) * s, x0 * s:(x0 + w) * s])
+        out = e._tiled(x, part_fn)
+        self.state = (x, out)
+        return out
+
+    def upscale_array(self, arr: np.ndarray, *, indices: Sequence[int], resets: Sequence[bool]) -> np.ndarray:
         """(N, H, W, C) uint8 / uint16 / float32 RGB -> (N, sH, sW, C) of the same dtype.
 
         The integer <-> float conversion runs on the engine's device (pinned host memory on CUDA).
         """
         if arr.ndim != 4:
             raise ValueError(f"expected (N, H, W, C), got shape {arr.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-        if self.device.type == "cuda":
-            t = t.pin_memory()
-        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        peak = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
-        out = self(t.float().div_(peak)).clamp_(0, 1)
-        if peak != 1.0:
-            out = out.mul_(peak).round_().to(torch.int32 if arr.dtype == np.uint16 else torch.uint8)
-        out = out.permute(0, 2, 3, 1).cpu().numpy()
+        device = self.engine.device
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            if device.type == "cuda":
+                t = t.pin_memory()
+            t = t.to(device, non_blocking=True).permute(0, 3, 1, 2)
+            peak = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
+            out = self(t.float().div_(peak), indices=indices, resets=resets).clamp_(0, 1)
+            if peak != 1.0:
+                out = out.mul_(peak).round_().to(torch.int32 if arr.dtype == np.uint16 else torch.uint8)
+            out = out.permute(0, 2, 3, 1).cpu().numpy()
         return out.astype(arr.dtype, copy=False)

@@ -4,6 +4,6 @@ networks: callers hand `transcode` a function from RGB batches to RGB batches.""
 from vsr.video.ingest import IngestOptions
 from vsr.video.options import CODEC_DEFAULTS, VideoOptions
 from vsr.video.probe import VIDEO_SUFFIXES, StreamInfo, VideoInfo, probe
-from vsr.video.transcode import TranscodeResult, planned_output, transcode
+from vsr.video.transcode import OutputPlan, TranscodeResult, plan_output, transcode
 
-__all__ = ["CODEC_DEFAULTS", "IngestOptions", "StreamInfo", "TranscodeResult", "VideoInfo", "VIDEO_SUFFIXES", "VideoOptions", "planned_output", "probe", "transcode"]
+__all__ = ["CODEC_DEFAULTS", "IngestOptions", "StreamInfo", "TranscodeResult", "VideoInfo", "VIDEO_SUFFIXES", "VideoOptions", "OutputPlan", "plan_output", "probe", "transcode"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from vsr.video.ingest import FrameFilter, IngestPlan
 from vsr.video.probe import VideoInfo
+from vsr.video.scenes import is_cut, signature
 
 
 @dataclass
@@ -21,6 +23,10 @@ class Batch:
     frames: np.ndarray  # (N, H, W, 3) uint8, or uint16 for >8-bit input
     pts: list[int]
     durations: list[int]
+    indices: list[int] = field(default_factory=list)  # frame numbers in the video (after the ingest filters)
+    resets: list[bool] = field(default_factory=list)  # frame i starts afresh: first of the video or of a
+    # segment's warm-up, or a scene cut
+    context: bool = False  # warm-up frames re-emitted before a segment: processed, never encoded
 
 
 @dataclass
@@ -68,12 +74,17 @@ class Decoder:
     With `ingest`, frames go through its filter graph first and `info` describes what comes out of it
     (`source` is the file as probed). With `segment_frames`, batches never straddle a segment boundary,
     so a resumed run feeds `process` exactly the batches an uninterrupted one did.
+
+    Every segment starts afresh (its first frame, or the first of its warm-up, has a reset), so a
+    segment never depends on how the one before it was computed. With `context_frames` K, the K frames
+    before each segment are emitted again first, in a batch of their own marked `context`, whether the
+    run was resumed there or not. With `detect_cuts`, a scene cut resets too.
     """
 
     def __init__(self, info: VideoInfo, out: queue.Queue, stop: threading.Event, *, batch_size: int,
                  max_frames: int | None, high_bit_depth: bool, source: VideoInfo | None = None,
                  ingest: IngestPlan | None = None, segment_frames: int | None = None,
-                 start: StartPoint | None = None) -> None:
+                 start: StartPoint | None = None, context_frames: int = 0, detect_cuts: bool = False) -> None:
         self.info = info
         self.source = source or info
         self.ingest = ingest if ingest is not None and ingest.active else None
@@ -83,6 +94,8 @@ class Decoder:
         self.max_frames = max_frames
         self.segment_frames = segment_frames
         self.start_point = start
+        self.context_frames = context_frames
+        self.detect_cuts = detect_cuts
         self.rgb_format = "rgb48le" if (high_bit_depth and info.high_bit_depth) else "rgb24"
         self.stats = DecodeStats()
         self.last_pts: int | None = None  # of the last frame handed on; read by the caller at the end
@@ -123,7 +136,10 @@ class Decoder:
 
     def _decode_pass(self, *, seek: bool) -> None:
         src = self.source
-        self._batch: tuple[list[np.ndarray], list[int], list[int]] = ([], [], [])
+        self._batch = Batch(np.empty(0), [], [])
+        self._frames: list[np.ndarray] = []
+        # the frames just before the next one, [frame or RGB array, scene signature or None]
+        self._recent: deque[list] = deque(maxlen=max(1, self.context_frames))
         self._skipping = self.start_point is not None and self.start_point.index > 0
         self._seen_before, self._hit, self._done = 0, False, False
         self._seek_mode = seek
@@ -134,7 +150,7 @@ class Decoder:
                 # Well before the resume point: the decoder restarts at a keyframe and the
                 # deinterlacer sees the frames around the first one it must produce.
                 after = Fraction(self.start_point.after_pts) * self.info.time_base / src.time_base
-                margin = 8 * self._nominal_duration(src)
+                margin = (8 + self.context_frames) * self._nominal_duration(src)
                 container.seek(max(0, int(after) - margin), stream=stream, backward=True)
             graph = FrameFilter(self.ingest, stream, time_base=self.info.time_base) if self.ingest else None
             nominal_src = self._nominal_duration(src)
@@ -168,11 +184,11 @@ class Decoder:
                         break
             if self._skipping and self._seek_mode:
                 # The input ends right after the resume point: fine when that point was seen.
-                if not self._hit or self._seen_before < (4 if self.ingest else 1):
+                if not self._hit or self._seen_before < self._needed_before():
                     raise _SeekMissed
                 self._skipping = False
                 self.stats.decoded = self.start_point.index
-            if self._batch[0]:
+            if self._frames:
                 self._flush()
         self._summarise()
 
@@ -185,13 +201,14 @@ class Decoder:
             pts = frame.pts if frame.pts is not None else frame.dts
             if pts is not None and pts <= sp.after_pts:
                 self._seen_before += 1
+                self._recent.append([frame, None])
                 if pts == sp.after_pts:
                     self._hit = True
                     self.last_pts, self.last_duration = pts, frame.duration or nominal
                 return
             # Continuity is proven only if the previous segment's last frame came out of this decode,
             # after enough earlier frames to give the deinterlacer its full context.
-            if not self._hit or self._seen_before < (4 if self.ingest else 1):
+            if not self._hit or self._seen_before < self._needed_before():
                 raise _SeekMissed
             self._skipping = False
             self.stats.decoded = sp.index
@@ -205,6 +222,7 @@ class Decoder:
         duration = frame.duration or nominal
         self.last_pts, self.last_duration = pts, duration
         if self._skipping:  # counting from the start: the same frames an uninterrupted run saw
+            self._recent.append([frame, None])
             self.stats.decoded += 1
             if self.stats.decoded == self.start_point.index:
                 if pts != self.start_point.after_pts:
@@ -214,21 +232,62 @@ class Decoder:
                 if self.max_frames is not None and self.stats.decoded >= self.max_frames:
                     self._done = True
             return
-        images, pts_list, durations = self._batch
-        images.append(self._to_rgb(frame))
-        pts_list.append(pts)
-        durations.append(duration)
+        index = self.stats.decoded
+        rgb = self._to_rgb(frame)
+        item = [rgb, None]
+        if index == 0 or (self.segment_frames and index % self.segment_frames == 0):
+            context = list(self._recent)[-self.context_frames:] if self.context_frames and index else []
+            if context:
+                self._emit_context(context, first_index=index - len(context))
+                reset = self._cut(context[-1], item)
+            else:
+                reset = True
+        else:
+            reset = self._cut(self._recent[-1], item)
+        self._recent.append(item)
+        b = self._batch
+        self._frames.append(rgb)
+        b.pts.append(pts)
+        b.durations.append(duration)
+        b.indices.append(index)
+        b.resets.append(reset)
         self.stats.decoded += 1
         boundary = self.segment_frames is not None and self.stats.decoded % self.segment_frames == 0
-        if len(images) == self.batch_size or boundary:
+        if len(self._frames) == self.batch_size or boundary:
             self._flush()
         if self.max_frames is not None and self.stats.decoded >= self.max_frames:
             self._done = True
 
+    def _needed_before(self) -> int:
+        """Frames a resumed decode must see before its start point: the warm-up frames, plus the
+        deinterlacer's context for the first of them."""
+        return min(self.context_frames, self.start_point.index) + (4 if self.ingest else 1)
+
+    def _rgb(self, item: list) -> np.ndarray:
+        if isinstance(item[0], av.VideoFrame):
+            item[0] = self._to_rgb(item[0])
+        return item[0]
+
+    def _cut(self, prev: list, cur: list) -> bool:
+        """Does `cur` start a new scene after `prev`? Only looked at with detect_cuts."""
+        if not self.detect_cuts:
+            return False
+        for it in (prev, cur):
+            if it[1] is None:
+                it[1] = signature(self._rgb(it))
+        return is_cut(prev[1], cur[1])
+
+    def _emit_context(self, items: list[list], first_index: int) -> None:
+        resets = [True] + [self._cut(a, b) for a, b in zip(items, items[1:])]
+        frames = np.stack([self._rgb(it) for it in items])
+        put_or_stop(self.out, Batch(frames, [], [], indices=list(range(first_index, first_index + len(items))),
+                                    resets=resets, context=True), self.stop)
+
     def _flush(self) -> None:
-        images, pts_list, durations = self._batch
-        put_or_stop(self.out, Batch(np.stack(images), pts_list, durations), self.stop)
-        self._batch = ([], [], [])
+        b = self._batch
+        b.frames = np.stack(self._frames)
+        put_or_stop(self.out, b, self.stop)
+        self._batch, self._frames = Batch(np.empty(0), [], []), []
 
     def _packets(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
         """Demux until the end, or until the container itself becomes unreadable (truncated or damaged)."""

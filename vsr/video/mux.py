@@ -43,6 +43,11 @@ class MuxPlan:
     notes: list[str] = field(default_factory=list)
     forced: bool = False  # the user named the container; never switch it
 
+    @property
+    def fallback_path(self) -> Path | None:
+        """Where the output goes if the container refuses a stream while muxing (Matroska holds all)."""
+        return None if self.forced or self.container == "mkv" else self.path.with_suffix(CONTAINERS["mkv"][1])
+
 
 def _holds(container: str, s: StreamInfo) -> bool:
     if container == "mkv":

@@ -68,6 +68,14 @@ def commit_file(partial: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def recorded_identity(work: Path) -> dict[str, Any] | None:
+    """The identity the unfinished work in `work` was made under, or None."""
+    try:
+        return json.loads((work / MANIFEST).read_text()).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class SegmentRecord:
     file: str  # name inside the work folder

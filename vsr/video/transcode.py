@@ -9,6 +9,7 @@ then the segments are joined losslessly and muxed with the input's other streams
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -28,14 +29,48 @@ from vsr.errors import VsrError
 from vsr.video import ingest
 from vsr.video.decode import Batch, Decoder, StartPoint, Stopped, put_or_stop
 from vsr.video.encode import EncodeLayout, SegmentWriter, concat_segments, plan_layout
-from vsr.video.mux import CONTAINERS, mux, plan_mux
+from vsr.video.mux import CONTAINERS, MuxPlan, mux, plan_mux
 from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
 from vsr.video.resume import Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, work_dir_for
 
 DEFAULT_SEGMENT_FRAMES = 250  # with resume: at most this much work is redone after a crash
 
-ProcessFn = Callable[[np.ndarray], np.ndarray]
+# process(frames (N, H, W, 3), their frame numbers in the video, resets) -> (N, sH, sW, 3); resets[i]:
+# frame i starts afresh (nothing carried over from earlier frames: a scene cut, a segment's first frame)
+ProcessFn = Callable[[np.ndarray, list[int], list[bool]], np.ndarray]
+Identity = Callable[[], dict]
+
+
+@dataclass
+class OutputPlan:
+    """Where `transcode` will write one input's output, decided once: the folder loop checks it for a
+    finished output and `transcode` writes it."""
+
+    source: VideoInfo
+    encoder: EncoderChoice
+    mux: MuxPlan
+
+    @property
+    def path(self) -> Path:
+        return self.mux.path
+
+    def finished(self) -> Path | None:
+        """The finished output when there is one: at the planned path, or where the Matroska fallback
+        (a stream the container refused while muxing) put it."""
+        for p in (self.mux.path, self.mux.fallback_path):
+            if p is not None and p.exists():
+                return p
+        return None
+
+
+def plan_output(src: Path | str, dst: Path | str, options: VideoOptions | None = None) -> OutputPlan:
+    """Probe `src` and decide the output's container and path (its suffix may differ from dst's)."""
+    options = options or VideoOptions()
+    source = probe(src)
+    encoder = resolve_encoder(options, high_bit_input=source.high_bit_depth and options.high_bit_depth)
+    return OutputPlan(source=source, encoder=encoder,
+                      mux=plan_mux(Path(dst), source, video_codec=encoder.codec_id, container=options.container))
 
 
 @dataclass
@@ -52,18 +87,26 @@ class TranscodeResult:
 
 def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float,
               options: VideoOptions | None = None, *, segment_frames: int | None = None,
-              identity: dict | None = None) -> TranscodeResult:
+              identity: dict | Identity | None = None, plan: OutputPlan | None = None,
+              context_frames: int = 0, detect_cuts: bool = False) -> TranscodeResult:
     """Restore one video: every frame through `process`, every other stream copied, timestamps kept.
 
-    process: (N, H, W, 3) RGB -> (N, round(H*scale), round(W*scale), 3) RGB of the same dtype; uint8,
-        or uint16 (full 16-bit range) for >8-bit input unless options.high_bit_depth is False.
-        It runs in the calling thread while decoding and encoding run in background threads.
+    process: (frames, indices, resets) -> frames: (N, H, W, 3) RGB -> (N, round(H*scale),
+        round(W*scale), 3) RGB of the same dtype; uint8, or uint16 (full 16-bit range) for >8-bit input
+        unless options.high_bit_depth is False. `indices` are the frames' numbers in the video, `resets`
+        say which frames start afresh (see ProcessFn). It runs in the calling thread while decoding and
+        encoding run in background threads, and sees the frames in order.
         Frames reach it after the ingest filters (options.ingest: deinterlace, crop, colour).
+    context_frames: before each segment, `process` is given the K frames before it again (their output
+        is not encoded), so a process with memory rebuilds it the same way in a resumed run.
+    detect_cuts: mark scene cuts as resets (vsr.video.scenes).
     scale: the factor `process` applies (fractional allowed); output sizes within one pixel are accepted.
     segment_frames: encode the video as independent segments of this many frames (each starts with a
         keyframe), joined losslessly at the end; the result equals the unsegmented one in frames and pts.
-    identity: what else decides the output (the model behind `process`); with options.resume, work done
-        under another identity is not reused.
+    identity: what else decides the output (the model behind `process`), or a function that says it
+        (asked again after each segment, so the manifest follows a change such as a smaller tile after
+        running out of memory); with options.resume, work done under another identity is not reused.
+    plan: the output plan from `plan_output(src, dst, options)`, when the caller made it already.
 
     With options.resume the segments (default 250 frames) and a manifest live in a work folder beside
     the output (`.NAME.vsr-work`); the same call after a crash continues from the last finished segment,
@@ -79,11 +122,10 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         raise VsrError(f"scale must be positive, got {scale}")
     if segment_frames is not None and segment_frames < 1:
         raise VsrError(f"segment length must be at least 1 frame, got {segment_frames}")
-    source = probe(src)
+    planned = plan or plan_output(src, dst, options)
+    source, encoder, plan = planned.source, planned.encoder, planned.mux
     filters = ingest.resolve(options.ingest, source, scale=scale)
     info = filters.apply_to_info(source)
-    encoder = resolve_encoder(options, high_bit_input=info.high_bit_depth and options.high_bit_depth)
-    plan = plan_mux(dst, info, video_codec=encoder.codec_id, container=options.container)
     _refuse_overwriting_input(src, plan.path)
     plan.path.parent.mkdir(parents=True, exist_ok=True)
     manifest = None
@@ -92,7 +134,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         work = work_dir_for(plan.path)
         key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
                "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
-               "process": identity or {}}
+               "context_frames": context_frames, "detect_cuts": detect_cuts,
+               "process": (identity() if callable(identity) else identity) or {}}
         manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
     else:
         work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
@@ -104,7 +147,10 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         seg_ext = ".mov" if mov_ok else ".mkv"
         result = _disk_full_guard(
             lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
-                             segment_frames, manifest, notes), plan.path, manifest)
+                             segment_frames, manifest, notes, dict(identity=identity if callable(identity) else None,
+                                                                   context_frames=context_frames,
+                                                                   detect_cuts=detect_cuts)),
+            plan.path, manifest)
         ok = True
         result.wall_seconds = time.perf_counter() - started
         return result
@@ -132,7 +178,7 @@ def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | N
 
 def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.IngestPlan, process: ProcessFn,
              scale: float, options: VideoOptions, encoder: EncoderChoice, plan, work: Path, seg_ext: str,
-             segment_frames: int | None, manifest: Manifest | None, notes: list[str]) -> TranscodeResult:
+             segment_frames: int | None, manifest: Manifest | None, notes: list[str], stream: dict) -> TranscodeResult:
     """Encode what is not yet encoded, then join the segments and mux them with the other streams."""
     done_before = manifest.frames if manifest else 0
     pipe = None
@@ -143,7 +189,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
         if manifest is not None and manifest.segments:
             start = StartPoint(index=manifest.frames, after_pts=manifest.segments[-1].last_pts)
         pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames,
-                         source=source, filters=filters, start=start, manifest=manifest)
+                         source=source, filters=filters, start=start, manifest=manifest, **stream)
         pipe.run()
         dec = pipe.decoder
         decode_errors, model_seconds = dec.errors, pipe.model_seconds
@@ -186,7 +232,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
             raise
         # A stream the container should hold was refused: Matroska holds everything.
         notes.append(f"output written as .mkv: {plan.container} refused a stream ({exc})")
-        plan.container, plan.path = "mkv", plan.path.with_suffix(CONTAINERS["mkv"][1])
+        plan.container, plan.path = "mkv", plan.fallback_path
         _refuse_overwriting_input(src, plan.path)
         partial = work / "output.partial.mkv"
         mux(video=video, info=info, plan=plan, out=partial, **args)
@@ -196,14 +242,6 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
         notes.append(f"{done_before} of {total} frames came from the earlier, interrupted run")
     return TranscodeResult(output=plan.path, frames=total, decode_errors=decode_errors,
                            model_seconds=model_seconds, wall_seconds=0.0, notes=notes)
-
-
-def planned_output(src: Path | str, dst: Path | str, options: VideoOptions | None = None) -> Path:
-    """The path `transcode(src, dst, ...)` will write (its suffix may differ from dst's)."""
-    options = options or VideoOptions()
-    info = probe(src)
-    encoder = resolve_encoder(options, high_bit_input=info.high_bit_depth and options.high_bit_depth)
-    return plan_mux(Path(dst), info, video_codec=encoder.codec_id, container=options.container).path
 
 
 def _check_output_file(path: Path, frames: int) -> None:
@@ -225,16 +263,19 @@ class _Pipeline:
     def __init__(self, info: VideoInfo, process: ProcessFn, scale: float, options: VideoOptions,
                  encoder: EncoderChoice, work: Path, seg_ext: str, segment_frames: int | None, *,
                  source: VideoInfo, filters: ingest.IngestPlan, start: StartPoint | None,
-                 manifest: Manifest | None) -> None:
+                 manifest: Manifest | None, identity: Identity | None, context_frames: int,
+                 detect_cuts: bool) -> None:
         self.info, self.process, self.scale, self.options = info, process, scale, options
         self.encoder, self.work, self.seg_ext, self.segment_frames = encoder, work, seg_ext, segment_frames
         self.manifest = manifest
+        self.identity = identity
         self.stop = threading.Event()
         self.decoded_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.encode_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.decoder = Decoder(info, self.decoded_q, self.stop, batch_size=options.batch_size,
                                max_frames=options.max_frames, high_bit_depth=options.high_bit_depth,
-                               source=source, ingest=filters, segment_frames=segment_frames, start=start)
+                               source=source, ingest=filters, segment_frames=segment_frames, start=start,
+                               context_frames=context_frames, detect_cuts=detect_cuts)
         self.layout: EncodeLayout | None = None
         self._first_shape: tuple[int, ...] = ()
         self.first_index = start.index if start else 0  # frames finished by an earlier run
@@ -255,9 +296,11 @@ class _Pipeline:
         try:
             while (batch := self._next_batch()) is not None:
                 t0 = time.perf_counter()
-                out = self.process(batch.frames)
+                out = self.process(batch.frames, batch.indices, batch.resets)
                 self.model_seconds += time.perf_counter() - t0
                 self._check_output(batch, out)
+                if batch.context:  # warm-up only
+                    continue
                 if self.layout is None:
                     self.layout = plan_layout(out_h=out.shape[1], out_w=out.shape[2], dtype=out.dtype,
                                               info=self.info, encoder=self.encoder,
@@ -366,6 +409,8 @@ class _Pipeline:
                 lay = self.layout
                 self.manifest.layout = dict(size=(lay.width, lay.height), sar=str(lay.sar) if lay.sar else None,
                                             end_time=None, time_scale=lay.time_base.denominator)
+            if self.identity is not None:  # what the segments from now on are made with
+                self.manifest.identity["process"] = json.loads(json.dumps(self.identity()))
             self.manifest.add(SegmentRecord(file=final.name, frames=writer.frames, size=final.stat().st_size,
                                             first_pts=first_pts, last_pts=last_pts))
         self.segments.append(final)
