@@ -149,10 +149,9 @@ class Upscaler:
             tile = self._auto_tile(shape)
         else:
             tile = self.tile
-        if not tile or tile >= max(shape[-2:]):
-            return 0
         m = self.desc.size_multiple
-        return max(tile // m * m, MIN_TILE)
+        tile = max(tile // m * m, MIN_TILE) if tile else 0
+        return tile if tile < max(shape[-2:]) else 0
 
     def tiles(self, h: int, w: int, batch: int = 1) -> int:
         """How many tiles one (padded) h x w frame is computed in."""

@@ -21,7 +21,8 @@ def signature(rgb: np.ndarray) -> np.ndarray:
     if rgb.dtype == np.uint16:
         rgb = (rgb >> 8).astype(np.uint8)
     h, w = rgb.shape[:2]
-    small = cv2.resize(rgb, (WIDTH, max(1, round(h * WIDTH / w))), interpolation=cv2.INTER_AREA)
+    width = min(WIDTH, w)
+    small = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.float32)
 
 
