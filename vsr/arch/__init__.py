@@ -123,7 +123,14 @@ def full_params(arch: Arch, params: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{arch.name} has no parameter(s) {sorted(unknown)}; "
                          f"allowed: {sorted(sig.parameters)}")
-    return {k: params.get(k, p.default) for k, p in sig.parameters.items()}
+    full = {k: params.get(k, p.default) for k, p in sig.parameters.items()}
+    for k, value in params.items():
+        default = sig.parameters[k].default
+        kinds = (int, float) if isinstance(default, float) else (type(default),)
+        if default is not inspect.Parameter.empty and default is not None and (
+                not isinstance(value, kinds) or isinstance(value, bool) != isinstance(default, bool)):
+            raise ValueError(f"{arch.name} parameter {k!r} must be a {type(default).__name__}, got {value!r}")
+    return full
 
 
 def construct(arch: Arch, params: dict[str, Any]) -> tuple[dict[str, Any], nn.Module]:
