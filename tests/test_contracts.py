@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def frames_of(path: Path) -> list[bytes]:
 
 
 def options(model: Path, **kw) -> UpscaleOptions:
-    return UpscaleOptions(model=str(model), quiet=True, overwrite=True, device="cpu",
+    return UpscaleOptions(model=str(model), quiet=True, overwrite=False, device="cpu",
                           video=VideoOptions(codec="ffv1", pix_fmt="yuv444p", quiet=True, resume=True), **kw)
 
 
@@ -194,3 +195,35 @@ def test_killed_and_resumed_equals_one_run(tmp_path, name, extra):
     if proc.returncode == -9:  # killed before it finished: the second run resumed
         assert re.search(r"resuming: \d+ frames", r.stderr), r.stderr
     assert frames_of(out) == frames_of(ref) and not work.exists()
+
+
+class Boom(Exception):
+    pass
+
+
+def test_a_tile_changed_by_out_of_memory_is_recorded_and_resumed_with(tmp_path, monkeypatch, tiny_weights):
+    """The manifest says which tile made the segments, and the resumed run goes on with that tile."""
+    from vsr.engine import Session
+
+    src = make_two_shots(tmp_path / "in.mkv")
+    out = tmp_path / "out.mkv"
+    real, calls = Session.upscale_array, [0]
+
+    def flaky(self, arr, **kw):
+        calls[0] += 1
+        if calls[0] == 3:
+            self.engine.learned_tile = 40  # what running out of GPU memory leaves behind
+        if calls[0] == 7:
+            time.sleep(1.0)  # the encoder finishes the segments before this one
+            raise Boom
+        return real(self, arr, **kw)
+
+    monkeypatch.setattr(Session, "upscale_array", flaky)
+    with pytest.raises(Boom):
+        upscale(src, out, options(tiny_weights, batch=2, segment_frames=4))
+    manifest = json.loads((work_dir_for(out) / MANIFEST).read_text())
+    assert len(manifest["segments"]) == 3 and manifest["identity"]["process"]["tile"] == 40
+    monkeypatch.setattr(Session, "upscale_array", real)
+    report = upscale(src, out, options(tiny_weights, batch=2, segment_frames=4))
+    assert any("resuming: 12 frames" in n for n in report.notes), report.notes
+    assert not any("does not match" in n for n in report.notes)

@@ -126,8 +126,7 @@ class Upscaler:
         back to after running out of memory (``recorded`` is its :meth:`identity`)."""
         if not recorded or self.tile != "auto" or not isinstance(recorded.get("tile"), int):
             return
-        mine = self.identity()
-        if {k: v for k, v in recorded.items() if k != "tile"} == {k: v for k, v in mine.items() if k != "tile"}:
+        if all(recorded.get(k) == v for k, v in self.identity().items() if k != "tile"):
             self.learned_tile = recorded["tile"]
 
     @property
