@@ -85,3 +85,20 @@ def test_demo_restores_its_generated_clip(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--model", str(model)]) == 0
     out = capsys.readouterr().out
     assert "30 frames 512x384 (video h264, audio aac)" in out and "PSNR against the clean original" in out
+
+
+def test_output_is_planned_once_and_its_fallback_counts_as_done(tmp_path, tiny_weights, capsys, monkeypatch):
+    """Each video is probed and planned once; an output the Matroska fallback wrote is found again."""
+    tc = sys.modules["vsr.video.transcode"]  # the module (vsr.video.transcode is also the function)
+    src = media.make_mp4(tmp_path / "clip.mp4", frames=6)
+    probes = []
+    real = tc.probe
+    monkeypatch.setattr(tc, "probe", lambda p: probes.append(p) or real(p))
+    out = tmp_path / "out.mp4"
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), *FAST]) == 0
+    assert len(probes) == 1 and out.is_file()
+    out.rename(out.with_suffix(".mkv"))  # as if mp4 had refused a stream while muxing
+    capsys.readouterr()
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), *FAST]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["skipped"] == [str(out.with_suffix(".mkv"))] and not out.exists()
