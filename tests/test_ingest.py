@@ -3,7 +3,9 @@ HD outputs, non-square DVD pixels shown at the right aspect, restoration presets
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -176,3 +178,40 @@ def test_vhs_preset_through_the_command_line(interlaced, tmp_path, tiny_weights,
     assert main(["upscale", str(interlaced), "-o", str(tmp_path / "x.mkv"), "--preset", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown key 'encode.speed'" in err[0]
+
+
+def _fake_ffmpeg(tmp_path: Path, monkeypatch, *, code: int) -> Path:
+    """Point the project at a stand-in ffmpeg that records its arguments and exits with `code`."""
+    if os.name == "nt":
+        pytest.skip("the stand-in ffmpeg is a shell script")
+    exe, log = tmp_path / "fake-ffmpeg", tmp_path / "args.txt"
+    exe.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{log}"\n'
+                   'echo "[in#0 @ 0x1] Error during demuxing: Invalid data found when processing input" >&2\n'
+                   f"exit {code}\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr("vsr.video.ffmpeg.ffmpeg_exe", lambda: str(exe))
+    return log
+
+
+def test_detection_failure_is_one_line_naming_the_file(interlaced, tmp_path, monkeypatch):
+    info = probe(interlaced)
+    _fake_ffmpeg(tmp_path, monkeypatch, code=1)
+    for detect, option in ((detect_interlace, "--deinterlace off"), (detect_crop, "--crop off")):
+        with pytest.raises(VsrError) as err:
+            detect(info)
+        msg = str(err.value)
+        assert "\n" not in msg and str(interlaced) in msg and option in msg and "Invalid data" in msg
+    with pytest.raises(VsrError, match="woven.mkv"):
+        transcode(interlaced, tmp_path / "out.mkv", identity, 1,
+                  VideoOptions(**LOSSLESS, ingest=IngestOptions(deinterlace="auto")))
+
+
+def test_detection_samples_from_a_tenth_into_long_files(interlaced, tmp_path, monkeypatch):
+    info = replace(probe(interlaced), duration=120.0)
+    log = _fake_ffmpeg(tmp_path, monkeypatch, code=0)
+    assert detect_interlace(info) == (False, "tff", "no verdict")
+    args = log.read_text().splitlines()
+    # the seek is an input option: before -i, so ffmpeg seeks the input rather than decoding up to it
+    assert args[:4] == ["-ss", "12.000", "-i", str(interlaced)]
+    assert args[args.index("-vf") + 1] == "idet" and args[args.index("-frames:v") + 1] == "240"
+    assert args[args.index("-map") + 1] == f"0:{info.video_index}"

@@ -332,3 +332,23 @@ def test_tree_damaged_cinepak_completes(tmp_path: Path) -> None:
     assert frame_times(res.output) == pytest.approx(frame_times(src), abs=1e-3)
     with av.open(str(res.output)) as c:
         assert abs(c.duration / 1e6 - info.duration) <= 1 / 15  # within one frame
+
+
+def test_mp4_text_subtitles_become_subrip_in_mkv(tmp_path: Path) -> None:
+    from vsr.video.ffmpeg import run_ffmpeg
+
+    srt = tmp_path / "subs.srt"
+    srt.write_text("1\n00:00:00,100 --> 00:00:00,600\nHello tape\n\n2\n00:00:00,700 --> 00:00:00,900\nBye\n")
+    src = tmp_path / "in.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", media.video_filter(width=64, height=48, frames=10, rate=10,
+                                                          pix_fmt="yuv420p"),
+                "-i", str(srt), "-c:v", "libx264", "-preset", "ultrafast", "-c:s", "mov_text",
+                "-metadata:s:s", "language=fre", str(src)], what="making an mp4 with text subtitles")
+    res = transcode(src, tmp_path / "out.mkv", identity, 1, VideoOptions(**FAST))
+    subs = [s for s in streams(res.output) if s["type"] == "subtitle"]
+    assert len(subs) == 1 and subs[0]["codec"] in ("subrip", "srt") and subs[0]["metadata"]["language"] == "fre"
+    texts = []
+    for path in (src, res.output):
+        run_ffmpeg(["-i", str(path), "-map", "0:s:0", str(tmp_path / f"{path.stem}.srt")], what="reading subs")
+        texts.append((tmp_path / f"{path.stem}.srt").read_text())
+    assert texts[0] == texts[1] and "Hello tape" in texts[1]

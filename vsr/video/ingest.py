@@ -15,11 +15,12 @@ from fractions import Fraction
 
 import av
 import av.filter
+import ffmpeg
 import numpy as np
 
 from vsr.errors import VsrError
 from vsr.video.colour import BT470BG, BT709, SMPTE170M, Colour
-from vsr.video.ffmpeg import ffmpeg_exe
+from vsr.video.ffmpeg import compile_cmd, execute, log_tail
 from vsr.video.probe import VideoInfo
 
 DEINTERLACERS = ("auto", "off", "bwdif", "yadif")
@@ -159,21 +160,34 @@ def resolve(options: IngestOptions, info: VideoInfo, *, scale: float) -> IngestP
                       colour_from=colour_from, full_range=info.colour.range == 2, notes=tuple(notes))
 
 
-def _run_detect(info: VideoInfo, vf: str, frames: int = SAMPLE_FRAMES) -> str:
-    """ffmpeg with one detection filter over a sample; returns its log (the filters report at info level)."""
-    start = []
+def _run_detect(info: VideoInfo, vf: str, *, what: str, off: str, frames: int = SAMPLE_FRAMES) -> str:
+    """ffmpeg with one detection filter over a sample; returns its log (the filters report at info level).
+
+    A failure is one line naming the input and the option that skips this detection (`off`).
+    """
+    start = {}
     if info.duration and info.duration > 60:  # skip leaders/titles: sample from a tenth in
-        start = ["-ss", f"{info.duration / 10:.3f}"]
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", *start, "-i",
-           str(info.path), "-map", f"0:{info.video_index}", "-vf", vf, "-frames:v", str(frames), "-an",
-           "-f", "null", "-"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600)
+        start = {"ss": f"{info.duration / 10:.3f}"}
+    sample = ffmpeg.input(str(info.path), **start)[str(info.video_index)]
+    # -vf rather than ffmpeg-python's filter graph: the filter runs on the mapped input stream, as a
+    # simple filter, with no -filter_complex.
+    output = ffmpeg.output(sample, "-", format="null", vf=vf, an=None, **{"frames:v": str(frames)})
+    cmd = compile_cmd(output, global_args=["-nostats"], loglevel="info", overwrite=False)
+    try:
+        proc = execute(cmd, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise VsrError(f"{info.path}: ffmpeg took over 10 minutes on a {frames}-frame sample for {what}; "
+                       f"check the file or use {off}") from None
+    if proc.returncode != 0:
+        tail = log_tail(proc.stderr, lines=2) or f"exit code {proc.returncode}"
+        raise VsrError(f"{info.path}: ffmpeg could not read it for {what} ({tail}); check the file or use "
+                       f"{off}")
     return proc.stderr
 
 
 def detect_interlace(info: VideoInfo) -> tuple[bool, str, str]:
     """(interlaced?, "tff"/"bff", vote summary) from idet's multi-frame detection on a sample."""
-    log = _run_detect(info, "idet")
+    log = _run_detect(info, "idet", what="interlace detection", off="--deinterlace off")
     multi = re.findall(r"Multi frame detection: TFF:\s*(\d+) BFF:\s*(\d+) Progressive:\s*(\d+)", log)
     single = re.findall(r"Single frame detection: TFF:\s*(\d+) BFF:\s*(\d+) Progressive:\s*(\d+)", log)
     if not multi or not single:
@@ -191,7 +205,8 @@ def detect_interlace(info: VideoInfo) -> tuple[bool, str, str]:
 def detect_crop(info: VideoInfo) -> Crop | None:
     """Black borders (cropdetect over a sample) plus the head-switching band at the bottom."""
     x, y, w, h = 0, 0, info.width, info.height
-    log = _run_detect(info, "cropdetect=limit=24:round=2:reset=0")
+    log = _run_detect(info, "cropdetect=limit=24:round=2:reset=0", what="border detection",
+                      off="--crop off")
     found = re.findall(r"crop=(\d+):(\d+):(\d+):(\d+)", log)
     if found:
         cw, ch, cx, cy = (int(v) for v in found[-1])

@@ -7,9 +7,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import ffmpeg
 
 from vsr.errors import VsrError
-from vsr.video.ffmpeg import run_ffmpeg
+from vsr.video.ffmpeg import compile_cmd, run_cmd
 from vsr.video.probe import StreamInfo, VideoInfo
 
 # container key -> (ffmpeg muxer, file suffix)
@@ -107,30 +108,37 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     stream keeps its own metadata (language, title) and disposition (ffmpeg's default for copies).
     """
     muxer = CONTAINERS[plan.container][0]
-    args = ["-copyts", "-i", str(video), "-i", str(info.path), "-map", "0:v:0"]
-    for s in plan.keep:
-        args += ["-map", f"1:{s.index}"]
-    args += ["-c", "copy", "-map_metadata", "1", "-map_chapters", "1"]
+    src = ffmpeg.input(str(info.path))
+    streams = [ffmpeg.input(str(video))["v:0"], *(src[str(s.index)] for s in plan.keep)]  # -map 0:v:0 1:N
+    # The input is input 1 either way: when no stream of it is kept, ffmpeg-python leaves it out, and it
+    # is added as a plain -i for its metadata and chapters.
+    extra_inputs = [] if plan.keep else [str(info.path)]
+    opts: dict[str, str] = {"c": "copy", "map_metadata": "1", "map_chapters": "1"}
     src_video = next(s for s in info.streams if s.index == info.video_index)
+    # -metadata:s:0 is given once per key; ffmpeg-python writes a keyword only once, so these are plain
+    # items placed with the other output options.
+    stream_meta: list[str] = []
     for key in ("language", "title", "handler_name"):
         if key in src_video.metadata:
-            args += ["-metadata:s:0", f"{key}={src_video.metadata[key]}"]
+            stream_meta += ["-metadata:s:0", f"{key}={src_video.metadata[key]}"]
     # Every disposition given explicitly: otherwise ffmpeg marks a "default" track on its own.
     for j, s in enumerate([src_video, *plan.keep]):
-        args += [f"-disposition:{j}", _disposition_arg(s.disposition)]
+        opts[f"disposition:{j}"] = _disposition_arg(s.disposition)
         if plan.container == "mkv" and s.codec in _MKV_TEXT_SUBS:
-            args += [f"-c:{j}", "srt"]
+            # ffmpeg-python sorts keywords, so -c copy always comes before the -c:N that overrides it
+            opts[f"c:{j}"] = "srt"
     if sar is not None:  # ffmpeg takes a display aspect; from the encoded size it gives exactly this SAR
-        args += ["-aspect:0", f"{sar.numerator * size[0]}:{sar.denominator * size[1]}"]
+        opts["aspect:0"] = f"{sar.numerator * size[0]}:{sar.denominator * size[1]}"
     if info.start_time > 0:  # a late-starting file (MPEG-TS) starts at 0; every stream moves together
-        args += ["-output_ts_offset", f"{-info.start_time:.6f}"]
+        opts["output_ts_offset"] = f"{-info.start_time:.6f}"
     if end_time is not None:
-        args += ["-to", f"{end_time:.6f}"]  # cut every stream where the video ends (input timestamps)
+        opts["to"] = f"{end_time:.6f}"  # cut every stream where the video ends (input timestamps)
     if plan.container == "mkv":
-        args += ["-default_mode", "passthrough"]  # keep the input's default flags, invent none
+        opts["default_mode"] = "passthrough"  # keep the input's default flags, invent none
     if plan.container in ("mp4", "mov"):
-        args += ["-movflags", "+faststart"]  # index first: playable while still downloading
+        opts["movflags"] = "+faststart"  # index first: playable while still downloading
         if time_scale:  # edit lists (a late video start) in the video's own time scale, not 1/1000 s
-            args += ["-movie_timescale", str(time_scale)]
-    args += ["-f", muxer, str(out)]
-    run_ffmpeg(args, what=f"writing {plan.path.name}")
+            opts["movie_timescale"] = str(time_scale)
+    output = ffmpeg.output(*streams, str(out), format=muxer, **opts)
+    cmd = compile_cmd(output, global_args=["-copyts"], extra_inputs=extra_inputs, output_args=stream_meta)
+    run_cmd(cmd, what=f"writing {plan.path.name}")
