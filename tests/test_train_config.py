@@ -52,6 +52,8 @@ def test_shipped_recipes_load():
     for name in ("finetune-esrgan", "vhs-esrgan"):
         cfg = load_recipe(name)
         assert cfg.steps and cfg.losses and cfg.networks[cfg.generator].arch == "rrdb"
+    compact = load_recipe("finetune-compact")
+    assert compact.networks[compact.generator].arch == "compact" and compact.steps and compact.losses
     assert load_recipe(TINY).total_steps == 6
 
 

@@ -157,6 +157,7 @@ def test_finetune_command_writes_a_usable_model(tmp_path, monkeypatch):
     desc, card = zoo.resolve("mine")
     assert desc.arch == "rrdb" and desc.scale == 4 and card.provenance["steps"] == 2
     assert card.provenance["recipe"] == "mine" and card.weights == "mine.safetensors"
+    assert card.license.startswith("unknown") and "start.safetensors" in card.source  # no card to take it from
     assert next(iter(desc.model.state_dict().values())).dtype == torch.float32  # loaded from fp16 file
     args = parser.parse_args(["train", str(tmp_path / "ft.yml"), "--quiet"])
     with pytest.raises(VsrError, match="already holds a run; continue it with --resume"):
@@ -166,3 +167,148 @@ def test_finetune_command_writes_a_usable_model(tmp_path, monkeypatch):
     args = parser.parse_args(["train", str(tiny), "--steps", "2", "--name", "mine2", "--quiet"])
     assert commands[args.command](args) == 0
     assert zoo.resolve("mine2")[1].provenance["steps"] == 2
+
+
+def _user_card(name: str, desc, *, license: str, params: dict | None = None) -> None:
+    """A named model in the user's models folder, as a fine-tune would start from."""
+    from vsr import weights
+
+    folder = zoo.user_models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    weights.save(desc, folder / f"{name}.safetensors")
+    card = {"name": name, "architecture": desc.arch, "scale": desc.scale, "license": license,
+            "source": f"made by the tests ({license})", "weights": f"{name}.safetensors"}
+    if params:
+        card["params"] = params
+    (folder / f"{name}.yml").write_text(yaml.safe_dump(card))
+
+
+def _finetune(tmp_path: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser()
+    commands = register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["finetune", "--frames", str(tmp_path / "frames"), "--quiet", *extra])
+    return commands[args.command](args)
+
+
+@pytest.mark.parametrize("params, scale", [
+    (dict(nf=8, num_conv=1, upscale=2), 2),
+    (dict(nf=8, num_conv=1, upscale=4, out_scale=0.75), 3),  # x3 = an x4 network resized by 0.75
+])
+def test_finetune_of_a_compact_model_keeps_its_scale_and_licence(tmp_path, monkeypatch, params, scale):
+    from conftest import tiny
+
+    monkeypatch.chdir(tmp_path)
+    write_frames(tmp_path / "frames", size=192)  # the compact recipe's patch (48) x3 + margin
+    start = f"tiny-compact-x{scale}"
+    extra = {"out_scale": params["out_scale"]} if "out_scale" in params else None
+    _user_card(start, tiny("compact", **params), license="CC-BY-4.0", params=extra)
+    assert _finetune(tmp_path, "--model", start, "--steps", "2", "--name", f"{start}-ft") == 0
+    desc, card = zoo.resolve(f"{start}-ft")
+    assert desc.arch == "compact" and desc.scale == scale and card.scale == scale
+    assert desc.params["out_scale"] == params.get("out_scale", 1.0)
+    assert card.license == "CC-BY-4.0" and "CC-BY-4.0" in card.source and start in card.source
+    assert card.provenance["recipe"] == f"{start}-ft" and card.provenance["steps"] == 2
+    out = desc.model(torch.rand(1, 3, 8, 8))
+    assert out.shape[-2:] == (8 * scale, 8 * scale)
+
+
+def test_finetune_recipe_follows_the_architecture(tmp_path, monkeypatch):
+    from vsr.train.cli import finetune_recipe
+
+    assert finetune_recipe("realesr-animevideov3-x2")[0].stem == "finetune-compact"
+    assert finetune_recipe("esrgan")[0].stem == "finetune-esrgan"
+    assert finetune_recipe("realesr-animevideov3-x3")[1] == 3
+    real = zoo.cards()
+    fake = zoo.ModelCard(name="flowy", architecture="srflow", scale=4, license="x", source="y", weights="f")
+    monkeypatch.setattr(zoo, "cards", lambda: {**real, "flowy": fake})
+    with pytest.raises(VsrError) as e:
+        finetune_recipe("flowy")
+    msg = str(e.value)
+    assert "\n" not in msg and "srflow" in msg and "--recipe" in msg, msg
+
+
+def test_trained_params_and_licence_are_exported(tmp_path):
+    """A random-init x3 compact network (out_scale, which the shapes cannot tell) comes back as x3."""
+    cfg = _cfg(tmp_path, **{"networks.generator": {"arch": "compact", "params": {
+        "nf": 8, "num_conv": 1, "upscale": 4, "out_scale": 0.75}}, "scale": 3, "total_steps": 2,
+        "losses.trans.start": 0})
+    run = train(cfg, progress=False, export_name="rand-x3", export_dir=zoo.user_models_dir())
+    desc, card = zoo.resolve("rand-x3")
+    assert run.card is not None and desc.scale == 3 and desc.params["out_scale"] == 0.75
+    assert card.license == "user"
+
+
+def test_recipe_scale_must_match_the_generator(tmp_path):
+    cfg = _cfg(tmp_path, scale=2)  # the tiny recipe's generator is x4
+    with pytest.raises(VsrError, match="trains at x2, but .* is x4; set scale: 4"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_validation_is_what_the_engine_produces(tmp_path):
+    """The PSNR a run reports equals that of `vsr upscale`'s engine on the same network."""
+    import numpy as np
+
+    from vsr import arch, metrics
+    from vsr.engine import Upscaler
+    from vsr.train.data import load_frames, validation_set
+
+    # a compact network's output is its input upsampled plus a residual: every pixel counts
+    cfg = _cfg(tmp_path, precision="bf16", **{  # training autocast must not leak into validation
+        "networks.generator": {"arch": "compact", "params": {"nf": 8, "num_conv": 1}, "ema": 0.5}})
+    run = train(cfg, progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["step"] == 6
+    desc = arch.build("compact", **state["params"]["generator"])
+    desc.model.load_state_dict(state["ema"]["generator"])
+    val = validation_set(load_frames(cfg.data, scale=cfg.scale)[1], cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+    up = Upscaler(desc, device="cpu", precision="auto", tile="auto")
+    outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
+    psnr = float(np.mean([metrics.psnr(o, hq, border=cfg.scale) for o, (_, _, hq) in zip(outs, val)]))
+    ssim = float(np.mean([metrics.ssim(o, hq, border=cfg.scale) for o, (_, _, hq) in zip(outs, val)]))
+    assert run.metrics == {"psnr_y": psnr, "ssim_y": ssim}
+
+
+def test_validation_leaves_the_training_module_as_it_was():
+    import numpy as np
+
+    from vsr import arch
+    from vsr.train.evaluate import validate
+
+    torch.manual_seed(0)
+    desc = arch.build("compact", nf=8, num_conv=1, upscale=2)
+    net = desc.model.train().to(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = np.random.default_rng(0)
+    val = [("a", (rng.random((10, 12, 3)) * 255).astype(np.uint8), (rng.random((20, 24, 3)) * 255).astype(np.uint8))]
+    for precision in ("fp32", "bf16"):
+        m, outs = validate(net, val, arch="compact", params=desc.params, device=torch.device("cpu"),
+                           scale=2, precision=precision)
+        assert outs[0].shape == (20, 24, 3) and outs[0].dtype == np.uint8 and np.isfinite(m["psnr_y"])
+        assert net.training and all(p.requires_grad and p.dtype == torch.float32 for p in net.parameters())
+        assert net.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_one_host_sync_per_training_step(tmp_path, monkeypatch):
+    """Loss terms stay on the device over the micro-batches; the loop reads them back once a step."""
+    import sys
+
+    loop_file = sys.modules[train.__module__].__file__
+    calls = []
+    for method in ("item", "tolist", "__bool__", "__float__"):
+        plain = getattr(torch.Tensor, method)
+
+        def counted(self, *a, _plain=plain, _name=method, **k):
+            if sys._getframe(1).f_code.co_filename == loop_file:
+                calls.append(_name)
+            return _plain(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    cfg = _cfg(tmp_path, **{"data.accumulate": 3, "data.batch": 2, "eval.every": 0, "data.holdout": [],
+                            "total_steps": 4, "losses.trans.start": 2})
+    run = train(cfg, progress=False)
+    monkeypatch.undo()
+    assert len(calls) == cfg.total_steps, calls
+    assert all(type(v) is float for r in run.losses for v in r.values())
+    assert {"generator/pixel", "generator/total"} <= set(run.losses[0])

@@ -1,6 +1,6 @@
 """The ``finetune`` and ``train`` commands; ``vsr.cli`` adds them with :func:`register`.
 
-    vsr finetune --frames DIR --model esrgan [--recipe finetune-esrgan] [--steps N] [--name NAME]
+    vsr finetune --frames DIR --model esrgan [--recipe finetune-ARCH] [--steps N] [--name NAME]
     vsr train RECIPE.yml [--resume]
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, Callable[[argp
     ft = subparsers.add_parser("finetune", help="adapt a model to your own footage (frames, photos or a video)")
     ft.add_argument("--frames", type=Path, required=True, help="folder of frames/photos, or a video file")
     ft.add_argument("--model", default="esrgan", help="model to start from (name or weights file)")
-    ft.add_argument("--recipe", default="finetune-esrgan", help="training recipe: a name in pipelines/ or a .yml")
+    ft.add_argument("--recipe", help="training recipe: a name in pipelines/ or a .yml (default: the one for "
+                    "the model's architecture, finetune-ARCH: finetune-esrgan for rrdb, finetune-compact)")
     ft.add_argument("--steps", type=_positive_int, help="training steps (default: the recipe's)")
     ft.add_argument("--name", help="name of the new model (default: MODEL-FOLDER)")
     ft.add_argument("--output", type=Path, help="run folder for checkpoints and logs (default runs/NAME)")
@@ -48,17 +49,47 @@ def _model_name(name: str) -> str:
     return name
 
 
+# the fine-tuning recipe of each architecture, where its name is not finetune-ARCH
+FINETUNE_RECIPES = {"rrdb": "finetune-esrgan"}
+
+
+def finetune_recipe(model: str) -> tuple[Path, int]:
+    """(the fine-tuning recipe for the model's architecture, the model's scale), from its card for a
+    name, from the weights for a file."""
+    from .. import weights, zoo
+    from .config import find_recipe
+
+    path = Path(model).expanduser()
+    card = None
+    if not (path.suffix.lower() in (*weights.WEIGHT_SUFFIXES, ".param") or path.is_file()):
+        card = zoo.cards().get(model)
+    if card is not None:
+        architecture, scale = card.architecture, card.scale
+    else:
+        desc, _ = zoo.resolve(model)  # an unknown name fails here, naming the known ones
+        architecture, scale = desc.arch, desc.scale
+    if scale != int(scale):
+        raise VsrError(f"{model} is x{scale:g}; training needs a whole-number scale")
+    recipe = FINETUNE_RECIPES.get(architecture, f"finetune-{architecture}")
+    try:
+        return find_recipe(recipe), int(scale)
+    except VsrError:
+        raise VsrError(f"no fine-tuning recipe for {model}'s architecture {architecture} (pipelines/{recipe}.yml); "
+                       "give one with --recipe") from None
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .config import load_recipe
 
     name = _model_name(args.name or f"{Path(args.model).stem}-{args.frames.resolve().stem}")
+    recipe, scale = finetune_recipe(args.model)
     overrides: dict = {"data.frames": str(args.frames), "networks.generator.weights": args.model,
-                       "name": name}
+                       "name": name, "scale": scale}  # the data are made at the starting model's scale
     if args.steps:
         overrides["total_steps"] = args.steps
     if args.output:
         overrides["output"] = str(args.output)
-    cfg = load_recipe(args.recipe, **overrides)  # a bad recipe fails here, before torch is imported
+    cfg = load_recipe(args.recipe or recipe, **overrides)  # a bad recipe fails here, before training
     from .. import zoo
     from .loop import train
 

@@ -57,14 +57,6 @@ def mean(values: torch.Tensor, d: Dist) -> torch.Tensor:
     return values
 
 
-def all_true(flag: bool, d: Dist) -> bool:
-    if not d.enabled:
-        return flag
-    t = torch.tensor([0 if flag else 1])
-    dist.all_reduce(t)
-    return int(t.item()) == 0
-
-
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

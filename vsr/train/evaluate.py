@@ -2,8 +2,10 @@
 a JSON-lines file that benchmarks read back as the quality-against-time curve)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -14,9 +16,47 @@ from .. import metrics
 from ..images import write_image
 
 
+@contextlib.contextmanager
+def _left_as_is(model: nn.Module) -> Iterator[None]:
+    """The engine sets its network to eval mode (and its own memory layout): the training module
+    gets its mode and layout back afterwards."""
+    was_training = model.training
+    conv = next((p for p in model.parameters() if p.ndim == 4), None)
+    channels_last = conv is not None and conv.is_contiguous(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        if conv is not None and conv.is_contiguous(memory_format=torch.channels_last) != channels_last:
+            model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *, arch: str,
+             params: dict[str, Any], device: torch.device, scale: int,
+             precision: str = "auto") -> tuple[dict[str, float], list[np.ndarray]]:
+    """Mean PSNR-Y / SSIM-Y (border = scale) of the model's outputs on the validation set, and the
+    outputs. They come from the engine that ``vsr upscale`` runs (its precision choice, tiling and
+    8-bit rounding), so the numbers a run reports are those its model gives in use."""
+    from .. import arch as archs
+    from ..engine import Upscaler
+
+    if not val:
+        return {}, []
+    desc = archs.get_arch(arch).describe(params, model)
+    with _left_as_is(model):
+        up = Upscaler(desc, device=str(device), precision=precision, tile="auto")
+        outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
+    p = [metrics.psnr(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
+    s = [metrics.ssim(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
+    return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s))}, outs
+
+
 @torch.no_grad()
 def upscale(model: nn.Module, lq: np.ndarray, *, device: torch.device, amp: torch.dtype | None) -> np.ndarray:
-    """(h, w, 3) uint8 -> (sh, sw, 3) uint8, the whole image in one call."""
+    """(h, w, 3) uint8 -> (sh, sw, 3) uint8, the whole image in one call under autocast.
+
+    Not what validation uses (that is :func:`validate`, through the engine); kept for
+    benchmarks/eval_esrgan.py, which runs bare modules at a chosen autocast precision."""
     was_training = model.training
     model.eval()
     x = torch.from_numpy(lq).permute(2, 0, 1)[None].float().div(255).to(device)
@@ -25,17 +65,6 @@ def upscale(model: nn.Module, lq: np.ndarray, *, device: torch.device, amp: torc
         y = model(x)
     model.train(was_training)
     return (y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
-             amp: torch.dtype | None, scale: int) -> dict[str, float]:
-    """Mean PSNR-Y / SSIM-Y (border = scale) of the model's outputs on the validation set."""
-    p, s = [], []
-    for _, lq, hq in val:
-        out = upscale(model, lq, device=device, amp=amp)
-        p.append(metrics.psnr(out, hq, border=scale))
-        s.append(metrics.ssim(out, hq, border=scale))
-    return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s))}
 
 
 def bicubic(lq: np.ndarray, scale: int) -> np.ndarray:
@@ -66,17 +95,16 @@ class Logger:
             for k, v in record.items():
                 self.writer.add_scalar(f"loss/{k}" if "/" in k else k, v, step)
 
-    def validation(self, m: dict[str, float], step: int, seconds: float, model: nn.Module,
-                   val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
-                   amp: torch.dtype | None, grids: bool, scale: int) -> None:
+    def validation(self, m: dict[str, float], step: int, seconds: float, sample: np.ndarray | None,
+                   val: list[tuple[str, np.ndarray, np.ndarray]], *, grids: bool, scale: int) -> None:
+        """``sample``: the model's output on the first validation image."""
         self._line({"step": step, "seconds": seconds, **{f"val/{k}": v for k, v in m.items()}})
         if self.writer:
             for k, v in m.items():
                 self.writer.add_scalar(f"val/{k}", v, step)
-        if grids and val:
+        if grids and val and sample is not None:
             name, lq, hq = val[0]
-            out = upscale(model, lq, device=device, amp=amp)
-            grid = np.concatenate([bicubic(lq, scale), out, hq], axis=1)  # LQ | output | ground truth
+            grid = np.concatenate([bicubic(lq, scale), sample, hq], axis=1)  # LQ | output | ground truth
             (self.folder / "samples").mkdir(parents=True, exist_ok=True)
             write_image(self.folder / "samples" / f"step-{step:08d}.png", grid)
             if self.writer:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .. import arch
 from ..engine.device import cpu_has_amx, select_device
 from ..errors import VsrError
 from . import checkpoint as ckpt
@@ -73,6 +74,18 @@ def _check_losses(cfg: RecipeConfig) -> None:
                 raise VsrError(f"losses.{name}.crop: expected 1..{cfg.data.patch - 1} (below data.patch), got {crop}")
 
 
+def _check_scale(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, Any]) -> None:
+    """The data are made at the recipe's scale: the generator must upscale by as much."""
+    net_cfg = cfg.networks[cfg.generator]
+    if net_cfg.arch in DISCRIMINATORS:
+        raise VsrError(f"networks.{cfg.generator}: the generator cannot be a {net_cfg.arch}")
+    scale = arch.get_arch(net_cfg.arch).describe(params, gen).scale
+    if abs(scale - cfg.scale) > 1e-6:
+        what = net_cfg.weights or f"{net_cfg.arch} with params {net_cfg.params}"
+        raise VsrError(f"scale: the recipe trains at x{cfg.scale}, but its generator ({what}) is x{scale:g}; "
+                       f"set scale: {scale:g} or another generator")
+
+
 def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
           export_name: str | None = None, export_dir: Path | None = None) -> RunResult:
     """Train (or continue training) from a recipe; ``stop_after`` ends this part after that step
@@ -95,6 +108,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     for name, net_cfg in cfg.networks.items():
         nets[name], params[name] = build_network(name, net_cfg)
         nets[name].to(device, memory_format=torch.channels_last)
+    _check_scale(cfg, nets[cfg.generator], params[cfg.generator])
     emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and device.type == "cuda" else None
@@ -117,6 +131,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     wrapped = {n: ddp.wrap(m, dist, device) for n, m in nets.items()}
     log = Logger(out_dir, enabled=dist.main and cfg.log.tensorboard)
     A, B = cfg.data.accumulate, cfg.data.batch
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     result = RunResult(output=out_dir, step=start, seconds=seconds)
     end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.total_steps, disable=not (progress and dist.main),
@@ -140,7 +155,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
                 g["lr"] = ts.optimizer.lr * lr_factor(step, ts.schedule, cfg.total_steps)
             opt.zero_grad(set_to_none=True)
             names: list[str] = []
-            sums = torch.zeros(0, dtype=torch.float64)
+            sums = torch.zeros(0, dtype=acc_dtype, device=device)
             for m, mb in enumerate(micro):
                 sync = contextlib.nullcontext() if m == A - 1 or not dist.enabled else net.no_sync()
                 with sync:
@@ -149,10 +164,14 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
                     total = sum(terms.values()) / A
                     (scaler.scale(total) if scaler else total).backward()
                 names = list(terms) + ["total"]
-                values = torch.tensor([t.item() for t in terms.values()] + [total.item() * A], dtype=torch.float64)
+                # stays on the device: one read-back per training step, not one per term and micro-batch
+                values = torch.stack([t.detach().to(acc_dtype) for t in terms.values()]
+                                     + [total.detach().to(acc_dtype) * A])
                 sums = values if m == 0 else sums + values
+            # the mean over processes is not finite if any process's losses were not
             sums = ddp.mean(sums / A, dist)
-            if not ddp.all_true(bool(torch.isfinite(sums).all()), dist):
+            means = sums.tolist()
+            if not all(map(math.isfinite, means)):
                 skipped = True
                 opt.zero_grad(set_to_none=True)
                 if scaler:
@@ -169,7 +188,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
                 opt.step()
             if ts.network in emas:
                 emas[ts.network].update(nets[ts.network])
-            record.update({f"{ts.network}/{n}": float(v) for n, v in zip(names, sums.tolist())})
+            record.update({f"{ts.network}/{n}": v for n, v in zip(names, means)})
         streak = streak + 1 if skipped else 0
         if streak >= cfg.max_nonfinite:
             raise VsrError(f"stopped at step {step}: the loss was not finite {streak} steps in a row; "
@@ -185,10 +204,11 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
             log.scalars(record, done)
         if val and (cfg.eval.every and done % cfg.eval.every == 0 or done == cfg.total_steps):
             gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
-            result.metrics = validate(gen, val, device=device, amp=amp, scale=cfg.scale)
+            result.metrics, outs = validate(gen, val, arch=cfg.networks[cfg.generator].arch,
+                                            params=params[cfg.generator], device=device, scale=cfg.scale)
             if dist.main:
-                log.validation(result.metrics, done, seconds, gen, val, device=device, amp=amp,
-                               grids=cfg.eval.grids, scale=cfg.scale)
+                log.validation(result.metrics, done, seconds, outs[0], val, grids=cfg.eval.grids,
+                               scale=cfg.scale)
         minutes = (time.monotonic() - last_ckpt) / 60
         due = (cfg.log.checkpoint_every and done % cfg.log.checkpoint_every == 0
                or cfg.log.checkpoint_minutes and minutes >= cfg.log.checkpoint_minutes or done == end)

@@ -89,24 +89,43 @@ class EMA:
             e.copy_(b)
 
 
+def starting_licence(start: str | None) -> tuple[str, str]:
+    """(licence, source) of a model fine-tuned from ``start`` (a model name or a weights file; None
+    for random initialisation): a fine-tune carries the licence of the weights it started from."""
+    if not start:
+        return "user", "trained with vsr"
+    from .. import zoo
+
+    path = Path(start).expanduser()
+    is_file = path.suffix.lower() in (*weights.WEIGHT_SUFFIXES, ".param") or path.is_file()
+    card = None if is_file else zoo.cards().get(start)
+    if card is None:
+        return ("unknown (see the starting weights)",
+                f"fine-tuned with vsr from the weights file {start}, whose licence applies")
+    return card.license, (f"fine-tuned with vsr from {start}, whose licence ({card.license}) applies; "
+                          f"{start}: {card.source}")
+
+
 def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name: str, folder: Path,
            steps: int, seconds: float, metrics: dict[str, float] | None = None) -> Path:
-    """fp16 safetensors plus a model card, so that ``vsr upscale --model NAME`` finds it at once."""
+    """fp16 safetensors plus a model card, so that ``vsr upscale --model NAME`` finds it at once.
+
+    Every constructor argument goes into the file's ``vsr.params`` (some, like a compact network's
+    ``out_scale``, cannot be told from the tensors' shapes)."""
     net_cfg = cfg.networks[cfg.generator]
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / f"{name}.safetensors"
     weights.save(model.state_dict(), wpath, dtype=torch.float16,
-                 metadata={"vsr.params": json.dumps({}), "recipe": json.dumps(to_dict(cfg))})
+                 metadata={"vsr.params": json.dumps(params), "recipe": json.dumps(to_dict(cfg))})
     provenance: dict[str, Any] = {
         "recipe": cfg.name, "data": cfg.data.frames, "steps": steps,
         "training_time": f"{seconds / 60:.1f} min", "initial_weights": net_cfg.weights or "random",
     }
     if metrics:
         provenance["validation"] = {k: round(v, 3) for k, v in metrics.items()}
+    licence, source = starting_licence(net_cfg.weights)
     card = {
-        "name": name, "architecture": net_cfg.arch, "scale": cfg.scale,
-        "license": "BSD-3-Clause" if net_cfg.weights else "user",
-        "source": f"fine-tuned with vsr from {net_cfg.weights}" if net_cfg.weights else "trained with vsr",
+        "name": name, "architecture": net_cfg.arch, "scale": cfg.scale, "license": licence, "source": source,
         "description": f"{net_cfg.arch} x{cfg.scale} trained with recipe {cfg.name}",
         "weights": wpath.name, "provenance": provenance,
     }
