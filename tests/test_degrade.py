@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from vsr import metrics
+import cv2
+
+from vsr.train import capture
 from vsr.train.degrade import DegradeConfig, Degradation, jpeg
 
 
@@ -39,7 +42,7 @@ def test_degradation_loses_chroma_and_detail():
 
 def test_clip_shares_one_draw_but_not_the_noise():
     hr = _photo()
-    d = Degradation(config=DegradeConfig(luma_noise=(0.02, 0.02)))
+    d = Degradation(config=DegradeConfig(luma_noise=(0.02, 0.02), codecs={"jpeg": 1.0}))
     a, b = d.clip([hr, hr], np.random.default_rng(0))
     assert not np.array_equal(a, b)  # new noise per frame
     assert metrics.psnr(a, b, y=False) > 25  # but the same degradation
@@ -62,3 +65,71 @@ def test_jpeg_is_a_real_codec_round_trip():
     hr = _photo()
     low, high = jpeg(hr, 20), jpeg(hr, 95)
     assert metrics.psnr(low, hr) < metrics.psnr(high, hr) < 60
+
+
+@pytest.mark.parametrize("codec", ["h264", "mpeg2", "mjpeg", "dv"])
+def test_capture_codecs_are_real_encoders_whose_quality_shows(codec):
+    hr = _photo(96)
+    frames = [hr, np.roll(hr, 2, axis=1), np.roll(hr, 4, axis=1)]  # a clip: predicted frames too
+    low, high = capture.codec_roundtrip(frames, codec, 0.0), capture.codec_roundtrip(frames, codec, 1.0)
+    assert [f.shape for f in low] == [f.shape for f in frames] and low[0].dtype == np.uint8
+    p_low, p_high = (np.mean([metrics.psnr(o, f, y=False) for o, f in zip(x, frames)]) for x in (low, high))
+    assert 20 < p_low < 45 and p_high < 50
+    if codec != "dv":  # DV has one fixed rate
+        assert p_low < p_high - 2
+
+
+def test_dv_keeps_a_quarter_of_the_chroma_horizontally():
+    hr = _photo(96)
+    out = capture.codec_roundtrip([hr], "dv", 1.0)[0]
+    ycc_in, ycc_out = (cv2.cvtColor(x, cv2.COLOR_RGB2YCrCb).astype(float) for x in (hr, out))
+    grad = lambda c, axis: np.abs(np.diff(c, axis=axis)).mean()  # noqa: E731
+    assert grad(ycc_out[..., 1], 1) / grad(ycc_in[..., 1], 1) < 0.6 < grad(ycc_out[..., 0], 1) / grad(ycc_in[..., 0], 1)
+
+
+def test_tape_noise_is_streaked_along_the_line():
+    n = capture.tape_noise((200, 200), strength=0.05, streak=2.0, banding=0.0, rng=np.random.default_rng(0))
+    corr = lambda a, b: float(np.corrcoef(a.ravel(), b.ravel())[0, 1])  # noqa: E731
+    assert corr(n[:, 1:], n[:, :-1]) > 0.8 and abs(corr(n[1:], n[:-1])) < 0.1
+    assert abs(float(n.std()) - 0.05) < 0.005
+    banded = capture.tape_noise((200, 200), strength=0.0, streak=0.0, banding=0.02, rng=np.random.default_rng(0))
+    assert np.allclose(banded, banded[:, :1]) and 0.015 < banded[:, 0].std() < 0.025
+
+
+def test_dropouts_are_short_horizontal_streaks():
+    y = np.full((100, 100), 0.3, np.float32)
+    out = capture.dropouts(y, rate=5.0, rng=np.random.default_rng(1))
+    hit = out > 0.5
+    assert 0.001 < hit.mean() < 0.2  # about 5 streaks of 3-25 px, half of them white (the rest repeat a line)
+    rows = np.flatnonzero(hit.any(axis=1))
+    assert len(rows) <= 8 and (capture.dropouts(y, rate=0.0, rng=np.random.default_rng(1)) == y).all()
+
+
+def test_deinterlacers_leave_their_own_residue():
+    from vsr.video.ingest import combing
+
+    hr = _photo(128).astype(np.float32) / 255
+    res = {m: capture.interlace(hr, mode=m, motion=3.0, field=0) for m in ("weave", "blend", "double")}
+    comb = {m: combing((v[..., 0] * 255).astype(np.uint8)) for m, v in res.items()}
+    assert comb["weave"] > 3 * comb["blend"] and comb["weave"] > 3 * comb["double"]
+    assert comb["weave"] > 2 * combing((hr[..., 0] * 255).astype(np.uint8))
+    assert np.array_equal(res["double"][0::2], hr[0::2])  # the kept field is untouched
+
+
+def test_downscale_kernels_and_choices():
+    hr = _photo(128)
+    quiet = dict(luma_noise=(0, 0), chroma_noise=(0, 0), tape_noise=(0, 0), tape_banding=(0, 0), dropouts=(0, 0),
+                 codecs={"none": 1.0}, sharpen=(0, 0))
+    outs = {}
+    for k in ("area", "bicubic", "gaussian"):
+        d = Degradation(config=DegradeConfig(downscale={k: 1.0}, **quiet))
+        p = d.sample(np.random.default_rng(0))
+        assert p.downscale == k and p.codec == "none"
+        outs[k] = d(hr, p, np.random.default_rng(0))
+    assert not np.array_equal(outs["area"], outs["bicubic"]) and not np.array_equal(outs["area"], outs["gaussian"])
+    with pytest.raises(ValueError, match="codecs: unknown choice 'vp9'"):
+        DegradeConfig(codecs={"vp9": 1.0})
+    with pytest.raises(ValueError, match="positive sum"):
+        DegradeConfig(downscale={"area": 0.0})
+    draws = [Degradation().sample(np.random.default_rng(i)).codec for i in range(200)]
+    assert set(draws) == {"jpeg", "h264", "mpeg2", "mjpeg", "dv", "none"}  # the default model uses them all

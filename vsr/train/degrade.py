@@ -1,14 +1,18 @@
 """Analog (VHS-like) degradation: a clean high-resolution image in, a plausible tape capture out.
 
-The chain follows what a composite/VHS path does to a picture, at the low resolution:
+The chain follows what a composite/VHS path and a capture card do to a picture, at the low resolution:
 
-1. downscale by the model scale (area averaging);
+1. downscale by the model scale with one of several kernels (area, bicubic, bilinear, Lanczos, or a
+   Gaussian pre-blur: optics and scanning differ from source to source);
 2. luma bandwidth loss: a horizontal windowed-sinc low-pass, which also rings;
 3. sharpening of the deck/TV (unsharp mask): halos next to edges;
 4. chroma: horizontal subsampling, bleed (horizontal blur) and a small shift against luma;
-5. noise: luma grain and stronger, horizontally streaked chroma noise;
-6. optional interlacing artefacts: one field dropped and interpolated (half vertical resolution);
-7. compression through a real codec (JPEG, 4:2:0) as the capture/storage step.
+5. noise: white luma grain, correlated tape noise (streaked along the line, per-line banding) and
+   stronger, horizontally streaked chroma noise; dropouts (short white or repeated-line streaks);
+6. interlacing undone by a deinterlacer (line doubling, blending or none: combing), with motion
+   between the fields;
+7. the capture card's codec, a real encoder at a random quality: JPEG, H.264, MPEG-2, MJPEG (4:2:2),
+   DV (4:1:1), or none. A clip goes through the encoder as one stream (predicted frames included).
 
 Every random choice comes from :class:`DegradeParams`, drawn once with :meth:`Degradation.sample`
 from an explicit generator: all frames of a clip share one draw ("one seed per clip"), only the
@@ -16,17 +20,41 @@ noise differs from frame to frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from . import capture
+
 Range = tuple[float, float]
+DOWNSCALE = {"area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR,
+             "lanczos": cv2.INTER_LANCZOS4, "gaussian": cv2.INTER_AREA}
+CODECS = ("jpeg", *capture.CODECS, "none")
+DEINTERLACE = ("double", "blend", "weave")
+
+
+def _choice_check(name: str, weights: dict[str, float], allowed) -> None:
+    unknown = sorted(set(weights) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name}: unknown choice {unknown[0]!r}; expected some of {', '.join(allowed)}")
+    if any(v < 0 for v in weights.values()) or not sum(weights.values()) > 0:
+        raise ValueError(f"{name}: expected weights >= 0 with a positive sum, got {weights}")
+
+
+def _pick(weights: dict[str, float], rng: np.random.Generator) -> str:
+    names = sorted(weights)
+    p = np.array([weights[n] for n in names], dtype=np.float64)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
 @dataclass
 class DegradeConfig:
-    """Ranges the parameters are drawn from (uniformly); a range (a, a) fixes the value."""
+    """Ranges the parameters are drawn from (uniformly); a range (a, a) fixes the value. Choices
+    (downscale, codecs, deinterlace) are weights: how often each is drawn."""
+    downscale: dict[str, float] = field(default_factory=lambda: {"area": 1.0, "bicubic": 1.0, "bilinear": 0.5,
+                                                                 "lanczos": 0.5, "gaussian": 1.0})
+    blur: Range = (0.3, 0.7)  # "gaussian": sigma of the pre-blur, in LR pixels
     luma_cutoff: Range = (0.45, 0.9)  # horizontal luma bandwidth, fraction of Nyquist
     sharpen: Range = (0.0, 0.8)  # unsharp-mask amount (halos)
     sharpen_radius: Range = (0.8, 1.6)  # its Gaussian sigma, LR pixels
@@ -35,18 +63,33 @@ class DegradeConfig:
     chroma_shift: Range = (-1.0, 1.0)  # chroma delay against luma, LR pixels
     luma_noise: Range = (0.0, 0.02)  # standard deviation on a 0..1 scale
     chroma_noise: Range = (0.0, 0.03)
-    interlace: float = 0.0  # probability of dropping a field
+    tape_noise: Range = (0.0, 0.03)  # correlated luma noise, std on a 0..1 scale
+    tape_streak: Range = (0.5, 3.0)  # its smear along the line (sigma, LR pixels)
+    tape_banding: Range = (0.0, 0.01)  # per-line offset (std)
+    dropouts: Range = (0.0, 0.3)  # streaks per 10,000 LR pixels
+    interlace: float = 0.0  # probability that the picture was interlaced and deinterlaced
+    deinterlace: dict[str, float] = field(default_factory=lambda: {"double": 1.0, "blend": 1.0, "weave": 0.2})
+    interlace_motion: Range = (0.0, 1.5)  # picture motion between the two fields, LR pixels
+    codecs: dict[str, float] = field(default_factory=lambda: {"jpeg": 1.0, "h264": 1.0, "mpeg2": 1.0, "mjpeg": 0.5,
+                                                              "dv": 0.5, "none": 0.25})
+    codec_quality: Range = (0.3, 1.0)  # 0 worst .. 1 best (h264, mpeg2, mjpeg; DV has a fixed rate)
     jpeg_quality: Range = (45.0, 90.0)
 
     def __post_init__(self) -> None:
-        for name in ("luma_cutoff", "sharpen", "sharpen_radius", "chroma_subsample", "chroma_bleed",
-                     "chroma_shift", "luma_noise", "chroma_noise", "jpeg_quality"):
+        _choice_check("downscale", self.downscale, DOWNSCALE)
+        _choice_check("codecs", self.codecs, CODECS)
+        _choice_check("deinterlace", self.deinterlace, DEINTERLACE)
+        for name in ("blur", "luma_cutoff", "sharpen", "sharpen_radius", "chroma_subsample", "chroma_bleed",
+                     "chroma_shift", "luma_noise", "chroma_noise", "tape_noise", "tape_streak", "tape_banding",
+                     "dropouts", "interlace_motion", "codec_quality", "jpeg_quality"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: expected [low, high] with low <= high, got {[lo, hi]}")
         checks = {"luma_cutoff": (0.05, 1.0), "chroma_subsample": (1.0, 8.0), "jpeg_quality": (1.0, 100.0),
                   "sharpen": (0.0, 4.0), "sharpen_radius": (0.1, 8.0), "chroma_bleed": (0.0, 8.0),
-                  "luma_noise": (0.0, 1.0), "chroma_noise": (0.0, 1.0)}
+                  "luma_noise": (0.0, 1.0), "chroma_noise": (0.0, 1.0), "blur": (0.0, 8.0),
+                  "tape_noise": (0.0, 1.0), "tape_streak": (0.0, 16.0), "tape_banding": (0.0, 1.0),
+                  "dropouts": (0.0, 100.0), "interlace_motion": (-8.0, 8.0), "codec_quality": (0.0, 1.0)}
         for name, (a, b) in checks.items():
             lo, hi = getattr(self, name)
             if lo < a or hi > b:
@@ -57,6 +100,8 @@ class DegradeConfig:
 
 @dataclass(frozen=True)
 class DegradeParams:
+    downscale: str
+    blur: float
     luma_cutoff: float
     sharpen: float
     sharpen_radius: float
@@ -65,8 +110,16 @@ class DegradeParams:
     chroma_shift: float
     luma_noise: float
     chroma_noise: float
+    tape_noise: float
+    tape_streak: float
+    tape_banding: float
+    dropouts: float
     interlace: bool
     interlace_field: int
+    deinterlace: str
+    interlace_motion: float
+    codec: str
+    codec_quality: float
     jpeg_quality: int
 
 
@@ -87,6 +140,11 @@ class Degradation:
             chroma_shift=u(c.chroma_shift), luma_noise=u(c.luma_noise), chroma_noise=u(c.chroma_noise),
             interlace=bool(rng.random() < c.interlace), interlace_field=int(rng.integers(2)),
             jpeg_quality=int(round(u(c.jpeg_quality))),
+            # drawn after the original ones, so that a recipe without them draws what it always drew
+            downscale=_pick(c.downscale, rng), blur=u(c.blur), tape_noise=u(c.tape_noise),
+            tape_streak=u(c.tape_streak), tape_banding=u(c.tape_banding), dropouts=u(c.dropouts),
+            deinterlace=_pick(c.deinterlace, rng), interlace_motion=u(c.interlace_motion),
+            codec=_pick(c.codecs, rng), codec_quality=u(c.codec_quality),
         )
 
     def __call__(self, hr: np.ndarray, params: DegradeParams, rng: np.random.Generator) -> np.ndarray:
@@ -94,14 +152,20 @@ class Degradation:
 
         ``rng`` only draws the noise (per frame); everything else comes from ``params``.
         """
+        return self._compress([self._analog(hr, params, rng)], params)[0]
+
+    def _analog(self, hr: np.ndarray, params: DegradeParams, rng: np.random.Generator) -> np.ndarray:
+        """Steps 1-6: one frame, (H, W, 3) uint8 RGB -> (H/s, W/s, 3) uint8 RGB."""
         assert hr.ndim == 3 and hr.shape[2] == 3 and hr.dtype == np.uint8, (hr.shape, hr.dtype)
         h, w = hr.shape[0] // self.scale, hr.shape[1] // self.scale
         img = hr[:h * self.scale, :w * self.scale]
+        p = params
+        if p.downscale == "gaussian":
+            img = cv2.GaussianBlur(img, (0, 0), sigmaX=p.blur * self.scale, borderType=cv2.BORDER_REFLECT)
         if self.scale > 1:
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(img, (w, h), interpolation=DOWNSCALE[p.downscale])
         ycc = cv2.cvtColor(img, cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0  # (h, w, 3) Y Cr Cb
         y, cr, cb = ycc[:, :, 0], ycc[:, :, 1], ycc[:, :, 2]
-        p = params
 
         y = _hfilter(y, _sinc_lowpass(p.luma_cutoff))
         if p.sharpen > 0:
@@ -110,22 +174,34 @@ class Degradation:
         cr, cb = (_chroma(ch, p) for ch in (cr, cb))
         if p.luma_noise > 0:
             y = y + rng.standard_normal(y.shape, dtype=np.float32) * p.luma_noise
+        if p.tape_noise > 0 or p.tape_banding > 0:
+            y = y + capture.tape_noise(y.shape, strength=p.tape_noise, streak=p.tape_streak,
+                                       banding=p.tape_banding, rng=rng)
+        if p.dropouts > 0:
+            y = capture.dropouts(y, rate=p.dropouts, rng=rng)
         if p.chroma_noise > 0:
             streak = _gauss_kernel(1.5)  # tape chroma noise is smeared along the line
             for ch in (cr, cb):
                 n = _hfilter(rng.standard_normal(ch.shape, dtype=np.float32), streak)
                 ch += n * (p.chroma_noise / float(np.sqrt((streak ** 2).sum())))
         out = np.stack([y, cr, cb], axis=2)
-        if p.interlace and h >= 4:
-            out = _drop_field(out, p.interlace_field)
+        if p.interlace:
+            out = capture.interlace(out, mode=p.deinterlace, motion=p.interlace_motion, field=p.interlace_field)
         out = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        out = cv2.cvtColor(out, cv2.COLOR_YCrCb2RGB)
-        return jpeg(out, p.jpeg_quality)
+        return cv2.cvtColor(out, cv2.COLOR_YCrCb2RGB)
+
+    def _compress(self, frames: list[np.ndarray], p: DegradeParams) -> list[np.ndarray]:
+        """Step 7: the capture card's codec, over the whole clip."""
+        if p.codec == "jpeg":
+            return [jpeg(f, p.jpeg_quality) for f in frames]
+        if p.codec == "none":
+            return frames
+        return capture.codec_roundtrip(frames, p.codec, p.codec_quality)
 
     def clip(self, frames: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         """All frames of a clip share one parameter draw; the noise is new for every frame."""
         params = self.sample(rng)
-        return [self(f, params, rng) for f in frames]
+        return self._compress([self._analog(f, params, rng) for f in frames], params)
 
 
 def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -166,18 +242,3 @@ def _chroma(ch: np.ndarray, p: DegradeParams) -> np.ndarray:
         m = np.float32([[1, 0, p.chroma_shift], [0, 1, 0]])
         ch = cv2.warpAffine(ch, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return ch
-
-
-def _drop_field(img: np.ndarray, field: int) -> np.ndarray:
-    """Keep the lines of one field and interpolate the other (what a line-doubling capture does)."""
-    out = img.copy()
-    h = img.shape[0]
-    for row in range(1 - field, h, 2):
-        above, below = row - 1, row + 1
-        if above < 0:
-            out[row] = img[below]
-        elif below >= h:
-            out[row] = img[above]
-        else:
-            out[row] = 0.5 * (img[above] + img[below])
-    return out
