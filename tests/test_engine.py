@@ -67,3 +67,20 @@ def test_precision_choice():
     assert select_precision("auto", torch.device("cuda"), supports_fp16=False) in (torch.bfloat16, torch.float32)
     with pytest.raises(ValueError, match="does not support"):
         select_precision("fp16", cpu, supports_fp16=False)
+
+
+def test_self_ensemble_averages_the_flipped_passes():
+    from vsr.arch import ModelDescriptor
+
+    equivariant = ModelDescriptor(arch="up", model=torch.nn.Upsample(scale_factor=2), params={}, scale=2, in_ch=3,
+                                  out_ch=3, size_multiple=1)
+    x = torch.rand(2, 3, 20, 30)
+    for n in (4, 8):  # flips and transposes change nothing for a network that does not care
+        assert torch.allclose(Upscaler(equivariant, ensemble=n)(x), Upscaler(equivariant)(x), atol=1e-6)
+    desc = tiny("compact", nf=8, num_conv=2, upscale=2)
+    net = Upscaler(desc, tile=0)
+    by_hand = (net(x) + net(x.flip(-1)).flip(-1) + net(x.flip(-2)).flip(-2) + net(x.flip(-1, -2)).flip(-1, -2)) / 4
+    assert torch.allclose(Upscaler(desc, tile=0, ensemble=4)(x), by_hand, atol=1e-5)
+    assert not torch.allclose(Upscaler(desc, tile=0, ensemble=8)(x), by_hand, atol=1e-3)
+    with pytest.raises(ValueError, match="ensemble"):
+        Upscaler(desc, ensemble=3)

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tau", "--temperature", dest="temperature", type=float,
                     help="sampled models (srflow): latent temperature, default 0 (the mean image, most faithful)")
     up.add_argument("--seed", type=int, help="sampled models: seed of the latents at --tau above 0 (default 0)")
+    up.add_argument("--ensemble", type=int, choices=[4, 8],
+                    help="self-ensemble: average 4 flipped (8: also transposed) passes; 4x / 8x the time")
     up.add_argument("--batch", type=_positive_int, help="video frames per network call (default 1 on CPU, 4 on GPU)")
     v = up.add_argument_group("video encoding")
     v.add_argument("--codec", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
@@ -114,7 +116,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import options_with_preset, upscale
 
     given = {k: getattr(args, k) for k in (
-        "model", "scale", "temperature", "seed", "device", "precision", "tile", "overwrite", "batch", "segment_frames", "codec", "crf",
+        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "tile", "overwrite", "batch", "segment_frames", "codec", "crf",
         "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
     opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

@@ -27,6 +27,7 @@ class UpscaleOptions:
     scale: float | None = None  # output scale; default the model's own
     temperature: float | None = None  # sampled models: latent temperature (default 0: the mean image)
     seed: int | None = None  # sampled models: seed of the latents (default 0)
+    ensemble: int = 1  # 4 or 8: flipped (and transposed) passes averaged
     device: str = "auto"
     precision: str = "auto"
     tile: str | int = "auto"
@@ -73,7 +74,7 @@ class _Job:
         if desc.in_ch != 3 or desc.out_ch != 3:
             raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
         self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile,
-                               temperature=opts.temperature, seed=opts.seed)
+                               temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
         batch = opts.batch or (1 if self.engine.device.type == "cpu" else 4)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
 
@@ -250,7 +251,7 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
                          max_frames=given["max_frames"], ingest=ingest, resume=resume)
     scale = pick("scale", preset.get("scale"), None)
     return UpscaleOptions(model=pick("model", preset.get("model"), zoo.DEFAULT_MODEL),
-                          temperature=given["temperature"], seed=given["seed"],
+                          temperature=given["temperature"], seed=given["seed"], ensemble=given["ensemble"] or 1,
                           scale=float(scale) if scale is not None else None, device=given["device"],
                           precision=given["precision"], tile=given["tile"], overwrite=given["overwrite"],
                           quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"])

@@ -1,0 +1,138 @@
+"""Fidelity matrix: PSNR-Y / SSIM-Y of bicubic and every named x4 model on held-out photos, under
+degradation families that were not all designed by us, with the per-image spread.
+
+    python benchmarks/eval_fidelity.py                         # every named x4 model
+    python benchmarks/eval_fidelity.py --model esrgan --model runs/capture-esrgan/checkpoints
+    python benchmarks/eval_fidelity.py --family capture-h264 --images 3
+
+Families (x4, each image its own fixed draw):
+  vhs           ours, as the shipped esrgan was trained (pipelines/vhs-esrgan.yml's degradation)
+  wide          ours, the wide model (vsr.train.degrade defaults: kernels, tape noise, codecs, ...)
+  bicubic-jpeg  antialiased bicubic downscale (MATLAB imresize-like) + JPEG quality 75
+  capture-h264  optics blur (Gaussian 0.8 px), area downscale, H.264 CRF 26 (4:2:0), as a capture card
+  heavy-noise   bilinear downscale, Gaussian RGB noise sigma 10/255, JPEG quality 85
+Ground truth: centre 640 px crops of the recipe's held-out photos at half size; metrics on Y, border 4.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vsr import metrics, zoo  # noqa: E402
+from vsr.engine import Upscaler  # noqa: E402
+from vsr.train import capture  # noqa: E402
+from vsr.train.config import load_recipe  # noqa: E402
+from vsr.train.data import load_frames, validation_set  # noqa: E402
+from vsr.train.degrade import DegradeConfig, Degradation, jpeg  # noqa: E402
+
+SCALE = 4
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("VSR_DATA") or ROOT.parent / "shared" / "data")
+
+
+def bicubic_jpeg(hq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    t = torch.from_numpy(hq).permute(2, 0, 1)[None].float()
+    lq = F.interpolate(t, scale_factor=1 / SCALE, mode="bicubic", antialias=True, align_corners=False)
+    lq = lq.round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+    return jpeg(lq, 75)
+
+
+def capture_h264(hq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    blurred = cv2.GaussianBlur(hq, (0, 0), sigmaX=0.8 * SCALE)
+    lq = cv2.resize(blurred, (hq.shape[1] // SCALE, hq.shape[0] // SCALE), interpolation=cv2.INTER_AREA)
+    return capture.codec_roundtrip([lq], "h264", (38 - 26) / 22)[0]
+
+
+def heavy_noise(hq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    lq = cv2.resize(hq, (hq.shape[1] // SCALE, hq.shape[0] // SCALE), interpolation=cv2.INTER_LINEAR)
+    noisy = lq.astype(np.float32) + rng.normal(0, 10, lq.shape).astype(np.float32)
+    return jpeg(np.clip(noisy + 0.5, 0, 255).astype(np.uint8), 85)
+
+
+def ours(cfg: DegradeConfig):
+    d = Degradation(config=cfg, scale=SCALE)
+    return lambda hq, rng: d(hq, d.sample(rng), rng)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", help="model name, weights file or checkpoint folder (repeatable)")
+    ap.add_argument("--family", action="append", help="only these families (repeatable)")
+    ap.add_argument("--images", type=int, default=5)
+    ap.add_argument("--precision", default="fp32")
+    args = ap.parse_args()
+    photos = data_dir() / "photos"
+    if not photos.is_dir():
+        print(f"skipped: {photos} not found (set VSR_DATA)")
+        return 0
+    vhs = load_recipe(ROOT / "pipelines" / "vhs-esrgan.yml", **{"data.frames": str(photos)})
+    families = {"vhs": ours(vhs.data.degradation), "wide": ours(DegradeConfig()), "bicubic-jpeg": bicubic_jpeg,
+                "capture-h264": capture_h264, "heavy-noise": heavy_noise}
+    families = {k: v for k, v in families.items() if not args.family or k in args.family}
+    vhs.eval.max_images = args.images
+    _, held = load_frames(vhs.data, scale=SCALE)
+    truth = [(name, hq) for name, _, hq in validation_set(held, cfg=vhs.data, ev=vhs.eval, scale=SCALE)]
+    print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {vhs.eval.crop} px at half size")
+    lqs = {f: [fn(hq, np.random.default_rng([1234, i])) for i, (_, hq) in enumerate(truth)]
+           for f, fn in families.items()}
+
+    specs = args.model or sorted(n for n, c in zoo.cards().items() if c.scale == SCALE)
+    runners: list[tuple[str, object]] = [("bicubic", None)]
+    for spec in specs:
+        runners.append((spec, Upscaler(load(spec), device="cpu", precision=args.precision, tile=0)))
+    torch.set_grad_enabled(False)
+    table: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for name, up in runners:
+        t0 = time.perf_counter()
+        for fam, lq_list in lqs.items():
+            p, s = [], []
+            for lq, (_, hq) in zip(lq_list, truth):
+                if up is None:
+                    out = cv2.resize(lq, (lq.shape[1] * SCALE, lq.shape[0] * SCALE), interpolation=cv2.INTER_CUBIC)
+                else:
+                    out = up.upscale_array(lq[None])[0]
+                p.append(metrics.psnr(out, hq, border=SCALE))
+                s.append(metrics.ssim(out, hq, border=SCALE))
+            table[(name, fam)] = (p, s)
+        print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    print(f"\nPSNR-Y dB, mean [min..max over images] (SSIM-Y mean); delta = against bicubic")
+    print(f"{'model':<28}" + "".join(f"{f:>30}" for f in lqs))
+    for name, _ in runners:
+        cells = []
+        for fam in lqs:
+            p, s = table[(name, fam)]
+            d = np.mean(p) - np.mean(table[("bicubic", fam)][0])
+            cells.append(f"{np.mean(p):6.2f} [{min(p):5.2f}..{max(p):5.2f}] {d:+5.2f} ({np.mean(s):.3f})")
+        print(f"{name[-28:]:<28}" + "".join(f"{c:>30}" for c in cells))
+    return 0
+
+
+def load(spec: str):
+    """A model name, a weights file, or a training run's checkpoint folder (its EMA generator)."""
+    path = Path(spec)
+    if path.is_dir() or path.suffix == ".pt":
+        from vsr import weights
+        from vsr.train.checkpoint import load as load_checkpoint
+
+        state = load_checkpoint(path)
+        sd = state["ema"].get("generator") or state["networks"]["generator"]
+        return weights.detect(sd, spec)
+    return zoo.resolve(spec)[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
