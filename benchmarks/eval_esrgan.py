@@ -27,25 +27,25 @@ from vsr import metrics, zoo  # noqa: E402
 from vsr.train.checkpoint import load as load_checkpoint  # noqa: E402
 from vsr.train.config import load_recipe  # noqa: E402
 from vsr.train.data import load_frames, validation_set  # noqa: E402
-from vsr.train.evaluate import bicubic, upscale  # noqa: E402
-from vsr.train.loop import autocast_dtype  # noqa: E402
+from vsr.engine import Upscaler  # noqa: E402
+from vsr.train.evaluate import bicubic  # noqa: E402
 
 
 def data_dir() -> Path:
     return Path(os.environ.get("VSR_DATA") or ROOT.parent / "shared" / "data")
 
 
-def load_model(spec: str) -> torch.nn.Module:
-    """A model name, a weights file, or a training checkpoint (its EMA generator)."""
+def load_model(spec: str):
+    """A model name, a weights file, or a training run's checkpoint (its EMA generator): a descriptor."""
     path = Path(spec)
     if path.suffix == ".pt" or path.is_dir():
         state = load_checkpoint(path)
         from vsr import weights
 
         sd = state["ema"].get("generator") or state["networks"]["generator"]
-        return weights.detect(sd, spec).model
+        return weights.detect(sd, spec)
     desc, _ = zoo.resolve(spec)
-    return desc.model
+    return desc
 
 
 def main() -> int:
@@ -70,8 +70,6 @@ def main() -> int:
     print(f"held-out set: {len(val)} photos ({', '.join(held_names)}), ground truth = centre "
           f"{cfg.eval.crop}px of the photo at x{cfg.data.prescale:g}, LQ = VHS degradation x{cfg.scale} "
           f"(seed {cfg.eval.seed}); metrics on Y (BT.601), border {cfg.scale} px")
-    device = torch.device("cpu")
-    amp = autocast_dtype(args.precision, device)
     torch.set_grad_enabled(False)
 
     rows: list[tuple[str, list[float], list[float], float]] = []
@@ -79,9 +77,9 @@ def main() -> int:
     rows.append(("bicubic", [metrics.psnr(o, hq, border=cfg.scale) for o, (_, _, hq) in zip(b, val)],
                  [metrics.ssim(o, hq, border=cfg.scale) for o, (_, _, hq) in zip(b, val)], 0.0))
     for spec in args.model or ["realesrgan-x4plus", "esrgan"]:
-        model = load_model(spec).eval().to(memory_format=torch.channels_last)
+        up = Upscaler(load_model(spec), device="cpu", precision=args.precision, tile=0)
         t = time.perf_counter()
-        outs = [upscale(model, lq, device=device, amp=amp) for _, lq, _ in val]
+        outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
         dt = time.perf_counter() - t
         rows.append((spec, [metrics.psnr(o, hq, border=cfg.scale) for o, (_, _, hq) in zip(outs, val)],
                      [metrics.ssim(o, hq, border=cfg.scale) for o, (_, _, hq) in zip(outs, val)], dt))

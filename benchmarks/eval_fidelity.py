@@ -16,7 +16,6 @@ Ground truth: centre 640 px crops of the recipe's held-out photos at half size; 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,12 +34,9 @@ from vsr.train import capture  # noqa: E402
 from vsr.train.config import load_recipe  # noqa: E402
 from vsr.train.data import load_frames, validation_set  # noqa: E402
 from vsr.train.degrade import DegradeConfig, Degradation, jpeg  # noqa: E402
+from eval_esrgan import data_dir, load_model  # noqa: E402  (benchmarks/ is on the path)
 
 SCALE = 4
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("VSR_DATA") or ROOT.parent / "shared" / "data")
 
 
 def bicubic_jpeg(hq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -92,7 +88,7 @@ def main() -> int:
     specs = args.model or sorted(n for n, c in zoo.cards().items() if c.scale == SCALE)
     runners: list[tuple[str, object]] = [("bicubic", None)]
     for spec in specs:
-        runners.append((spec, Upscaler(load(spec), device="cpu", precision=args.precision, tile=0)))
+        runners.append((spec, Upscaler(load_model(spec), device="cpu", precision=args.precision, tile=0)))
     torch.set_grad_enabled(False)
     table: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     for name, up in runners:
@@ -109,7 +105,7 @@ def main() -> int:
             table[(name, fam)] = (p, s)
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
-    print(f"\nPSNR-Y dB, mean [min..max over images] (SSIM-Y mean); delta = against bicubic")
+    print("\nPSNR-Y dB, mean [min..max over images] (SSIM-Y mean); delta = against bicubic")
     print(f"{'model':<28}" + "".join(f"{f:>30}" for f in lqs))
     for name, _ in runners:
         cells = []
@@ -119,19 +115,6 @@ def main() -> int:
             cells.append(f"{np.mean(p):6.2f} [{min(p):5.2f}..{max(p):5.2f}] {d:+5.2f} ({np.mean(s):.3f})")
         print(f"{name[-28:]:<28}" + "".join(f"{c:>30}" for c in cells))
     return 0
-
-
-def load(spec: str):
-    """A model name, a weights file, or a training run's checkpoint folder (its EMA generator)."""
-    path = Path(spec)
-    if path.is_dir() or path.suffix == ".pt":
-        from vsr import weights
-        from vsr.train.checkpoint import load as load_checkpoint
-
-        state = load_checkpoint(path)
-        sd = state["ema"].get("generator") or state["networks"]["generator"]
-        return weights.detect(sd, spec)
-    return zoo.resolve(spec)[0]
 
 
 if __name__ == "__main__":

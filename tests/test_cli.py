@@ -10,7 +10,6 @@ import torch
 from vsr import images, weights
 from vsr.cli import main
 
-from conftest import tiny
 
 
 def run_cli(*args, cwd=None):

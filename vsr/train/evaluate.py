@@ -51,22 +51,6 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
     return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s))}, outs
 
 
-@torch.no_grad()
-def upscale(model: nn.Module, lq: np.ndarray, *, device: torch.device, amp: torch.dtype | None) -> np.ndarray:
-    """(h, w, 3) uint8 -> (sh, sw, 3) uint8, the whole image in one call under autocast.
-
-    Not what validation uses (that is :func:`validate`, through the engine); kept for
-    benchmarks/eval_esrgan.py, which runs bare modules at a chosen autocast precision."""
-    was_training = model.training
-    model.eval()
-    x = torch.from_numpy(lq).permute(2, 0, 1)[None].float().div(255).to(device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        y = model(x)
-    model.train(was_training)
-    return (y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-
-
 def bicubic(lq: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(lq, (lq.shape[1] * scale, lq.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
 

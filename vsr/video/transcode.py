@@ -29,7 +29,7 @@ from vsr.errors import VsrError
 from vsr.video import ingest
 from vsr.video.decode import Batch, Decoder, StartPoint, Stopped, put_or_stop
 from vsr.video.encode import EncodeLayout, SegmentWriter, concat_segments, plan_layout
-from vsr.video.mux import CONTAINERS, MuxPlan, mux, plan_mux
+from vsr.video.mux import MuxPlan, mux, plan_mux
 from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
 from vsr.video.resume import Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, work_dir_for
