@@ -147,10 +147,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         seg_ext = ".mov" if mov_ok else ".mkv"
         result = _disk_full_guard(
             lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
-                             segment_frames, manifest, notes, dict(identity=identity if callable(identity) else None,
-                                                                   context_frames=context_frames,
-                                                                   detect_cuts=detect_cuts)),
-            plan.path, manifest)
+                             segment_frames, manifest, notes, identity=identity if callable(identity) else None,
+                             context_frames=context_frames, detect_cuts=detect_cuts), plan.path, manifest)
         ok = True
         result.wall_seconds = time.perf_counter() - started
         return result
@@ -178,7 +176,8 @@ def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | N
 
 def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.IngestPlan, process: ProcessFn,
              scale: float, options: VideoOptions, encoder: EncoderChoice, plan, work: Path, seg_ext: str,
-             segment_frames: int | None, manifest: Manifest | None, notes: list[str], stream: dict) -> TranscodeResult:
+             segment_frames: int | None, manifest: Manifest | None, notes: list[str], *, identity: Identity | None,
+             context_frames: int, detect_cuts: bool) -> TranscodeResult:
     """Encode what is not yet encoded, then join the segments and mux them with the other streams."""
     done_before = manifest.frames if manifest else 0
     pipe = None
@@ -189,7 +188,8 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
         if manifest is not None and manifest.segments:
             start = StartPoint(index=manifest.frames, after_pts=manifest.segments[-1].last_pts)
         pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames,
-                         source=source, filters=filters, start=start, manifest=manifest, **stream)
+                         source=source, filters=filters, start=start, manifest=manifest, identity=identity,
+                         context_frames=context_frames, detect_cuts=detect_cuts)
         pipe.run()
         dec = pipe.decoder
         decode_errors, model_seconds = dec.errors, pipe.model_seconds
