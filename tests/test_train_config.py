@@ -49,9 +49,12 @@ _DELETE = object()
 
 
 def test_shipped_recipes_load():
-    for name in ("finetune-esrgan", "vhs-esrgan"):
+    for name in ("finetune-esrgan", "vhs-esrgan", "capture-esrgan", "esrgan-gan"):
         cfg = load_recipe(name)
         assert cfg.steps and cfg.losses and cfg.networks[cfg.generator].arch == "rrdb"
+    # the shipped esrgan's narrow model, and the wide one the newer recipes use
+    assert load_recipe("vhs-esrgan").data.degradation.codecs == {"jpeg": 1.0}
+    assert len(load_recipe("capture-esrgan").data.degradation.codecs) == 6
     compact = load_recipe("finetune-compact")
     assert compact.networks[compact.generator].arch == "compact" and compact.steps and compact.losses
     assert load_recipe(TINY).total_steps == 6
