@@ -54,7 +54,7 @@ class DegradeConfig:
     (downscale, codecs, deinterlace) are weights: how often each is drawn."""
     downscale: dict[str, float] = field(default_factory=lambda: {"area": 1.0, "bicubic": 1.0, "bilinear": 0.5,
                                                                  "lanczos": 0.5, "gaussian": 1.0})
-    blur: Range = (0.3, 0.7)  # "gaussian": sigma of the pre-blur, in LR pixels
+    blur: Range = (0.3, 1.2)  # "gaussian": sigma of the pre-blur, in LR pixels (optics, camera tubes, VHS luma)
     luma_cutoff: Range = (0.45, 0.9)  # horizontal luma bandwidth, fraction of Nyquist
     sharpen: Range = (0.0, 0.8)  # unsharp-mask amount (halos)
     sharpen_radius: Range = (0.8, 1.6)  # its Gaussian sigma, LR pixels
