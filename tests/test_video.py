@@ -352,3 +352,31 @@ def test_mp4_text_subtitles_become_subrip_in_mkv(tmp_path: Path) -> None:
         run_ffmpeg(["-i", str(path), "-map", "0:s:0", str(tmp_path / f"{path.stem}.srt")], what="reading subs")
         texts.append((tmp_path / f"{path.stem}.srt").read_text())
     assert texts[0] == texts[1] and "Hello tape" in texts[1]
+
+
+@pytest.mark.parametrize("pix_fmt,codec,expect", [("yuv444p", "libx264", "yuv444p"), ("yuv422p", "libx264", "yuv422p"),
+                                                  ("yuv420p", "libx264", "yuv420p"), ("yuv444p", "ffv1", "yuv444p")])
+def test_chroma_sampling_of_the_input_is_kept(tmp_path, pix_fmt, codec, expect):
+    src = tmp_path / f"in-{pix_fmt}.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 24, pix_fmt
+        for _ in range(3):
+            img = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    res = transcode(src, tmp_path / "out.mkv", up(2), 2, VideoOptions(codec=codec, **FAST))
+    with av.open(str(res.output)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == expect
+    assert not any("chroma" in n for n in res.notes)
+
+
+def test_chroma_an_encoder_cannot_keep_is_said(tmp_path):
+    from vsr.video.options import resolve_encoder
+
+    enc = resolve_encoder(VideoOptions(codec="libsvtav1"), high_bit_input=False, input_pix_fmt="yuv444p")
+    assert enc.pix_fmt == "yuv420p" and "cannot keep the input's 4:4:4 chroma" in enc.notes[0]
+    assert resolve_encoder(VideoOptions(pix_fmt="yuv420p"), high_bit_input=False, input_pix_fmt="yuv444p").pix_fmt == "yuv420p"

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--crf", type=float, help="constant quality, lower is better (default per codec: x264 16, "
                    "x265 18, svtav1 20)")
     v.add_argument("--encoder-preset", help="encoder speed preset (default slow; svtav1 6)")
-    v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input)")
+    v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input; "
+                   "4:4:4 and 4:2:2 input keep their chroma)")
     v.add_argument("-x", "--encoder-option", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to the encoder as is, e.g. -x tune=grain (repeatable)")
     v.add_argument("--keep-sar", action="store_true",

@@ -98,10 +98,24 @@ class EncoderChoice:
     codec_id: str
     pix_fmt: str
     options: dict[str, str]
+    notes: tuple[str, ...] = ()
 
 
-def resolve_encoder(options: VideoOptions, *, high_bit_input: bool) -> EncoderChoice:
-    """Apply the per-codec defaults and check the codec and pixel format exist in this PyAV build."""
+def chroma(pix_fmt: str) -> str:
+    """"444", "422", "420", "411" (or "" for grey): the chroma sampling of a pixel format; RGB counts as 444."""
+    fmt = av.VideoFormat(pix_fmt, 64, 64)
+    comps = fmt.components
+    if fmt.is_rgb:
+        return "444"
+    if len(comps) < 3:
+        return ""
+    w, h = 64 // comps[1].width, 64 // comps[1].height
+    return {(1, 1): "444", (2, 1): "422", (2, 2): "420", (4, 1): "411"}.get((w, h), "420")
+
+
+def resolve_encoder(options: VideoOptions, *, high_bit_input: bool, input_pix_fmt: str | None = None) -> EncoderChoice:
+    """Apply the per-codec defaults and check the codec and pixel format exist in this PyAV build.
+    By default the input's chroma sampling is kept (4:4:4 and 4:2:2 stay so) where the encoder can."""
     name = options.codec
     try:
         codec = av.Codec(name, "w")
@@ -113,6 +127,16 @@ def resolve_encoder(options: VideoOptions, *, high_bit_input: bool) -> EncoderCh
     defaults = CODEC_DEFAULTS.get(name, _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {}))
     supported = [f.name for f in (codec.video_formats or [])]
     pix_fmt = options.pix_fmt or (defaults.pix_fmt_high if high_bit_input else defaults.pix_fmt)
+    notes: list[str] = []
+    if not options.pix_fmt and input_pix_fmt:
+        have, want = chroma(pix_fmt), chroma(input_pix_fmt)
+        if want in ("444", "422") and have != want and have in pix_fmt:
+            keep = pix_fmt.replace(have, want, 1)
+            if not supported or keep in supported:
+                pix_fmt = keep
+            elif chroma(pix_fmt) != "444":
+                notes.append(f"{name} cannot keep the input's 4:{want[1]}:{want[2]} chroma: written as {pix_fmt} "
+                             "(choose --codec ffv1 or --pix-fmt to keep it)")
     if supported and pix_fmt not in supported:
         if options.pix_fmt:
             raise VsrError(f"{name} cannot encode pixel format {pix_fmt!r}; expected one of: {', '.join(supported)}")
@@ -125,4 +149,4 @@ def resolve_encoder(options: VideoOptions, *, high_bit_input: bool) -> EncoderCh
     if preset is not None:
         opts["preset"] = str(preset)
     opts.update({str(k): str(v) for k, v in options.encoder_options.items()})
-    return EncoderChoice(name=name, codec_id=codec.canonical_name, pix_fmt=pix_fmt, options=opts)
+    return EncoderChoice(name=name, codec_id=codec.canonical_name, pix_fmt=pix_fmt, options=opts, notes=tuple(notes))

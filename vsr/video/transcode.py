@@ -68,7 +68,8 @@ def plan_output(src: Path | str, dst: Path | str, options: VideoOptions | None =
     """Probe `src` and decide the output's container and path (its suffix may differ from dst's)."""
     options = options or VideoOptions()
     source = probe(src)
-    encoder = resolve_encoder(options, high_bit_input=source.high_bit_depth and options.high_bit_depth)
+    encoder = resolve_encoder(options, high_bit_input=source.high_bit_depth and options.high_bit_depth,
+                              input_pix_fmt=source.pix_fmt)
     return OutputPlan(source=source, encoder=encoder,
                       mux=plan_mux(Path(dst), source, video_codec=encoder.codec_id, container=options.container))
 
@@ -139,7 +140,7 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
     else:
         work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
-    notes = [*plan.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
+    notes = [*plan.notes, *encoder.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
     ok = False
     try:
         # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
