@@ -12,6 +12,8 @@ TINY = {
     "rrdb": [dict(nf=8, nb=1, gc=4, scale=4), dict(nf=8, nb=2, gc=4, scale=2), dict(nf=8, nb=1, gc=4, scale=1)],
     "compact": [dict(nf=8, num_conv=2, upscale=4), dict(nf=8, num_conv=1, upscale=2),
                 dict(nf=8, num_conv=1, upscale=4, out_scale=0.75)],
+    "srflow": [dict(nf=8, nb=3, gc=4, K=1, hidden=8, cond_blocks=2),
+               dict(scale=8, L=4, nf=8, nb=2, gc=4, K=1, hidden=8, cond_blocks=1)],
 }
 assert set(TINY) == {a.name for a in arch.ARCHS}, "every registered architecture needs a tiny config"
 TINY_CASES = [(name, p) for name, ps in TINY.items() for p in ps]

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import compact, rrdb
+from . import compact, rrdb, srflow
 
 StateDict = dict[str, torch.Tensor]
 
@@ -95,9 +95,27 @@ def _describe_compact(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     )
 
 
+def _describe_srflow(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
+    s2 = (p["scale"] // 2) ** 2  # level-1 pixels per input pixel
+    cond = p["nf"] * (1 + p["cond_blocks"])
+    return ModelDescriptor(
+        arch="srflow", model=model, params=p, scale=p["scale"], in_ch=3, out_ch=3,
+        size_multiple=model.size_multiple,
+        # fp16/bf16: the reverse pass divides by coupling scales down to 1e-4 and inverts the 1x1 convs;
+        # not trusted in half precision
+        supports_fp16=False, supports_bf16=False,
+        # the conditioning of every level (~4/3 of level 1's) and a coupling's hidden activations, fp32
+        bytes_per_px=4 * (s2 * (2 * cond + 3 * p["hidden"] + 48) + 2 * cond + 2 * p["nf"] + 4 * p["gc"]),
+        # the RRDB's context plus K couplings per level, each reaching 2 level pixels further
+        tile_overlap=64,
+        contract="sampled", tiling="latent", settings=("temperature", "seed"),
+    )
+
+
 ARCHS: list[Arch] = [
     Arch("rrdb", _detect_rrdb, _describe_rrdb, rrdb.RRDBNet),
     Arch("compact", _detect_compact, _describe_compact, compact.CompactNet),
+    Arch("srflow", srflow.detect, _describe_srflow, srflow.SRFlowNet),
 ]
 assert len({a.name for a in ARCHS}) == len(ARCHS), "duplicate architecture name in ARCHS"
 

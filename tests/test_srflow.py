@@ -1,0 +1,268 @@
+"""SRFlow: the authors' checkpoint layouts load strictly, the flow is exactly invertible with correct
+log-determinants, temperature 0 zeroes every latent, the likelihood trains, and the engine and the CLI
+run it through the sampled contract."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vsr import arch, images, weights
+from vsr.arch.srflow import layers
+from vsr.cli import main
+from vsr.engine import Upscaler
+
+from conftest import TINY
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+TINY_X4, TINY_X8 = TINY["srflow"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gentle(seed: int = 0, **params) -> arch.ModelDescriptor:
+    """A tiny SRFlow with small random weights everywhere (zero convs included), so that every part of
+    the flow and its conditioning matters, yet decoding stays in a sensible range."""
+    torch.manual_seed(seed)
+    desc = arch.build("srflow", **params)
+    with torch.no_grad():
+        for p in desc.model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return desc
+
+
+def zeros(model, x: torch.Tensor) -> list[torch.Tensor]:
+    return [torch.zeros(x.shape[0], *s) for s in model.latent_shapes(*x.shape[-2:])]
+
+
+# -- the authors' checkpoints -----------------------------------------------------------------------
+
+def reference_state_dict(name: str) -> tuple[dict[str, torch.Tensor], int]:
+    """Random tensors of the shapes a released checkpoint lists (trunk block 0 expanded to all blocks):
+    rotations for the 1x1 convs and small values elsewhere, so that decoding stays finite."""
+    lines = (REFERENCE / f"{name}-checkpoint-keys.txt").read_text().splitlines()
+    nkeys, nparams = map(int, re.search(r"nkeys (\d+) nparams (\d+)", lines[0]).groups())
+    nblocks = int(re.search(r"all (\d+) blocks", lines[2])[1])
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for line in lines:
+        m = re.fullmatch(r"(\S+) \(([\d, ]*)\)", line)
+        if not m:
+            continue
+        shape = tuple(int(s) for s in m[2].split(",") if s.strip())
+        keys = [m[1].replace("RRDB_trunk.0.", f"RRDB_trunk.{b}.") for b in range(nblocks)] \
+            if "RRDB_trunk.0." in m[1] else [m[1]]
+        for k in keys:
+            if k.endswith("invconv.weight"):
+                sd[k] = torch.linalg.qr(torch.randn(shape, generator=g))[0]
+            else:  # the zero convs (couplings' last layers, split priors) start near zero in training too
+                small = k.startswith("flowUpsamplerNet.layers.") and re.search(r"(\.4|conv)\.weight$", k)
+                sd[k] = torch.randn(shape, generator=g) * (1e-3 if small else 0.02)
+    assert len(sd) == nkeys
+    assert sum(v.numel() for v in sd.values()) == nparams
+    return sd, nparams
+
+
+@pytest.mark.parametrize("name,params,shapes", [
+    ("srflow-df2k-x4", dict(scale=4, nf=64, nb=23, gc=32, K=16, L=3, hidden=64, cond_blocks=4),
+     [(96, 8, 8), (6, 32, 32)]),
+    ("srflow-celeba-x8", dict(scale=8, nf=64, nb=8, gc=32, K=16, L=4, hidden=64, cond_blocks=4),
+     [(192, 8, 8), (12, 32, 32), (6, 64, 64)]),
+])
+def test_the_released_checkpoint_layouts_load_strictly_and_decode(name, params, shapes):
+    sd, nparams = reference_state_dict(name)
+    unused = {k: v for k, v in sd.items() if k.startswith("flowUpsamplerNet.f.")}
+    assert unused  # the conv no forward pass uses: dropped on loading
+    desc = weights.detect(weights.unwrap({"params": {f"module.{k}": v for k, v in sd.items()}}))
+    assert desc.arch == "srflow" and desc.params == params and desc.scale == params["scale"]
+    assert desc.contract == "sampled" and desc.tiling == "latent" and desc.size_multiple == 2
+    assert desc.num_params == nparams - sum(v.numel() for v in unused.values())
+    # every tensor arrived where it belongs (spot checks across the layout)
+    model_sd = desc.model.state_dict()
+    assert torch.equal(model_sd["encoder.body.22.rdb3.conv5.weight" if params["nb"] == 23 else
+                                "encoder.body.7.rdb3.conv5.weight"],
+                       sd[f"RRDB.RRDB_trunk.{params['nb'] - 1}.RDB3.conv5.weight"])
+    assert torch.equal(model_sd["flow.layers.19.conv.logs"], sd["flowUpsamplerNet.layers.19.conv.logs"])
+    assert torch.equal(model_sd["flow.layers.57.affine.fAffine.0.actnorm.logs"],
+                       sd["flowUpsamplerNet.layers.57.affine.fAffine.0.actnorm.logs"])
+    if params["scale"] == 8:
+        assert torch.equal(model_sd["encoder.conv_up3.weight"], sd["RRDB.upconv3.weight"])
+    lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert desc.model.latent_shapes(16, 16) == shapes
+    with torch.no_grad():
+        out = desc.model.reverse(lr, zeros(desc.model, lr))
+    assert out.shape == (1, 3, 16 * params["scale"], 16 * params["scale"]) and torch.isfinite(out).all()
+
+
+def test_a_foreign_or_damaged_flow_is_not_taken_for_srflow():
+    sd = weights.unwrap(arch.build("srflow", **TINY_X4).model.state_dict())
+    assert arch.get_arch("srflow").detect({"encoder.conv_first.weight": torch.zeros(1)}) is None
+    broken = {k: v for k, v in sd.items() if not k.startswith("flow.layers.3.")}  # a flow step gone
+    with pytest.raises(Exception, match="pattern"):
+        weights.detect(broken)
+
+
+# -- the flow itself ----------------------------------------------------------------------------------
+
+def _jacobian_logdet(fn, x: torch.Tensor) -> float:
+    jac = torch.autograd.functional.jacobian(lambda t: fn(t.view_as(x)).reshape(-1), x.reshape(-1))
+    return float(torch.linalg.slogdet(jac.double())[1])
+
+
+def test_each_layer_reports_its_true_log_determinant():
+    torch.manual_seed(0)
+    ft = torch.randn(1, 5, 2, 2)
+    x = torch.randn(1, 4, 2, 2)
+    step = layers.FlowStep(4, 5, 6, coupling=True)
+    with torch.no_grad():
+        for p in step.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    step.eval().requires_grad_(False)
+    for layer in (step.actnorm, step.invconv, step.affine, step):
+        y, logdet = layer.encode(x, ft)
+        assert abs(logdet.item() - _jacobian_logdet(lambda t: layer.encode(t, ft)[0], x)) < 1e-3
+        assert torch.allclose(layer.decode(y, ft), x, atol=1e-5)
+    sq = layers.Squeeze()
+    assert torch.equal(sq.encode(x)[0], F.pixel_unshuffle(x, 2)) and torch.equal(sq.decode(sq.encode(x)[0]), x)
+
+
+@pytest.mark.parametrize("params", [TINY_X4, TINY_X8], ids=["x4", "x8"])
+def test_encoding_and_decoding_are_exact_inverses(params):
+    desc = gentle(**params)
+    m = desc.model.eval()
+    s = params.get("scale", 4)
+    lr = torch.rand(2, 3, 8, 12)
+    hr = torch.rand(2, 3, 8 * s, 12 * s)
+    with torch.no_grad():
+        latents, nll = m(hr, lr)
+        assert [tuple(z.shape[1:]) for z in latents] == m.latent_shapes(8, 12)
+        assert torch.isfinite(nll).all() and nll.shape == (2,)
+        assert (m.reverse(lr, latents) - hr).abs().max() < 1e-4
+        # and the other way round: random latents decode to an image that encodes back to them
+        zs = [torch.randn(2, *shape) * 0.5 for shape in m.latent_shapes(8, 12)]
+        again = m.encode(m.reverse(lr, zs), lr)
+        assert all((a - b).abs().max() < 1e-3 for a, b in zip(again, zs))
+
+
+def test_temperature_zero_is_the_prior_mean_at_every_split():
+    desc = gentle(**TINY_X8)  # two splits
+    m = desc.model.eval()
+    lr = torch.rand(1, 3, 4, 6)
+    with torch.no_grad():
+        # each split decodes eps = 0 to exactly its learned prior mean (not to a draw from the prior)
+        splits = [layer for layer in m.flow.layers if isinstance(layer, layers.Split)]
+        assert len(splits) == 2
+        for split in splits:
+            z1 = torch.randn(1, split.keep, 6, 6)
+            mean = split._prior(z1)[0]
+            assert mean.abs().max() > 0  # a learned, non-trivial mean
+            assert torch.equal(split.decode(z1, torch.zeros(1, split.leave, 6, 6)), torch.cat([z1, mean], 1))
+        # the whole model: zero latents give one deterministic image, whatever the global RNG does
+        zs = zeros(m, lr)
+        torch.manual_seed(1)
+        mean_image = m.reverse(lr, zs)
+        torch.manual_seed(2)
+        assert torch.equal(m.reverse(lr, zs), mean_image)
+        # encoding the mean image gives back all-zero latents: every split's eps was honoured as 0
+        assert all(z.abs().max() < 1e-4 for z in m.encode(mean_image, lr))
+        # and every latent matters: a change in any one of them changes the image
+        for i in range(len(zs)):
+            moved = [z + (0.5 if j == i else 0.0) for j, z in enumerate(zs)]
+            assert (m.reverse(lr, moved) - mean_image).abs().max() > 1e-3
+    # through the engine: temperature 0 (the default) draws all-zero latents
+    engine = Upscaler(desc, device="cpu", tile=0)
+    assert all(torch.equal(z, torch.zeros_like(z)) for z in engine._latents((4, 6), [(0, 0)]))
+    out = engine(lr)
+    assert (out - mean_image).abs().max() < 1e-5  # channels_last there: the same sums in another order
+    assert torch.equal(Upscaler(desc, device="cpu", tile=0, temperature=0.0, seed=7)(lr), out)  # no draw at all
+
+
+def test_the_likelihood_is_in_bits_per_pixel_and_trains():
+    desc = gentle(**TINY_X4)
+    m = desc.model
+    # a fresh flow without couplings is a rotation of the HR image (ActNorms at the identity, random
+    # rotations for the 1x1 convs, split priors N(0, 1)): its NLL is the standard normal's, in bits per
+    # HR pixel over three channels
+    fresh = arch.build("srflow", **{**TINY_X4, "K": 0}).model.eval()
+    hr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    lr = F.avg_pool2d(hr, 4)
+    with torch.no_grad():
+        nll = fresh(hr, lr)[1]
+    expected = -torch.distributions.Normal(0.0, 1.0).log_prob(hr).sum() / (np.log(2) * 16 * 16)
+    assert torch.allclose(nll, expected.reshape(1), rtol=1e-4)
+    with torch.no_grad():
+        noisy = fresh(hr, lr, quant=256)[1]  # dequantised: the quantisation bins' width counts too
+    assert abs(float(noisy - nll) - 8.0) < 0.05
+    # a few Adam steps on one image lower its NLL (the first training pass initialises the ActNorms)
+    m.train()
+    m.requires_grad_(True)
+    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = m(hr, lr, quant=256)[1].mean()
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+    norms = [mod for mod in m.modules() if isinstance(mod, layers.ActNorm)]
+    assert norms and all(n.initialized for n in norms)
+    # loaded weights are never re-initialised from the data by a training pass
+    loaded = weights.detect(m.state_dict()).model
+    assert all(n.initialized for n in loaded.modules() if isinstance(n, layers.ActNorm))
+    assert not any(n.initialized for n in arch.build("srflow", **TINY_X4).model.modules()
+                   if isinstance(n, layers.ActNorm))
+
+
+# -- through the engine and the CLI -------------------------------------------------------------------
+
+def test_engine_output_does_not_depend_on_batch_or_tiles():
+    desc = gentle(**TINY_X4)
+    frames = torch.rand(2, 3, 80, 120, generator=torch.Generator().manual_seed(3))
+
+    def run(engine, batch):
+        s = engine.session()
+        return torch.cat([s(frames[i:i + batch], indices=list(range(i, i + batch)), resets=[i == 0] * batch)
+                          for i in range(0, len(frames), batch)])
+
+    whole = run(Upscaler(desc, device="cpu", tile=0, temperature=0.8, seed=1), 1)
+    assert whole.shape == (2, 3, 320, 480) and torch.isfinite(whole).all()
+    assert 0.05 < float(whole.std()) < 5
+    # the latents are the same draws whatever the batch; the convolutions' arithmetic may differ in the
+    # last bit between batch sizes
+    assert (run(Upscaler(desc, device="cpu", tile=0, temperature=0.8, seed=1), 2) - whole).abs().max() < 1e-5
+    tiled = Upscaler(desc, device="cpu", tile=64, overlap=32, temperature=0.8, seed=1)
+    assert tiled.tiles(80, 120) == 6
+    assert (run(tiled, 2) - whole).abs().max() < 1e-5
+    other = run(Upscaler(desc, device="cpu", tile=0, temperature=0.8, seed=2), 1)
+    assert (other - whole).abs().max() > 1e-2  # another seed, another sample
+
+
+def test_cli_upscales_with_a_saved_srflow_file(tmp_path):
+    model = tmp_path / "srflow-tiny.safetensors"
+    weights.save(gentle(**TINY_X4), model)
+    src = tmp_path / "in.png"
+    images.write_image(src, (np.random.RandomState(0).rand(12, 16, 3) * 255).astype(np.uint8))
+
+    def upscale(out, *extra):
+        assert main(["upscale", str(src), "-o", str(out), "--model", str(model), "--device", "cpu", "--quiet",
+                     *extra]) == 0
+        return images.read_image(out)
+
+    a = upscale(tmp_path / "a.png", "--tau", "0.5", "--seed", "3")
+    assert a.shape == (48, 64, 3)
+    assert np.array_equal(upscale(tmp_path / "b.png", "--tau", "0.5", "--seed", "3"), a)
+    assert not np.array_equal(upscale(tmp_path / "c.png", "--tau", "0.5", "--seed", "4"), a)
+    mean = upscale(tmp_path / "m.png")  # temperature 0 by default
+    assert not np.array_equal(mean, a)
