@@ -58,6 +58,10 @@ def test_shipped_recipes_load():
     compact = load_recipe("finetune-compact")
     assert compact.networks[compact.generator].arch == "compact" and compact.steps and compact.losses
     assert load_recipe(TINY).total_steps == 6
+    flow = load_recipe("srflow")  # x4 from the shipped esrgan's RRDB: frozen, then trained with the flow
+    net = flow.networks[flow.generator]
+    assert net.arch == "srflow" and net.init_encoder == "esrgan" and 0 < net.freeze_encoder_until < flow.total_steps
+    assert [loss.type for loss in flow.losses.values()] == ["nll"] and flow.scale == 4 and flow.data.patch == 40
 
 
 @pytest.mark.parametrize("changes, expected", [

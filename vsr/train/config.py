@@ -25,6 +25,19 @@ class NetworkConfig:
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments (random init only)
     checkpointing: bool = False  # gradient checkpointing of RRDB blocks
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = none)
+    # srflow (a network with a conditional encoder): an RRDB model name or weights file, e.g. esrgan
+    # (trained with L1: training stage 1), whose weights start the encoder of a random-init network;
+    # the params it fixes (scale, nf, nb, gc) may be left out of `params`
+    init_encoder: str | None = None
+    # the encoder takes no gradients nor updates before this step (stage 2: the flow trains on a fixed
+    # conditioning), then trains with the flow (stage 3); 0 = never frozen
+    freeze_encoder_until: int = 0
+
+    def __post_init__(self) -> None:
+        if self.freeze_encoder_until < 0:
+            raise ValueError(f"freeze_encoder_until: expected a step (0 = never frozen), got {self.freeze_encoder_until}")
+        if self.init_encoder and self.weights:
+            raise ValueError("init_encoder: the encoder comes from 'weights' already; give one of the two")
 
 
 @dataclass
@@ -72,7 +85,7 @@ class TrainStepConfig:
 
 @dataclass
 class LossConfig:
-    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong"]
+    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong", "nll"]
     weight: float = 1.0
     start: int = 0
     stop: int | None = None  # first step without the loss (None = never stops)
@@ -83,15 +96,26 @@ class LossConfig:
     gradient_penalty: float | None = None  # gan: weight of the R1 penalty on real inputs
     vgg_weights: str | None = None  # perceptual: VGG19 weights file (ImageNet); disabled without one
     layer: str | None = None  # perceptual: e.g. conv5_4
+    # nll (a flow generator, srflow: its negative log-likelihood of the ground truth given the input, in
+    # bits per HR pixel): uniform dequantisation noise of width 1/quant on the ground truth (default 256,
+    # for 8-bit data; 0 = none)
+    quant: int | None = None
 
     def __post_init__(self) -> None:
         own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
-               "perceptual": {"vgg_weights", "layer"}}
+               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}}
         typed = set().union(*own.values())
         for key in sorted(typed - own.get(self.type, set())):
             if getattr(self, key) is not None:
                 raise ValueError(f"key '{key}' does not apply to a loss of type {self.type}; "
                                  f"it takes {sorted(own.get(self.type, set())) + ['start', 'stop', 'weight']}")
+        if self.quant is not None and self.quant < 0:
+            raise ValueError(f"quant: expected 0 (no dequantisation) or the number of levels, e.g. 256, got {self.quant}")
+
+    @property
+    def dequantisation(self) -> int:
+        """nll: the quantisation levels of the ground truth (0 = no dequantisation noise)."""
+        return 256 if self.quant is None else self.quant
 
 
 @dataclass
@@ -143,6 +167,11 @@ class RecipeConfig:
             if loss.type == "gan" and (loss.discriminator or "") not in self.networks:
                 raise ValueError(f"losses.{name}.discriminator: expected one of {sorted(self.networks)}, "
                                  f"got {loss.discriminator!r}")
+        for i, s in enumerate(self.steps):
+            for name in s.losses:
+                if self.losses[name].type == "nll" and s.network != self.generator:
+                    raise ValueError(f"steps[{i}].losses: {name!r} (nll) is the generator's likelihood; "
+                                     f"this step trains {s.network!r}")
         for key in ("total_steps", "scale"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: expected a positive number, got {getattr(self, key)}")

@@ -1,5 +1,6 @@
-"""Validation on held-out frames (PSNR/SSIM on Y, sample grids) and the run's logs (TensorBoard and
-a JSON-lines file that benchmarks read back as the quality-against-time curve)."""
+"""Validation on held-out frames (PSNR/SSIM on Y, sample grids; for a flow also the likelihood of the
+held-out pairs and how Gaussian their latents are) and the run's logs (TensorBoard and a JSON-lines
+file that benchmarks read back as the quality-against-time curve)."""
 from __future__ import annotations
 
 import contextlib
@@ -32,11 +33,13 @@ def _left_as_is(model: nn.Module) -> Iterator[None]:
 
 
 def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *, arch: str,
-             params: dict[str, Any], device: torch.device, scale: int,
-             precision: str = "auto") -> tuple[dict[str, float], list[np.ndarray]]:
+             params: dict[str, Any], device: torch.device, scale: int, precision: str = "auto",
+             quant: int = 0, seed: int = 0) -> tuple[dict[str, float], list[np.ndarray]]:
     """Mean PSNR-Y / SSIM-Y (border = scale) of the model's outputs on the validation set, and the
     outputs. They come from the engine that ``vsr upscale`` runs (its precision choice, tiling and
-    8-bit rounding), so the numbers a run reports are those its model gives in use."""
+    8-bit rounding; a sampled network at its default temperature, 0: the mean image), so the numbers a
+    run reports are those its model gives in use. A flow also reports :func:`likelihood` (dequantised
+    with ``quant`` levels, noise drawn from ``seed``)."""
     from .. import arch as archs
     from ..engine import Upscaler
 
@@ -46,9 +49,35 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
     with _left_as_is(model):
         up = Upscaler(desc, device=str(device), precision=precision, tile="auto")
         outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
+        flow = likelihood(model, val, size_multiple=desc.size_multiple, scale=scale, device=device,
+                          quant=quant, seed=seed) if desc.contract == "sampled" else {}
     p = [metrics.psnr(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
     s = [metrics.ssim(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
-    return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s))}, outs
+    return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s)), **flow}, outs
+
+
+@torch.no_grad()
+def likelihood(flow: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *, size_multiple: int,
+               scale: int, device: torch.device, quant: int, seed: int) -> dict[str, float]:
+    """A conditional flow (``flow(hr, lr, quant=...) -> (latents, nll)``) on the held-out pairs, in fp32
+    and eval mode: ``nll`` (bits per HR pixel, the training loss's unit, mean over the images), and the
+    mean and std of the top latent over all of them (0 and 1 for latents that are N(0, 1)). The
+    dequantisation noise comes from ``seed``; the global random state is left as it was."""
+    def tensor(img: np.ndarray) -> torch.Tensor:  # (h, w, 3) uint8 -> (1, 3, h, w) in [0, 1]
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255).to(device)
+
+    nlls, tops = [], []
+    flow.eval()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for _, lq, hq in val:
+            m = size_multiple  # the flow's input size multiple: crop the pair to it
+            h, w = lq.shape[0] // m * m, lq.shape[1] // m * m
+            latents, nll = flow(tensor(hq[:h * scale, :w * scale]), tensor(lq[:h, :w]), quant=quant)
+            nlls.append(float(nll.mean()))
+            tops.append(latents[0].double().flatten())  # the top z, (C * h' * w',)
+    z = torch.cat(tops)
+    return {"nll": float(np.mean(nlls)), "z_mean": float(z.mean()), "z_std": float(z.std(correction=0))}
 
 
 def bicubic(lq: np.ndarray, scale: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from . import ddp, losses
 from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, to_dict
 from .data import TrainData, load_frames, validation_set
 from .evaluate import Logger, validate
-from .nets import DISCRIMINATORS, EMA, build_network, export
+from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data
 
 
 @dataclass
@@ -74,12 +74,21 @@ def _check_losses(cfg: RecipeConfig) -> None:
                 raise VsrError(f"losses.{name}.crop: expected 1..{cfg.data.patch - 1} (below data.patch), got {crop}")
 
 
-def _check_scale(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, Any]) -> None:
-    """The data are made at the recipe's scale: the generator must upscale by as much."""
+def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, Any]) -> None:
+    """The data are made at the recipe's scale: the generator must upscale by as much. A flow (the
+    sampled contract: SRFlow) trains with its likelihood only; the nll loss needs one."""
     net_cfg = cfg.networks[cfg.generator]
     if net_cfg.arch in DISCRIMINATORS:
         raise VsrError(f"networks.{cfg.generator}: the generator cannot be a {net_cfg.arch}")
-    scale = arch.get_arch(net_cfg.arch).describe(params, gen).scale
+    desc = arch.get_arch(net_cfg.arch).describe(params, gen)
+    for name, loss in cfg.losses.items():
+        if desc.contract == "sampled" and loss.type != "nll":
+            raise VsrError(f"losses.{name}: a {net_cfg.arch} generator trains with the nll loss only "
+                           f"(it samples, it has no one output to compare), got {loss.type}")
+        if desc.contract != "sampled" and loss.type == "nll":
+            raise VsrError(f"losses.{name}: the nll loss needs a flow generator (srflow); "
+                           f"a {net_cfg.arch} has no likelihood")
+    scale = desc.scale
     if abs(scale - cfg.scale) > 1e-6:
         what = net_cfg.weights or f"{net_cfg.arch} with params {net_cfg.params}"
         raise VsrError(f"scale: the recipe trains at x{cfg.scale}, but its generator ({what}) is x{scale:g}; "
@@ -108,7 +117,11 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     for name, net_cfg in cfg.networks.items():
         nets[name], params[name] = build_network(name, net_cfg)
         nets[name].to(device, memory_format=torch.channels_last)
-    _check_scale(cfg, nets[cfg.generator], params[cfg.generator])
+    _check_generator(cfg, nets[cfg.generator], params[cfg.generator])
+    A, B = cfg.data.accumulate, cfg.data.batch
+    if state is None:  # data-dependent initialisation (SRFlow's ActNorms) on the first batch, before any update
+        first = {k: v.to(device) for k, v in data.batch(0, range(B)).items()}
+        initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
     emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and device.type == "cuda" else None
@@ -128,9 +141,9 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         start, seconds = int(state["step"]), float(state["seconds"])
         if dist.main and state["config"] != to_dict(cfg):
             print("vsr: the recipe differs from the checkpoint's; continuing with the recipe", file=sys.stderr)
+    freeze_encoders(nets, cfg.networks, start)  # training stage 2: SRFlow's encoder frozen
     wrapped = {n: ddp.wrap(m, dist, device) for n, m in nets.items()}
     log = Logger(out_dir, enabled=dist.main and cfg.log.tensorboard)
-    A, B = cfg.data.accumulate, cfg.data.batch
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     result = RunResult(output=out_dir, step=start, seconds=seconds)
     end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
@@ -139,6 +152,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     last_ckpt, streak = time.monotonic(), 0
     for step in bar:
         t0 = time.monotonic()
+        for n in freeze_encoders(nets, cfg.networks, step):  # stage 3: the encoder trains from here on
+            wrapped[n] = ddp.wrap(nets[n], dist, device)  # DDP syncs the parameters that train now
         # sample k*B*world + rank*B + j: N processes together see one process's batch
         micro = [{k: v.to(device) for k, v in data.batch(step, range((m * dist.world + dist.rank) * B,
                                                                    (m * dist.world + dist.rank + 1) * B)).items()}
@@ -205,7 +220,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         if val and (cfg.eval.every and done % cfg.eval.every == 0 or done == cfg.total_steps):
             gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
             result.metrics, outs = validate(gen, val, arch=cfg.networks[cfg.generator].arch,
-                                            params=params[cfg.generator], device=device, scale=cfg.scale)
+                                            params=params[cfg.generator], device=device, scale=cfg.scale,
+                                            quant=_quant(cfg), seed=cfg.eval.seed)
             if dist.main:
                 log.validation(result.metrics, done, seconds, outs[0], val, grids=cfg.eval.grids,
                                scale=cfg.scale)
@@ -232,6 +248,11 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     ddp.barrier(dist)
     ddp.cleanup(dist)
     return result
+
+
+def _quant(cfg: RecipeConfig) -> int:
+    """Dequantisation of the nll loss (0 without one)."""
+    return next((loss.dequantisation for loss in cfg.losses.values() if loss.type == "nll"), 0)
 
 
 def _optimizer(ts: TrainStepConfig, net: torch.nn.Module) -> torch.optim.Optimizer:
@@ -273,6 +294,11 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
             terms[name] = loss.weight * losses.gan_d_loss(
                 net, real, fake, kind=loss.gan_type or "vanilla", noise=loss.noise or 0.0,
                 gp=loss.gradient_penalty or 0.0, rng=rng)
+        return terms
+    if cfg.losses[active[0]].type == "nll":  # a flow (all its losses are nll): the likelihood of the target
+        for name in active:
+            loss = cfg.losses[name]
+            terms[name] = loss.weight * losses.nll(net, hq, lq, quant=loss.dequantisation)
         return terms
     trans = next((n for n in active if cfg.losses[n].type == "translational"), None)
     if trans:

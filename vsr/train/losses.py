@@ -17,6 +17,13 @@ def pixel(out: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
     return F.l1_loss(out, target) if kind == "l1" else F.mse_loss(out, target)
 
 
+def nll(flow: Callable[..., tuple[list[Tensor], Tensor]], hr: Tensor, lr: Tensor, *, quant: int) -> Tensor:
+    """A conditional flow's mean negative log-likelihood of ``hr`` given ``lr``, in bits per HR pixel
+    (SRFlow: ``flow(hr, lr, quant=...) -> (latents, nll (B,))``); ``quant`` > 0 dequantises ``hr`` with
+    uniform noise of width 1/quant."""
+    return flow(hr, lr, quant=quant)[1].float().mean()
+
+
 # --- translational consistency ------------------------------------------------------------------
 
 def corner_offset(corner: int, patch: int, crop: int) -> tuple[int, int]:

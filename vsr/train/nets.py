@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -22,6 +23,23 @@ DISCRIMINATORS = {"vgg_discriminator": VGGDiscriminator}
 
 def build_network(name: str, cfg: NetworkConfig) -> tuple[nn.Module, dict[str, Any]]:
     """(module in training mode, constructor params)."""
+    encoder = None
+    if cfg.init_encoder or cfg.freeze_encoder_until:
+        key = "init_encoder" if cfg.init_encoder else "freeze_encoder_until"
+        try:
+            cls = DISCRIMINATORS.get(cfg.arch) or arch.get_arch(cfg.arch).build
+        except ValueError as e:
+            raise VsrError(f"networks.{name}: {e}") from None
+        if not hasattr(cls, "freeze_encoder"):
+            raise VsrError(f"networks.{name}.{key}: a {cfg.arch} network has no conditional encoder (srflow has)")
+    if cfg.init_encoder:
+        encoder = _rrdb(cfg.init_encoder, f"networks.{name}.init_encoder")
+        fixed = {k: encoder.params[k] for k in ("scale", "nf", "nb", "gc")}
+        clash = {k: v for k, v in cfg.params.items() if k in fixed and v != fixed[k]}
+        if clash:
+            raise VsrError(f"networks.{name}.params: {clash} differ from the encoder's {cfg.init_encoder} "
+                           f"({fixed}); leave them out")
+        cfg = dataclasses.replace(cfg, params={**fixed, **cfg.params})
     if cfg.arch in DISCRIMINATORS:
         if cfg.weights:
             sd = weights.read_state_dict(cfg.weights)
@@ -45,10 +63,52 @@ def build_network(name: str, cfg: NetworkConfig) -> tuple[nn.Module, dict[str, A
         except ValueError as e:
             raise VsrError(f"networks.{name}: {e}") from None
         net, params = desc.model, dict(desc.params)
+    if encoder is not None:
+        try:
+            net.encoder.load_state_dict(encoder.model.state_dict())
+        except RuntimeError as e:  # e.g. an x2 RRDBNet, whose first conv sees pixel-unshuffled input
+            raise VsrError(f"networks.{name}.init_encoder: {cfg.init_encoder} does not fit the encoder of "
+                           f"{cfg.arch} {params}: {str(e).splitlines()[-1].strip()[:160]}") from None
     net.train().requires_grad_(True)
+    unused = set(getattr(net, "head_parameter_names", list)())
+    for n, p in net.named_parameters():  # parts no pass uses take no gradients (DDP would wait for them)
+        if n in unused:
+            p.requires_grad_(False)
     if cfg.checkpointing:
         enable_checkpointing(net)
     return net, params
+
+
+def _rrdb(model: str, where: str) -> arch.ModelDescriptor:
+    from .. import zoo
+
+    try:
+        desc, _ = zoo.resolve(model)
+    except VsrError as e:
+        raise VsrError(f"{where}: {e}") from None
+    if desc.arch != "rrdb" or desc.params["in_ch"] != 3 or desc.params["out_ch"] != 3:
+        raise VsrError(f"{where}: {model} is a {desc.arch} network; expected an RGB rrdb (ESRGAN) model")
+    return desc
+
+
+def freeze_encoders(nets: dict[str, nn.Module], cfgs: dict[str, NetworkConfig], step: int) -> list[str]:
+    """Freeze each network's conditional encoder before its ``freeze_encoder_until`` step and unfreeze it
+    from there (a pure function of the step); the names of the networks whose state changed."""
+    changed = []
+    for name, cfg in cfgs.items():
+        frozen = step < cfg.freeze_encoder_until
+        if cfg.freeze_encoder_until and nets[name].encoder_frozen != frozen:
+            nets[name].freeze_encoder(frozen)
+            changed.append(name)
+    return changed
+
+
+def initialize_from_data(net: nn.Module, batch: dict[str, torch.Tensor], *, quant: int) -> int:
+    """The data-dependent initialisation a network has (SRFlow's ActNorms), from a training batch,
+    before the first optimizer step; the number of layers initialised (0 for other networks, and for
+    weights that were loaded)."""
+    init = getattr(net, "initialize_actnorms", None)
+    return init(batch["hq"], batch["lq"], quant=quant) if init else 0
 
 
 def enable_checkpointing(net: nn.Module) -> int:
@@ -84,7 +144,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
+            if p.requires_grad:
+                e.lerp_(p.detach(), 1.0 - self.decay)
+            else:  # frozen (e.g. SRFlow's encoder in stage 2): the copy is the weights themselves
+                e.copy_(p)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
@@ -115,15 +178,19 @@ def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name:
     net_cfg = cfg.networks[cfg.generator]
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / f"{name}.safetensors"
-    weights.save(model.state_dict(), wpath, dtype=torch.float16,
+    # fp16 unless the network runs in fp32 only (SRFlow: its weights stay as trained)
+    half = arch.get_arch(net_cfg.arch).describe(params, model).supports_fp16
+    weights.save(model.state_dict(), wpath, dtype=torch.float16 if half else None,
                  metadata={"vsr.params": json.dumps(params), "recipe": json.dumps(to_dict(cfg))})
+    start = net_cfg.weights or net_cfg.init_encoder
     provenance: dict[str, Any] = {
         "recipe": cfg.name, "data": cfg.data.frames, "steps": steps,
-        "training_time": f"{seconds / 60:.1f} min", "initial_weights": net_cfg.weights or "random",
+        "training_time": f"{seconds / 60:.1f} min",
+        "initial_weights": f"encoder from {start}" if net_cfg.init_encoder else start or "random",
     }
     if metrics:
         provenance["validation"] = {k: round(v, 3) for k, v in metrics.items()}
-    licence, source = starting_licence(net_cfg.weights)
+    licence, source = starting_licence(start)
     card = {
         "name": name, "architecture": net_cfg.arch, "scale": cfg.scale, "license": licence, "source": source,
         "description": f"{net_cfg.arch} x{cfg.scale} trained with recipe {cfg.name}",

@@ -12,6 +12,7 @@ resized with nearest: nf * (1 + cond_blocks) channels (320 for the released mode
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..rrdb import RRDB
-from .layers import FlowStep, Split, Squeeze, gaussian_logp
+from .layers import ActNorm, FlowStep, Split, Squeeze, gaussian_logp
 
 PLAIN_STEPS = 2  # flow steps without coupling at the start of each level
 
@@ -153,6 +154,31 @@ class SRFlowNet(nn.Module):
         self.flow = FlowUpsampler(in_ch=3, levels=L, K=K, cond_ch=nf * (1 + cond_blocks), hidden=hidden)
         # level i works at LR * 2^k, k = log2(scale) - i
         self.level_k = {i: int(math.log2(scale)) - i for i in range(1, L + 1)}
+        self.encoder_frozen = False  # see freeze_encoder
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Training stage 2 (``frozen``): the encoder's weights take no gradients and the conditioning is
+        computed without an autograd graph. Stage 3 (not ``frozen``): the encoder trains with the flow,
+        except its SR head (:meth:`head_parameter_names`), which no pass uses."""
+        head = set(self.head_parameter_names())
+        for name, p in self.named_parameters():
+            if name.startswith("encoder."):
+                p.requires_grad_(not frozen and name not in head)
+        self.encoder_frozen = frozen
+
+    @torch.no_grad()
+    def initialize_actnorms(self, hr: torch.Tensor, lr: torch.Tensor, *, quant: int = 0) -> int:
+        """Data-dependent initialisation of every ActNorm not yet initialised (by loaded weights or an
+        earlier call) from a training batch: one encoding pass in training mode, so each ActNorm sees the
+        output of the (already initialised) layers before it. Returns how many were initialised."""
+        fresh = [m for m in self.modules() if isinstance(m, ActNorm) and not m.initialized]
+        if fresh:
+            was_training = self.training
+            self.train()
+            self(hr, lr, quant=quant)
+            self.train(was_training)
+        assert all(m.initialized for m in fresh)
+        return len(fresh)
 
     def head_parameter_names(self) -> list[str]:
         """Parameters of the RRDBNet's own SR head, which neither direction of the flow uses (kept so that
@@ -164,7 +190,8 @@ class SRFlowNet(nn.Module):
 
     def conditioning(self, lr: torch.Tensor) -> dict[int, torch.Tensor]:
         """{level: (B, cond_ch, h_level, w_level)}."""
-        by_k = self.encoder(lr, sorted(set(self.level_k.values())))
+        with torch.no_grad() if self.encoder_frozen else contextlib.nullcontext():
+            by_k = self.encoder(lr, sorted(set(self.level_k.values())))
         return {i: by_k[k] for i, k in self.level_k.items()}
 
     def latent_shapes(self, h: int, w: int) -> list[tuple[int, int, int]]:
