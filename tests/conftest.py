@@ -42,3 +42,12 @@ def tiny_weights(tmp_path) -> Path:
     path = tmp_path / "tiny-x2.safetensors"
     weights.save(tiny("compact", nf=8, num_conv=1, upscale=2), path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread: bitwise comparisons between batch sizes, and a fair share of a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,12 +26,7 @@ FLOW = {k: v for k, v in TINY["srflow"][0].items() if k not in ("nf", "nb", "gc"
 RRDB = dict(nf=8, nb=3, gc=4, scale=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rrdb_file(folder: Path) -> Path:
