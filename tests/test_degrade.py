@@ -133,3 +133,21 @@ def test_downscale_kernels_and_choices():
         DegradeConfig(downscale={"area": 0.0})
     draws = [Degradation().sample(np.random.default_rng(i)).codec for i in range(200)]
     assert set(draws) == {"jpeg", "h264", "mpeg2", "mjpeg", "dv", "none"}  # the default model uses them all
+
+
+def test_digital_sources_skip_the_analog_chain():
+    hr = _photo(128)
+    d = Degradation(config=DegradeConfig(digital=1.0, sensor_noise=(0, 0), codecs={"none": 1.0},
+                                         downscale={"area": 1.0}))
+    p = d.sample(np.random.default_rng(0))
+    assert p.digital
+    out = d(hr, p, np.random.default_rng(0))
+    # nothing but the kernel: the same as a plain area downscale, chroma and luma detail intact
+    assert np.array_equal(out, cv2.resize(hr, (32, 32), interpolation=cv2.INTER_AREA))
+    noisy = Degradation(config=DegradeConfig(digital=1.0, sensor_noise=(0.03, 0.03), codecs={"none": 1.0},
+                                             downscale={"area": 1.0}))
+    diff = noisy(hr, noisy.sample(np.random.default_rng(0)), np.random.default_rng(1)).astype(float) - out
+    assert 5 < diff.std() < 10  # 0.03 * 255 = 7.65 in every RGB channel, clipped at the ends
+    assert not Degradation().sample(np.random.default_rng(0)).digital  # off unless a recipe asks
+    with pytest.raises(ValueError, match="digital: expected a probability"):
+        DegradeConfig(digital=1.5)

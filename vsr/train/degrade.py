@@ -14,6 +14,10 @@ The chain follows what a composite/VHS path and a capture card do to a picture, 
 7. the capture card's codec, a real encoder at a random quality: JPEG, H.264, MPEG-2, MJPEG (4:2:2),
    DV (4:1:1), or none. A clip goes through the encoder as one stream (predicted frames included).
 
+With probability ``digital`` the source is digital instead (a DVD, a camera's file, a web video): steps
+2-6 are skipped and the downscaled picture only gets a sensor's RGB noise before the codec. A model
+trained on analog draws alone learns that every input is soft and over-sharpens clean ones.
+
 Every random choice comes from :class:`DegradeParams`, drawn once with :meth:`Degradation.sample`
 from an explicit generator: all frames of a clip share one draw ("one seed per clip"), only the
 noise differs from frame to frame.
@@ -74,6 +78,8 @@ class DegradeConfig:
                                                               "dv": 0.5, "none": 0.25})
     codec_quality: Range = (0.3, 1.0)  # 0 worst .. 1 best (h264, mpeg2, mjpeg; DV has a fixed rate)
     jpeg_quality: Range = (45.0, 90.0)
+    digital: float = 0.0  # probability that the source is digital: steps 2-6 skipped
+    sensor_noise: Range = (0.0, 0.04)  # a digital source's RGB Gaussian noise, std on a 0..1 scale
 
     def __post_init__(self) -> None:
         _choice_check("downscale", self.downscale, DOWNSCALE)
@@ -81,7 +87,7 @@ class DegradeConfig:
         _choice_check("deinterlace", self.deinterlace, DEINTERLACE)
         for name in ("blur", "luma_cutoff", "sharpen", "sharpen_radius", "chroma_subsample", "chroma_bleed",
                      "chroma_shift", "luma_noise", "chroma_noise", "tape_noise", "tape_streak", "tape_banding",
-                     "dropouts", "interlace_motion", "codec_quality", "jpeg_quality"):
+                     "dropouts", "interlace_motion", "codec_quality", "jpeg_quality", "sensor_noise"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name}: expected [low, high] with low <= high, got {[lo, hi]}")
@@ -89,13 +95,15 @@ class DegradeConfig:
                   "sharpen": (0.0, 4.0), "sharpen_radius": (0.1, 8.0), "chroma_bleed": (0.0, 8.0),
                   "luma_noise": (0.0, 1.0), "chroma_noise": (0.0, 1.0), "blur": (0.0, 8.0),
                   "tape_noise": (0.0, 1.0), "tape_streak": (0.0, 16.0), "tape_banding": (0.0, 1.0),
-                  "dropouts": (0.0, 100.0), "interlace_motion": (-8.0, 8.0), "codec_quality": (0.0, 1.0)}
+                  "dropouts": (0.0, 100.0), "interlace_motion": (-8.0, 8.0), "codec_quality": (0.0, 1.0),
+                  "sensor_noise": (0.0, 1.0)}
         for name, (a, b) in checks.items():
             lo, hi = getattr(self, name)
             if lo < a or hi > b:
                 raise ValueError(f"{name}: expected values in [{a:g}, {b:g}], got {[lo, hi]}")
-        if not 0.0 <= self.interlace <= 1.0:
-            raise ValueError(f"interlace: expected a probability in [0, 1], got {self.interlace}")
+        for name in ("interlace", "digital"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,8 @@ class DegradeParams:
     codec: str
     codec_quality: float
     jpeg_quality: int
+    digital: bool = False
+    sensor_noise: float = 0.0
 
 
 class Degradation:
@@ -145,6 +155,7 @@ class Degradation:
             tape_streak=u(c.tape_streak), tape_banding=u(c.tape_banding), dropouts=u(c.dropouts),
             deinterlace=_pick(c.deinterlace, rng), interlace_motion=u(c.interlace_motion),
             codec=_pick(c.codecs, rng), codec_quality=u(c.codec_quality),
+            digital=bool(rng.random() < c.digital), sensor_noise=u(c.sensor_noise),
         )
 
     def __call__(self, hr: np.ndarray, params: DegradeParams, rng: np.random.Generator) -> np.ndarray:
@@ -164,6 +175,11 @@ class Degradation:
             img = cv2.GaussianBlur(img, (0, 0), sigmaX=p.blur * self.scale, borderType=cv2.BORDER_REFLECT)
         if self.scale > 1:
             img = cv2.resize(img, (w, h), interpolation=DOWNSCALE[p.downscale])
+        if p.digital:
+            if p.sensor_noise <= 0:
+                return np.ascontiguousarray(img)
+            noisy = img.astype(np.float32) + rng.standard_normal(img.shape, dtype=np.float32) * (255 * p.sensor_noise)
+            return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
         ycc = cv2.cvtColor(img, cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0  # (h, w, 3) Y Cr Cb
         y, cr, cb = ycc[:, :, 0], ycc[:, :, 1], ycc[:, :, 2]
 
