@@ -276,3 +276,51 @@ def test_cli_upscales_with_a_saved_srflow_file(tmp_path):
     assert not np.array_equal(upscale(tmp_path / "c.png", "--tau", "0.5", "--seed", "4"), a)
     mean = upscale(tmp_path / "m.png")  # temperature 0 by default
     assert not np.array_equal(mean, a)
+
+
+# -- the other uses: restoration and transfer ----------------------------------------------------------
+
+def test_restore_normalises_latents_and_transfer_of_an_image_to_itself_reconstructs_it(tmp_path):
+    from vsr import flowtools
+
+    desc = gentle(**TINY_X4)
+    rng = np.random.RandomState(0)
+    smooth = lambda a: np.kron(a, np.ones((8, 8, 1))).astype(np.uint8)  # noqa: E731 - a photo-like blockiness
+    a = smooth(rng.rand(10, 12, 3) * 255)[:75, :90]
+    b = smooth(rng.rand(10, 12, 3) * 255)[:75, :90]
+    z = [torch.randn(1, 6, 5, 7) * 3 + 2]
+    n = flowtools.normalise(z)[0]
+    assert n.mean(dim=(2, 3)).abs().max() < 1e-5 and (n.std(dim=(2, 3)) - 1).abs().max() < 1e-5
+    # encoding then decoding with the same downscale is the identity (to a grey level), so transfer
+    # of an image onto itself gives it back, centre-cropped to the flow's block of 8 (75x90 -> 72x88)
+    same = flowtools.transfer(desc, a, a, device="cpu")
+    assert same.shape == (72, 88, 3) and np.abs(same.astype(int) - a[1:73, 1:89]).max() <= 1
+    other = flowtools.transfer(desc, a, b, device="cpu")
+    assert other.shape == (72, 88, 3) and np.abs(other.astype(int) - same).mean() > 1
+    restored = flowtools.restore(desc, a, device="cpu")
+    assert restored.shape == (72, 88, 3) and np.abs(restored.astype(int) - same).mean() > 0.5
+
+    model = tmp_path / "srflow-tiny.safetensors"
+    weights.save(desc, model)
+    src, out = tmp_path / "a.png", tmp_path / "restored.png"
+    images.write_image(src, a)
+    assert main(["srflow", "restore", str(src), "-o", str(out), "--model", str(model), "--device", "cpu"]) == 0
+    assert np.array_equal(images.read_image(out), restored)
+    assert main(["srflow", "transfer", str(src), str(src), "-o", str(out), "--model", str(model)]) == 0
+    assert np.array_equal(images.read_image(out), same)
+
+
+def test_srflow_commands_refuse_other_models_and_tiny_images(tmp_path, capsys):
+    rrdb = tmp_path / "rrdb.safetensors"
+    weights.save(arch.build("rrdb", **TINY["rrdb"][0]), rrdb)
+    src = tmp_path / "a.png"
+    images.write_image(src, np.zeros((40, 40, 3), np.uint8))
+    assert main(["srflow", "restore", str(src), "-o", str(tmp_path / "o.png"), "--model", str(rrdb)]) == 1
+    assert "not a flow" in capsys.readouterr().err
+    flow = tmp_path / "flow.safetensors"
+    weights.save(gentle(**TINY_X4), flow)
+    images.write_image(src, np.zeros((6, 6, 3), np.uint8))
+    assert main(["srflow", "restore", str(src), "-o", str(tmp_path / "o.png"), "--model", str(flow)]) == 1
+    assert "too small" in capsys.readouterr().err
+    assert main(["srflow", "restore", str(src), "-o", str(src), "--model", str(flow)]) == 1
+    assert "overwrite an input" in capsys.readouterr().err

@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="esrgan")
     demo.add_argument("--device", default="auto")
 
+    fl = sub.add_parser("srflow", help="a flow model's other uses: restore an image, transfer texture")
+    fl_sub = fl.add_subparsers(dest="action", required=True)
+    rs = fl_sub.add_parser("restore", help="normalise the image's latents (zero mean, unit std) and decode")
+    rs.add_argument("image", type=Path)
+    tf = fl_sub.add_parser("transfer", help="decode image A's latents with image B's low resolution")
+    tf.add_argument("a", type=Path, help="the image whose latents (fine texture) are taken")
+    tf.add_argument("b", type=Path, help="the image whose content (its downscale) they are decoded with")
+    for q in (rs, tf):
+        q.add_argument("-o", "--output", type=Path, required=True, help="output image")
+        q.add_argument("--model", default="srflow", help="an SRFlow model: name or weights file (default srflow)")
+        q.add_argument("--device", default="auto")
+
     from .train.cli import register as register_training
     for name, handler in register_training(sub).items():
         sub.choices[name].set_defaults(handler=handler)
@@ -155,9 +167,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.output, model=args.model, device=args.device)
 
 
+def cmd_srflow(args: argparse.Namespace) -> int:
+    from .flowtools import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo}
+    commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow}
     try:
         return (getattr(args, "handler", None) or commands[args.command])(args)
     except KeyboardInterrupt as e:  # a resumable video says where its finished work is kept
