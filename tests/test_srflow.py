@@ -324,3 +324,27 @@ def test_srflow_commands_refuse_other_models_and_tiny_images(tmp_path, capsys):
     assert "too small" in capsys.readouterr().err
     assert main(["srflow", "restore", str(src), "-o", str(src), "--model", str(flow)]) == 1
     assert "overwrite an input" in capsys.readouterr().err
+
+
+def test_non_finite_reverse_passes_fall_back_to_the_mean_then_to_the_rrdb(monkeypatch):
+    desc = gentle(**TINY_X4)
+    model = desc.model
+    x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    true_reverse = type(model).reverse
+
+    def spotty(lr, latents):  # black spots wherever a latent is not zero, as far from training data
+        out = true_reverse(model, lr, latents)
+        return out / (1 - any(bool(z.abs().max() > 0) for z in latents))
+
+    monkeypatch.setattr(model, "reverse", spotty)
+    eng = Upscaler(desc, device="cpu", tile=0, temperature=0.8, seed=1)
+    out = eng(x)
+    assert torch.equal(out, Upscaler(desc, device="cpu", tile=0)(x))  # the mean image instead
+    assert (eng.stats.nonfinite_recomputed, eng.stats.nonfinite_fallback) == (1, 0)
+
+    monkeypatch.setattr(model, "reverse", lambda lr, latents: F.interpolate(lr, scale_factor=4) * float("nan"))
+    eng = Upscaler(desc, device="cpu", tile=0)
+    out = eng(x)
+    with torch.no_grad():
+        assert torch.allclose(out, model.encoder.sr(x)) and torch.isfinite(out).all()
+    assert eng.stats.nonfinite_fallback == 1

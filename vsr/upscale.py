@@ -48,6 +48,7 @@ class Report:
     model_seconds: float = 0.0
     wall_seconds: float = 0.0
     nonfinite_recomputed: int = 0
+    nonfinite_fallback: int = 0
     notes: list[str] = field(default_factory=list)
     rows: list[tuple[str, str, int, float, str]] = field(default_factory=list)  # input, status, frames, s, detail
 
@@ -200,6 +201,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
             report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, reason))
     report.model_seconds = job.engine.stats.model_seconds
     report.nonfinite_recomputed = job.engine.stats.nonfinite_recomputed
+    report.nonfinite_fallback = job.engine.stats.nonfinite_fallback
     report.wall_seconds = time.perf_counter() - start
     return report
 

@@ -29,7 +29,9 @@ the time for a smoother, slightly more faithful result.
 Tiling (``ModelDescriptor.tiling``): ``tiles`` (overlapping tiles blended with a cross-fade),
 ``latent`` (tiles, the latents sliced to match) or ``whole`` (whole frames only: ``--tile`` is ignored).
 A half-precision part with non-finite output is recomputed in fp32, and a sampled one that is still
-not finite at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``.
+not finite at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``. A
+sampled module may offer ``fallback(x)``, a plain deterministic output (SRFlow: its RRDB's own SR
+image), for a part still not finite at temperature 0 (counted in ``nonfinite_fallback``).
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class EngineStats:
     model_seconds: float = 0.0
     frames: int = 0
     nonfinite_recomputed: int = 0  # parts recomputed in fp32 (or at temperature 0) because output was not finite
+    nonfinite_fallback: int = 0  # sampled parts still not finite at temperature 0: the module's fallback(x)
     oom_retries: int = 0
 
 
@@ -234,7 +237,11 @@ class Upscaler:
             if self.dtype == torch.float32:
                 self.stats.nonfinite_recomputed += 1
             zeros = [torch.zeros_like(z) for z in args[0]]
-            out = self._call(self._fp32_model or self.model, x.float(), zeros)
+            model = self._fp32_model or self.model
+            out = self._call(model, x.float(), zeros)
+            if not torch.isfinite(out).all() and callable(getattr(model, "fallback", None)):
+                self.stats.nonfinite_fallback += 1
+                out = model.fallback(x.to(self.device, torch.float32))
         return out.float()
 
     def _tiled(self, x: torch.Tensor, part_fn: Callable[[torch.Tensor, tuple[int, int], int], torch.Tensor]

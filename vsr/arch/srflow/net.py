@@ -208,6 +208,10 @@ class SRFlowNet(nn.Module):
                 c = layer.keep
         return [(c, hh, ww)] + splits[::-1]
 
+    def fallback(self, lr: torch.Tensor) -> torch.Tensor:
+        """The engine's last resort where the reverse pass is not finite even at temperature 0."""
+        return self.encoder.sr(lr)
+
     def encode(self, hr: torch.Tensor, lr: torch.Tensor) -> list[torch.Tensor]:
         """HR (B, 3, sh, sw) in [0, 1] and its LR (B, 3, h, w) -> latents in :meth:`reverse`'s order."""
         return self(hr, lr)[0]
