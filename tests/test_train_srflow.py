@@ -191,3 +191,30 @@ def test_init_encoder_takes_an_rrdb_only(tmp_path):
     weights.save(arch.build("compact", nf=8, num_conv=1, upscale=4), tmp_path / "compact.safetensors")
     with pytest.raises(VsrError, match=r"compact.safetensors is a compact network; expected an RGB rrdb"):
         train(_cfg(tmp_path, net={"init_encoder": str(tmp_path / "compact.safetensors")}), progress=False)
+
+
+def test_a_frozen_encoder_is_stored_once_in_the_named_model_it_came_from(tmp_path, monkeypatch):
+    models = tmp_path / "installed"
+    models.mkdir()
+    monkeypatch.setenv("VSR_MODELS", str(models))
+    base = _rrdb_file(models)
+    (models / "tiny-esrgan.yml").write_text("name: tiny-esrgan\narchitecture: rrdb\nscale: 4\nlicense: BSD-3-Clause\n"
+                                            "source: test\nweights: rrdb.safetensors\n")
+    train(_cfg(tmp_path, total_steps=2, net={"init_encoder": "tiny-esrgan", "freeze_encoder_until": 5}),
+          progress=False, export_name="flow", export_dir=tmp_path / "models")
+    path = tmp_path / "models" / "flow.safetensors"
+    assert not any(k.startswith("encoder.") for k in weights.read_state_dict(path))
+    desc = zoo.load_path(path)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)["ema"]["generator"]
+    assert all(torch.equal(v, state[k]) for k, v in desc.model.state_dict().items())
+    # another version of the base model is refused, not silently combined
+    sd = weights.read_state_dict(base)
+    sd["conv_first.bias"] = sd["conv_first.bias"] + 1
+    weights.save(sd, base)
+    with pytest.raises(VsrError, match="another version of model 'tiny-esrgan'"):
+        zoo.load_path(path)
+    # an encoder that trained is stored whole
+    train(_cfg(tmp_path, total_steps=2, output=str(tmp_path / "run2"),
+               net={"init_encoder": "tiny-esrgan", "freeze_encoder_until": 1}),
+          progress=False, export_name="flow2", export_dir=tmp_path / "models")
+    assert any(k.startswith("encoder.") for k in weights.read_state_dict(tmp_path / "models" / "flow2.safetensors"))

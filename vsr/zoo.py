@@ -6,6 +6,7 @@ Real-ESRGAN ncnn model converted once into the user cache) and its provenance an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -138,7 +139,36 @@ def load_path(path: Path, **overrides: Any) -> ModelDescriptor:
                 raise VsrError(f"{path}: its 'vsr.params' metadata is not a JSON object of network parameters "
                                f"({meta['vsr.params'][:60]!r}); rewrite it or remove it")
             overrides = {**stored, **overrides}
+        if "vsr.shared" in meta:
+            return weights.detect(with_shared(path, meta["vsr.shared"]), str(path), **overrides)
     return weights.load(path, **overrides)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def with_shared(path: Path, spec_json: str) -> weights.StateDict:
+    """The tensors of ``path`` plus those it shares with a named model (an SRFlow's frozen encoder is the
+    esrgan model's RRDBNet, stored once): metadata ``vsr.shared`` = {"model", "prefix", "sha256"}."""
+    try:
+        spec = json.loads(spec_json)
+        name, prefix, digest = spec["model"], spec["prefix"], spec["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise VsrError(f"{path}: its 'vsr.shared' metadata is not {{model, prefix, sha256}}") from None
+    base = cards().get(name)
+    if base is None or not weights_present(base):
+        raise VsrError(f"{path} takes its {prefix}* tensors from model {name!r}, which is not installed")
+    if file_sha256(base.weights_path()) != digest:
+        raise VsrError(f"{path} was trained on another version of model {name!r} than {base.weights_path()} "
+                       f"(sha256 {digest[:12]}...); use the {name} weights it came with")
+    sd = weights.read_state_dict(path)
+    sd.update({prefix + k: v.float() for k, v in weights.read_state_dict(base.weights_path()).items()})
+    return sd
 
 
 def resolve(model: str, scale: float | None = None) -> tuple[ModelDescriptor, ModelCard | None]:

@@ -169,6 +169,21 @@ def starting_licence(start: str | None) -> tuple[str, str]:
                           f"{start}: {card.source}")
 
 
+def _unchanged_encoder(sd: dict[str, torch.Tensor], name: str) -> dict[str, str] | None:
+    """{model, prefix, sha256} when the encoder still holds exactly the named model's weights (it stayed
+    frozen), so that the exported file can leave them out; None otherwise."""
+    from .. import zoo
+
+    card = zoo.cards().get(name)
+    if card is None or not zoo.weights_present(card):
+        return None
+    base = weights.read_state_dict(card.weights_path())
+    mine = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+    if set(mine) != set(base) or any(not torch.equal(mine[k].float(), base[k].float()) for k in base):
+        return None
+    return {"model": name, "prefix": "encoder.", "sha256": zoo.file_sha256(card.weights_path())}
+
+
 def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name: str, folder: Path,
            steps: int, seconds: float, metrics: dict[str, float] | None = None) -> Path:
     """fp16 safetensors plus a model card, so that ``vsr upscale --model NAME`` finds it at once.
@@ -180,8 +195,12 @@ def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name:
     wpath = folder / f"{name}.safetensors"
     # fp16 unless the network runs in fp32 only (SRFlow: its weights stay as trained)
     half = arch.get_arch(net_cfg.arch).describe(params, model).supports_fp16
-    weights.save(model.state_dict(), wpath, dtype=torch.float16 if half else None,
-                 metadata={"vsr.params": json.dumps(params), "recipe": json.dumps(to_dict(cfg))})
+    sd = model.state_dict()
+    metadata = {"vsr.params": json.dumps(params), "recipe": json.dumps(to_dict(cfg))}
+    if net_cfg.init_encoder and (shared := _unchanged_encoder(sd, net_cfg.init_encoder)):
+        metadata["vsr.shared"] = json.dumps(shared)  # stored once, in the named model's file
+        sd = {k: v for k, v in sd.items() if not k.startswith(shared["prefix"])}
+    weights.save(sd, wpath, dtype=torch.float16 if half else None, metadata=metadata)
     start = net_cfg.weights or net_cfg.init_encoder
     provenance: dict[str, Any] = {
         "recipe": cfg.name, "data": cfg.data.frames, "steps": steps,
