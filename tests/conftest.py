@@ -14,6 +14,7 @@ TINY = {
                 dict(nf=8, num_conv=1, upscale=4, out_scale=0.75)],
     "srflow": [dict(nf=8, nb=3, gc=4, K=1, hidden=8, cond_blocks=2),
                dict(scale=8, L=4, nf=8, nb=2, gc=4, K=1, hidden=8, cond_blocks=1)],
+    "switched": [dict(nf=8, num_conv=2, upscale=4, breadth=4)],
 }
 assert set(TINY) == {a.name for a in arch.ARCHS}, "every registered architecture needs a tiny config"
 TINY_CASES = [(name, p) for name, ps in TINY.items() for p in ps]

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import compact, rrdb, srflow
+from . import compact, rrdb, srflow, switched
 
 StateDict = dict[str, torch.Tensor]
 
@@ -112,10 +112,26 @@ def _describe_srflow(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     )
 
 
+def _detect_switched(sd: StateDict):
+    p = switched.params_from_state_dict(sd)
+    return None if p is None else (p, dict(sd))
+
+
+def _describe_switched(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
+    return ModelDescriptor(
+        arch="switched", model=model, params=p, scale=p["upscale"], in_ch=p["in_ch"], out_ch=p["out_ch"],
+        # the compact network's activations plus each switched layer's im2col patches and routing
+        size_multiple=1,
+        bytes_per_px=4 * (12 * p["nf"] + 2 * p["breadth"] + 3 * p["out_ch"] * p["upscale"] ** 2),
+        tile_overlap=8 * ((p["num_conv"] + 2) * 8 // 3 // 8 + 1),
+    )
+
+
 ARCHS: list[Arch] = [
     Arch("rrdb", _detect_rrdb, _describe_rrdb, rrdb.RRDBNet),
     Arch("compact", _detect_compact, _describe_compact, compact.CompactNet),
     Arch("srflow", srflow.detect, _describe_srflow, srflow.SRFlowNet),
+    Arch("switched", _detect_switched, _describe_switched, switched.SwitchedCompactNet),
 ]
 assert len({a.name for a in ARCHS}) == len(ARCHS), "duplicate architecture name in ARCHS"
 

@@ -1,0 +1,123 @@
+"""Switched convolutions: conversion is exact, the efficient path equals the naive oracle (outputs and
+gradients), the differentiable argmax and SwitchNorm do what they say, and the switched network loads,
+saves (its SwitchNorm buffers included) and upscales like any other."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vsr import arch, weights, zoo
+from vsr.arch import switched
+from vsr.arch.compact import CompactNet
+from vsr.arch.switched import SwitchedConv2d, SwitchNorm, convert, from_compact, hard_route
+from vsr.engine import Upscaler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _spread(layer: SwitchedConv2d, seed: int = 0) -> SwitchedConv2d:
+    """Kernels moved apart, so that every routing decision shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn(layer.weight.shape, generator=g) * 0.2)
+        layer.bias.add_(torch.randn(layer.bias.shape, generator=g) * 0.2)
+        layer.selector.weight.mul_(4)  # decisive routing: every kernel gets pixels
+    return layer
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (1, 1, 0), (5, 2, 2), (3, 2, 0)])
+def test_a_converted_layer_equals_the_convolution(k, stride, padding):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, k, stride, padding)
+    x = torch.randn(2, 6, 13, 11)
+    layer = SwitchedConv2d.from_conv(conv, breadth=8)
+    assert (layer(x) - conv(x)).abs().max() < 1e-6
+    net = convert(nn.Sequential(conv, nn.ReLU(), nn.Sequential(nn.Conv2d(5, 4, 3, 1, 1))), 4)
+    assert isinstance(net[0], SwitchedConv2d) and isinstance(net[2][0], SwitchedConv2d)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (1, 1, 0), (3, 2, 1)])
+def test_the_efficient_path_equals_the_naive_one_outputs_and_gradients(k, stride, padding):
+    torch.manual_seed(1)
+    layer = _spread(SwitchedConv2d(6, 7, k, stride, padding, breadth=8))
+    x = torch.randn(3, 6, 17, 15, requires_grad=True)
+    results = []
+    for naive in (False, True):
+        layer.naive = naive
+        layer.zero_grad()
+        x.grad = None
+        out = layer(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in layer.named_parameters()}))
+    (fast, gx_fast, g_fast), (slow, gx_slow, g_slow) = results
+    route, _ = layer.routing(x)
+    assert len(route.unique()) >= 6  # the test covers most kernels
+    assert (fast - slow).abs().max() < 1e-4
+    assert (gx_fast - gx_slow).abs().max() < 1e-4
+    for name in g_slow:
+        assert (g_fast[name] - g_slow[name]).abs().max() < 1e-4, name
+    assert g_fast["selector.weight"].abs().sum() > 0  # the selector learns through the gate
+
+
+def test_differentiable_argmax_routes_the_gradient_to_the_chosen_kernel():
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]).view(2, 3, 1, 1).requires_grad_(True)
+    onehot = hard_route(probs)
+    assert torch.equal(onehot.view(2, 3), torch.tensor([[0.0, 1, 0], [1, 0, 0]]))
+    onehot.backward(torch.full_like(onehot, 3.0))
+    assert torch.allclose(probs.grad.view(2, 3), torch.tensor([[0, 3 / 0.5, 0], [3 / 0.6, 0, 0]]))
+
+
+def test_switchnorm_fills_its_buffer_in_training_only_and_then_evens_usage_out():
+    norm = SwitchNorm(2, q=4)
+    skewed = torch.tensor([0.75, 0.25]).view(1, 2, 1, 1).expand(2, 2, 3, 3).contiguous()
+    norm.eval()
+    assert torch.equal(norm(skewed), skewed) and int(norm.count) == 0
+    norm.train()
+    for _ in range(3):
+        assert torch.equal(norm(skewed), skewed)  # not full yet: untouched
+    out = norm(skewed)  # the fourth fills it: divided by the usage, both kernels equal now
+    assert int(norm.count) == 4 and torch.allclose(out[:, 0], out[:, 1])
+    assert set(norm.state_dict()) == {"history", "count"}
+
+
+def test_expert_dropout_only_in_training():
+    torch.manual_seed(2)
+    layer = _spread(SwitchedConv2d(4, 4, 3, 1, 1, breadth=4, dropout=0.5))
+    x = torch.randn(1, 4, 24, 24)
+    layer.eval()
+    used = set(layer.routing(x)[0].unique().tolist())
+    assert len(used) >= 3
+    layer.train()
+    draws = [set(layer.routing(x)[0].unique().tolist()) for _ in range(8)]
+    assert any(len(d) < len(used) for d in draws)
+    with pytest.raises(ValueError, match="dropout"):
+        SwitchedConv2d(4, 4, 3, breadth=4, dropout=1.0)
+
+
+def test_the_switched_network_converts_saves_loads_and_upscales(tmp_path):
+    torch.manual_seed(3)
+    plain = CompactNet(nf=8, num_conv=2, upscale=4).eval()
+    net = from_compact(plain, breadth=4).eval()
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        assert (net(x) - plain(x)).abs().max() < 1e-6
+    net.train()
+    for _ in range(3):  # SwitchNorm history moves in training
+        net(x)
+    net.eval()
+    for m in net.modules():
+        if isinstance(m, SwitchedConv2d):
+            _spread(m)
+    path = tmp_path / "switched.safetensors"
+    desc = arch.get_arch("switched").describe(switched.params_from_state_dict(net.state_dict()), net)
+    weights.save(desc, path)
+    loaded = zoo.load_path(path)
+    assert loaded.arch == "switched" and loaded.params["breadth"] == 4 and loaded.scale == 4
+    assert torch.equal(loaded.model.body[2].norm.history, net.body[2].norm.history)
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.equal(loaded.model(x), ref)
+    out = Upscaler(loaded, device="cpu", tile=0)(x)
+    assert (out - ref).abs().max() < 1e-5
+    assert zoo.load_path(tmp_path / "switched.safetensors").arch != "compact"

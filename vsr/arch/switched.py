@@ -1,0 +1,225 @@
+"""Switched convolutions: a spatial mixture of experts. A layer holds ``breadth`` kernels; a selector
+(a 1x1 convolution of the layer's input) scores them at every output pixel, SwitchNorm evens out how
+often each is used, and each pixel is computed with its top-scoring kernel alone.
+
+- Routing is hard top-1 with the differentiable argmax: forward, the one-hot of the argmax; backward,
+  the gradient at the chosen kernel divided by its probability (zero elsewhere). The output is the
+  chosen kernel's response times that one-hot value (1), which is the selector's gradient path.
+- SwitchNorm keeps the last ``q`` usage vectors (per-kernel probability summed over batch and space,
+  divided by its mean) in a rotating buffer, updated in training only; once the buffer is full the
+  probabilities are divided by its mean (rescaled to sum to ``breadth``). The buffer is model state:
+  it is saved with the weights, and inference without it routes differently.
+- Efficient path (the default): one dot product per output pixel with its chosen kernel. The pixels'
+  patches (im2col) are sorted by kernel and each group is one matrix product, so the cost stays near
+  one convolution's whatever the breadth. ``naive`` (every kernel everywhere, then the one-hot mix:
+  ``breadth`` times the work) is kept as the oracle the tests compare against.
+- :func:`convert` turns trained ``Conv2d`` layers into switched ones with the kernel copied into every
+  slot, so the network computes exactly what it did until training moves the kernels apart.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .compact import CompactNet
+
+
+class _DiffArgmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor) -> torch.Tensor:  # (B, b, H, W) -> one-hot of the argmax
+        onehot = torch.zeros_like(probs).scatter_(1, probs.argmax(dim=1, keepdim=True), 1.0)
+        ctx.save_for_backward(probs, onehot)
+        return onehot
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        probs, onehot = ctx.saved_tensors
+        return grad * onehot / probs.clamp_min(1e-12)
+
+
+def hard_route(probs: torch.Tensor) -> torch.Tensor:
+    """One-hot of the per-pixel argmax over dim 1, with the differentiable-argmax gradient."""
+    return _DiffArgmax.apply(probs)
+
+
+class SwitchNorm(nn.Module):
+    def __init__(self, breadth: int, q: int = 256) -> None:
+        super().__init__()
+        self.register_buffer("history", torch.zeros(q, breadth))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:  # (B, b, H, W) probabilities
+        q, b = self.history.shape
+        if self.training:
+            with torch.no_grad():
+                usage = probs.detach().float().sum(dim=(0, 2, 3))
+                self.history[int(self.count) % q] = usage / usage.mean().clamp_min(1e-12)
+                self.count += 1
+        if int(self.count) < q:
+            return probs
+        mean = self.history.mean(dim=0)
+        mean = mean / mean.sum() * b
+        return probs / mean.clamp_min(1e-6).to(probs.dtype).view(1, b, 1, 1)
+
+
+def switched_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, route: torch.Tensor,
+                  stride: int, padding: int, breadth: int) -> torch.Tensor:
+    """The efficient path. x (B, C, H, W); weight (b * O, C, k, k), kernel e at rows e * O ..; bias (b * O);
+    route (B, Ho, Wo) long."""
+    b, (bo, c, kh, kw) = breadth, weight.shape
+    out_ch = bo // b
+    n, ho, wo = route.shape
+    if kh == kw == 1 and padding == 0:
+        cols = x[:, :, ::stride, ::stride].permute(0, 2, 3, 1).reshape(-1, c)
+    else:
+        cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).transpose(1, 2).reshape(-1, c * kh * kw)
+    flat = route.reshape(-1)
+    order = torch.argsort(flat)
+    counts = torch.bincount(flat, minlength=b).tolist()
+    w = weight.reshape(b, out_ch, -1)
+    parts = []
+    for e, chunk in enumerate(torch.split(cols.index_select(0, order), counts)):
+        if chunk.shape[0]:
+            parts.append(chunk @ w[e].t() if bias is None else torch.addmm(bias[e * out_ch:(e + 1) * out_ch],
+                                                                          chunk, w[e].t()))
+    y = torch.cat(parts).index_select(0, torch.argsort(order))
+    return y.view(n, ho, wo, out_ch).permute(0, 3, 1, 2)
+
+
+def switched_conv_naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, route: torch.Tensor,
+                        stride: int, padding: int, breadth: int) -> torch.Tensor:
+    """Every kernel at every pixel, then the chosen one's response: the oracle."""
+    b, out_ch = breadth, weight.shape[0] // breadth
+    full = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    full = full.view(x.shape[0], b, out_ch, *full.shape[-2:])
+    idx = route[:, None, None].expand(-1, 1, out_ch, -1, -1)
+    return full.gather(1, idx)[:, 0]
+
+
+class SwitchedConv2d(nn.Module):
+    """``breadth`` kernels of a ``Conv2d(in_ch, out_ch, kernel_size, stride, padding)``, one per pixel."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, *,
+                 breadth: int = 8, bias: bool = True, q: int = 256, dropout: float = 0.0) -> None:
+        super().__init__()
+        if breadth < 1:
+            raise ValueError(f"switched convolution breadth must be at least 1, got {breadth}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"expert dropout must be in [0, 1), got {dropout}")
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.breadth, self.dropout = breadth, dropout
+        # 4-D like a Conv2d's (memory formats apply): kernel e is rows e * out_ch .. (e + 1) * out_ch
+        self.weight = nn.Parameter(torch.empty(breadth * out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(breadth * out_ch)) if bias else None
+        for e in range(breadth):
+            nn.init.kaiming_uniform_(self.weight[e * out_ch:(e + 1) * out_ch], a=5 ** 0.5)
+        self.selector = nn.Conv2d(in_ch, breadth, 1)  # on the input at each output pixel's window centre
+        self.norm = SwitchNorm(breadth, q)
+        self.naive = False  # the oracle path
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, breadth: int, **kw) -> "SwitchedConv2d":
+        k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        if conv.kernel_size[0] != conv.kernel_size[1] or conv.stride[0] != conv.stride[1] or \
+                conv.padding[0] != conv.padding[1] or conv.groups != 1 or conv.dilation != (1, 1) or \
+                conv.padding_mode != "zeros":
+            raise ValueError(f"cannot switch {conv}: square kernels, strides and zero padding, groups 1 only")
+        new = cls(conv.in_channels, conv.out_channels, k, s, p, breadth=breadth, bias=conv.bias is not None, **kw)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.detach().repeat(breadth, 1, 1, 1))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias.detach().repeat(breadth))
+        return new.to(conv.weight.device, conv.weight.dtype)
+
+    def _centres(self, x: torch.Tensor) -> torch.Tensor:
+        """The input at the centre of every output pixel's window: (B, C, Ho, Wo)."""
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if p:
+            x = F.pad(x, (p, p, p, p))
+        ho, wo = (x.shape[-2] - k) // s + 1, (x.shape[-1] - k) // s + 1
+        c = k // 2
+        return x[:, :, c:c + s * (ho - 1) + 1:s, c:c + s * (wo - 1) + 1:s]
+
+    def routing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(route (B, Ho, Wo) long, gate (B, 1, Ho, Wo): 1 forward, the selector's gradient backward)."""
+        probs = self.norm(torch.softmax(self.selector(self._centres(x)).float(), dim=1))
+        if self.training and self.dropout > 0:
+            keep = torch.rand(self.breadth, device=x.device) >= self.dropout
+            keep[torch.randint(self.breadth, (1,), device=x.device)] = True  # never all dropped
+            probs = probs * keep.view(1, -1, 1, 1)
+        onehot = hard_route(probs)
+        route = onehot.argmax(dim=1)
+        return route, onehot.gather(1, route[:, None]).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        route, gate = self.routing(x)
+        fn = switched_conv_naive if self.naive else switched_conv
+        return fn(x, self.weight, self.bias, route, self.stride, self.padding, self.breadth) * gate
+
+
+def convert(module: nn.Module, breadth: int, *, skip: tuple[str, ...] = (), **kw) -> nn.Module:
+    """Every ``Conv2d`` of ``module`` (except those named in ``skip``) replaced, in place, by a switched
+    layer whose every kernel is the original's: the outputs do not change."""
+    for name, child in list(module.named_children()):
+        if name in skip:
+            continue
+        if isinstance(child, nn.Conv2d):
+            setattr(module, name, SwitchedConv2d.from_conv(child, breadth, **kw))
+        else:
+            convert(child, breadth, skip=tuple(s.split(".", 1)[1] for s in skip if s.startswith(name + ".")), **kw)
+    return module
+
+
+class SwitchedCompactNet(CompactNet):
+    """Real-ESRGAN's compact network with its inner convolutions switched (the first and the last stay
+    plain): ``body.{2i}`` for i = 1..num_conv are :class:`SwitchedConv2d` of ``breadth`` kernels."""
+
+    def __init__(self, *, in_ch: int = 3, out_ch: int = 3, nf: int = 64, num_conv: int = 16, upscale: int = 4,
+                 breadth: int = 8) -> None:
+        super().__init__(in_ch=in_ch, out_ch=out_ch, nf=nf, num_conv=num_conv, upscale=upscale)
+        last = str(len(self.body) - 1)
+        convert(self.body, breadth, skip=("0", last))
+        self.breadth = breadth
+
+    def set_naive(self, naive: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, SwitchedConv2d):
+                m.naive = naive
+
+
+def from_compact(compact: CompactNet, breadth: int) -> SwitchedCompactNet:
+    """A trained compact network as a switched one that computes the same (the staged recipe's step 2)."""
+    if compact.out_scale != 1.0:
+        raise ValueError("only compact networks without a final resize (out_scale 1) can be switched")
+    body = compact.body
+    net = SwitchedCompactNet(in_ch=body[0].in_channels, out_ch=body[-1].out_channels // compact.upscale ** 2,
+                             nf=body[0].out_channels, num_conv=(len(body) - 3) // 2, upscale=compact.upscale,
+                             breadth=breadth)
+    for i, layer in enumerate(body):
+        target = net.body[i]
+        if isinstance(target, SwitchedConv2d):
+            net.body[i] = SwitchedConv2d.from_conv(layer, breadth)
+        else:
+            target.load_state_dict(layer.state_dict())
+    return net.to(body[0].weight.device)
+
+
+def params_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, int] | None:
+    """Constructor arguments from a switched compact network's state dict, or None if it is not one."""
+    switched = sorted(int(k.split(".")[1]) for k in sd if k.startswith("body.") and k.endswith(".selector.weight"))
+    if not switched or "body.0.weight" not in sd:
+        return None
+    num_conv = len(switched)
+    if switched != list(range(2, 2 * num_conv + 1, 2)):
+        raise ValueError(f"switched compact net: switched layers at body {switched}, expected 2, 4, .. {2 * num_conv}")
+    first, last = sd["body.0.weight"], sd.get(f"body.{2 * num_conv + 2}.weight")
+    if last is None:
+        raise ValueError(f"switched compact net: no last convolution body.{2 * num_conv + 2}")
+    in_ch, nf = first.shape[1], first.shape[0]
+    breadth = sd["body.2.selector.weight"].shape[0]
+    r2, rem = divmod(last.shape[0], in_ch)
+    upscale = round(r2 ** 0.5)
+    if rem or upscale * upscale != r2:
+        raise ValueError(f"switched compact net: last conv has {last.shape[0]} outputs, expected 3*r*r")
+    return {"in_ch": in_ch, "out_ch": in_ch, "nf": nf, "num_conv": num_conv, "upscale": upscale, "breadth": breadth}
