@@ -121,3 +121,29 @@ def test_the_switched_network_converts_saves_loads_and_upscales(tmp_path):
     out = Upscaler(loaded, device="cpu", tile=0)(x)
     assert (out - ref).abs().max() < 1e-5
     assert zoo.load_path(tmp_path / "switched.safetensors").arch != "compact"
+
+
+def test_the_trainer_converts_a_trained_compact_network_and_trains_it_switched(tmp_path):
+    from test_train_config import recipe, write_frames
+    from vsr.train.config import load_recipe
+    from vsr.train.loop import train
+
+    write_frames(tmp_path / "frames")
+    torch.manual_seed(4)
+    start = tmp_path / "compact.safetensors"
+    weights.save(arch.build("compact", nf=8, num_conv=2, upscale=4), start)
+    cfg = load_recipe(recipe(tmp_path, **{
+        "networks.generator": {"arch": "switched", "weights": str(start), "params": {"breadth": 4}, "ema": 0.5},
+        "steps": [{"network": "generator", "losses": ["pixel"], "optimizer": {"lr": 1e-3}}],
+        "total_steps": 3}))
+    run = train(cfg, progress=False, export_name="sw", export_dir=tmp_path / "models")
+    desc = zoo.load_path(tmp_path / "models" / "sw.safetensors")
+    assert desc.arch == "switched" and desc.params["breadth"] == 4 and run.card.is_file()
+    layer = desc.model.body[2]
+    assert int(layer.norm.count) == 3  # SwitchNorm saw the training batches, and its state was exported
+    kernels = layer.weight.view(4, -1)
+    assert (kernels - kernels[:1]).abs().max() > 0  # the copies have moved apart
+    with pytest.raises(Exception, match="takes only 'breadth'"):
+        train(load_recipe(recipe(tmp_path, **{
+            "networks.generator": {"arch": "switched", "weights": str(start), "params": {"nf": 8}},
+            "output": str(tmp_path / "run2")})), progress=False)

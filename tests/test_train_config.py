@@ -62,6 +62,8 @@ def test_shipped_recipes_load():
     net = flow.networks[flow.generator]
     assert net.arch == "srflow" and net.init_encoder == "esrgan" and 0 < net.freeze_encoder_until < flow.total_steps
     assert [loss.type for loss in flow.losses.values()] == ["nll"] and flow.scale == 4 and flow.data.patch == 40
+    small = load_recipe("srflow-small")  # the shipped one: stage 2 throughout, so its encoder is esrgan's
+    assert small.networks[small.generator].freeze_encoder_until > small.total_steps
 
 
 @pytest.mark.parametrize("changes, expected", [

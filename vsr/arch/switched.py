@@ -188,7 +188,7 @@ class SwitchedCompactNet(CompactNet):
                 m.naive = naive
 
 
-def from_compact(compact: CompactNet, breadth: int) -> SwitchedCompactNet:
+def from_compact(compact: CompactNet, breadth: int = 8) -> SwitchedCompactNet:
     """A trained compact network as a switched one that computes the same (the staged recipe's step 2)."""
     if compact.out_scale != 1.0:
         raise ValueError("only compact networks without a final resize (out_scale 1) can be switched")

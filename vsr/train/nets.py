@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import arch, weights
+from ..arch import switched
 from ..errors import VsrError
 from .config import NetworkConfig, RecipeConfig, to_dict
 from .discriminator import VGGDiscriminator
@@ -49,11 +50,19 @@ def build_network(name: str, cfg: NetworkConfig) -> tuple[nn.Module, dict[str, A
             net = DISCRIMINATORS[cfg.arch](**cfg.params)
         params = dict(cfg.params)
     elif cfg.weights:
-        if cfg.params:
-            raise VsrError(f"networks.{name}: 'params' are read from the weights; remove them or 'weights'")
         from .. import zoo  # names resolve through the model cards
 
         desc, _ = zoo.resolve(cfg.weights)
+        if cfg.arch == "switched" and desc.arch == "compact":  # the staged recipe: plain first, then switched
+            if set(cfg.params) - {"breadth"}:
+                raise VsrError(f"networks.{name}: a compact network converted to switched takes only 'breadth'")
+            try:
+                net = switched.from_compact(desc.model, **cfg.params)
+            except ValueError as e:
+                raise VsrError(f"networks.{name}: {cfg.weights}: {e}") from None
+            desc = arch.get_arch("switched").describe(switched.params_from_state_dict(net.state_dict()), net)
+        elif cfg.params:
+            raise VsrError(f"networks.{name}: 'params' are read from the weights; remove them or 'weights'")
         if desc.arch != cfg.arch:
             raise VsrError(f"networks.{name}: {cfg.weights} is a {desc.arch} network, not {cfg.arch}")
         net, params = desc.model, dict(desc.params)
