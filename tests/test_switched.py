@@ -147,3 +147,33 @@ def test_the_trainer_converts_a_trained_compact_network_and_trains_it_switched(t
         train(load_recipe(recipe(tmp_path, **{
             "networks.generator": {"arch": "switched", "weights": str(start), "params": {"nf": 8}},
             "output": str(tmp_path / "run2")})), progress=False)
+
+
+def test_inspect_selectors_draws_each_layers_choice(tmp_path, capsys):
+    from vsr import images
+    from vsr.cli import main
+
+    torch.manual_seed(5)
+    desc = arch.build("switched", nf=8, num_conv=2, upscale=4, breadth=4)
+    for m in desc.model.modules():
+        if isinstance(m, SwitchedConv2d):
+            _spread(m)
+    model = tmp_path / "sw.safetensors"
+    weights.save(desc, model)
+    src, out = tmp_path / "in.png", tmp_path / "maps.png"
+    img = (torch.rand(20, 30, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()
+    images.write_image(src, img)
+    assert main(["inspect", "selectors", str(src), "-o", str(out), "--model", str(model)]) == 0
+    sheet = images.read_image(out)
+    assert sheet.shape == (20, 3 * 30 + 2 * 4, 3)  # the input and two switched layers' maps
+    assert (sheet[:, :30] == img).all()
+    with torch.no_grad():
+        first = desc.model.body[:2](torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)
+        route = desc.model.body[2].routing(first)[0][0].numpy()
+    from vsr.inspect import PALETTE
+    assert (sheet[:, 34:64] == PALETTE[route]).all()
+    assert "2 switched layers" in capsys.readouterr().out
+    plain = tmp_path / "plain.safetensors"
+    weights.save(arch.build("compact", nf=8, num_conv=1, upscale=4), plain)
+    assert main(["inspect", "selectors", str(src), "-o", str(out), "--model", str(plain)]) == 1
+    assert "no switched layers" in capsys.readouterr().err

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--model", default="srflow", help="an SRFlow model: name or weights file (default srflow)")
         q.add_argument("--device", default="auto")
 
+    ins = sub.add_parser("inspect", help="look inside a model")
+    ins_sub = ins.add_subparsers(dest="what", required=True)
+    sel = ins_sub.add_parser("selectors", help="each switched layer's choice of kernel, as colour maps")
+    sel.add_argument("image", type=Path)
+    sel.add_argument("-o", "--output", type=Path, required=True, help="output image (the maps beside the input)")
+    sel.add_argument("--model", default="switched", help="a switched model: name or weights file")
+
     from .train.cli import register as register_training
     for name, handler in register_training(sub).items():
         sub.choices[name].set_defaults(handler=handler)
@@ -173,9 +180,16 @@ def cmd_srflow(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow}
+    commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow,
+                "inspect": cmd_inspect}
     try:
         return (getattr(args, "handler", None) or commands[args.command])(args)
     except KeyboardInterrupt as e:  # a resumable video says where its finished work is kept
