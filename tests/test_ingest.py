@@ -212,6 +212,8 @@ def test_detection_samples_from_a_tenth_into_long_files(interlaced, tmp_path, mo
     assert detect_interlace(info) == (False, "tff", "no verdict")
     args = log.read_text().splitlines()
     # the seek is an input option: before -i, so ffmpeg seeks the input rather than decoding up to it
-    assert args[:4] == ["-ss", "12.000", "-i", str(interlaced)]
+    at = args.index("-i")
+    assert args[at - 2:at + 2] == ["-ss", "12.000", "-i", str(interlaced)]
+    assert "-noautorotate" in args[:at]  # the detections see the stored picture, as the decoder gives it
     assert args[args.index("-vf") + 1] == "idet" and args[args.index("-frames:v") + 1] == "240"
     assert args[args.index("-map") + 1] == f"0:{info.video_index}"

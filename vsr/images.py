@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, C) RGB(A) or (H, W) grey, uint8 or uint16."""
+    """(H, W, C) RGB(A) or (H, W) grey, uint8 or uint16, turned as it is displayed (EXIF orientation)."""
     data = np.fromfile(path, np.uint8)
     if data.size == 0:
         raise VsrError(f"{path} is empty (0 bytes)")
@@ -32,7 +33,74 @@ def read_image(path: Path) -> np.ndarray:
         img = img[:, :, 0]
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    return img
+    # OpenCV applies a TIFF's own orientation tag even when reading unchanged; the EXIF of JPEG, PNG and
+    # WebP it leaves to us (phone photos are stored sideways with orientation 6 or 8).
+    return np.ascontiguousarray(orient(img, exif_orientation(data.tobytes())))
+
+
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored picture turned as EXIF orientation 1-8 says it is displayed; (H, W, ...) arrays."""
+    return {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # upside down
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # displayed turned 90 degrees clockwise
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],  # transverse
+        8: lambda a: np.rot90(a, 1),  # displayed turned 90 degrees counter-clockwise
+    }.get(orientation, lambda a: a)(img)
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG (APP1), PNG (eXIf) or WebP (EXIF chunk); 1 when there is none
+    or it cannot be read."""
+    exif = b""
+    if data[:3] == b"\xff\xd8\xff":
+        at = 2
+        while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] not in (0xDA, 0xD9):  # up to the scan
+            size = struct.unpack(">H", data[at + 2:at + 4])[0]
+            if data[at + 1] == 0xE1 and data[at + 4:at + 10] == b"Exif\0\0":
+                exif = data[at + 10:at + 2 + size]
+                break
+            at += 2 + size
+    elif data[:8] == _MAGIC[0]:
+        at = 8
+        while at + 8 <= len(data):
+            size, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind == b"eXIf":
+                exif = data[at + 8:at + 8 + size]
+                break
+            if kind in (b"IDAT", b"IEND"):
+                break
+            at += 12 + size
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        at = 12
+        while at + 8 <= len(data):
+            kind, size = struct.unpack("<4sI", data[at:at + 8])
+            if kind == b"EXIF":
+                exif = data[at + 8:at + 8 + size]
+                exif = exif[6:] if exif[:6] == b"Exif\0\0" else exif
+                break
+            at += 8 + size + (size & 1)
+    return _tiff_orientation(exif)
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Tag 274 of the first IFD of a TIFF-structured EXIF block."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    try:
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+            tag, kind, _, value = struct.unpack(order + "HHIH", entry[:10])
+            if tag == 274 and kind == 3:  # SHORT
+                return value if 1 <= value <= 8 else 1
+    except struct.error:  # a damaged EXIF block: show the picture as stored
+        pass
+    return 1
 
 
 def write_image(path: Path, img: np.ndarray) -> None:

@@ -168,7 +168,8 @@ def _run_detect(info: VideoInfo, vf: str, *, what: str, off: str, frames: int = 
     start = {}
     if info.duration and info.duration > 60:  # skip leaders/titles: sample from a tenth in
         start = {"ss": f"{info.duration / 10:.3f}"}
-    sample = ffmpeg.input(str(info.path), **start)[str(info.video_index)]
+    # noautorotate: the filters see the stored picture, as the decoder hands it on (not turned for display)
+    sample = ffmpeg.input(str(info.path), noautorotate=None, **start)[str(info.video_index)]
     # -vf rather than ffmpeg-python's filter graph: the filter runs on the mapped input stream, as a
     # simple filter, with no -filter_complex.
     output = ffmpeg.output(sample, "-", format="null", vf=vf, an=None, **{"frames:v": str(frames)})

@@ -109,7 +109,10 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     """
     muxer = CONTAINERS[plan.container][0]
     src = ffmpeg.input(str(info.path))
-    streams = [ffmpeg.input(str(video))["v:0"], *(src[str(s.index)] for s in plan.keep)]  # -map 0:v:0 1:N
+    # A phone clip's display matrix goes on the new stream as it was: the network ran on the stored
+    # picture, so the output is stored the same way round and displays like the input.
+    turn = {"display_rotation": str(info.rotation)} if info.rotation else {}
+    streams = [ffmpeg.input(str(video), **turn)["v:0"], *(src[str(s.index)] for s in plan.keep)]  # -map 0:v:0 1:N
     # The input is input 1 either way: when no stream of it is kept, ffmpeg-python leaves it out, and it
     # is added as a plain -i for its metadata and chapters.
     extra_inputs = [] if plan.keep else [str(info.path)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,6 +54,7 @@ class VideoInfo:
     declared_frames: int  # what the container index lists (0 when it lists nothing)
     sar: Fraction  # sample (pixel) aspect ratio; 1 for square pixels
     colour: Colour  # resolved input colour (matrix and range never unspecified)
+    rotation: int = 0  # degrees counter-clockwise the display matrix turns the stored picture (phone clips)
 
     @property
     def high_bit_depth(self) -> bool:
@@ -110,14 +112,27 @@ def probe(path: Path | str) -> VideoInfo:
         rate = vs.average_rate or vs.guessed_rate
         rate = Fraction(rate) if rate else None
         frames = vs.frames or (int(round(duration * rate)) if duration and rate else None)
+        rotation = _display_rotation(container, vs)
         return VideoInfo(
             path=path, format_name=container.format.name, duration=duration, streams=streams,
             start_time=container.start_time / 1_000_000 if container.start_time else 0.0,
             video_index=vs.index, codec=cc.name, width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt,
             bit_depth=_bit_depth(cc.pix_fmt), time_base=Fraction(vs.time_base), frame_rate=rate,
             frames=frames, declared_frames=vs.frames, sar=_sar(vs),
-            colour=read_colour(cc, height=cc.height),
+            colour=read_colour(cc, height=cc.height), rotation=rotation,
         )
+
+
+def _display_rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """The display matrix's rotation, in degrees counter-clockwise (a phone held upright: 90 or -90 / 270).
+    PyAV shows the matrix on decoded frames only, so the first frame is decoded; 0 when none decodes."""
+    try:
+        for packet in itertools.islice(container.demux(stream), 64):
+            for frame in packet.decode():
+                return int(round(frame.rotation)) % 360
+    except av.error.FFmpegError:  # damage is the decoder's to count and report
+        pass
+    return 0
 
 
 def _is_iso_media(path: Path) -> bool:

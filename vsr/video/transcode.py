@@ -141,6 +141,11 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     else:
         work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
     notes = [*plan.notes, *encoder.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
+    if source.rotation:  # the network ran on the picture as stored; the output is tagged to turn the same way
+        turn = {90: "90 degrees counter-clockwise", 180: "180 degrees", 270: "90 degrees clockwise"}.get(
+            source.rotation, f"{source.rotation} degrees counter-clockwise")
+        notes.append(f"the input is displayed turned {turn} (a rotation tag, as phones write): the output keeps "
+                     "the tag and is stored the same way round as the input")
     ok = False
     try:
         # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
