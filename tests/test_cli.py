@@ -121,3 +121,45 @@ def test_models_lists_the_named_models(capsys):
     for name in ("realesrgan-x4plus", "realesr-animevideov3", "realesr-animevideov3-x2", "esrgan"):
         assert name in out
     assert "16.70M" in out and "0.62M" in out and "BSD-3-Clause" in out
+
+
+def test_pickled_code_is_refused_in_one_line_without_library_warnings(tmp_path, tiny_weights):
+    import pickle
+
+    good = tmp_path / "good.png"
+    images.write_image(good, rgb())
+    for protocol in (2, 4, 5):  # torch warns about protocols above 2 before it refuses the file
+        evil = tmp_path / f"evil{protocol}.pth"
+        evil.write_bytes(pickle.dumps({"w": _RunsCode()}, protocol=protocol))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+        r = subprocess.run([sys.executable, "-m", "vsr", "upscale", str(good), "-o", str(tmp_path / "out.png"),
+                            "--model", str(evil)], capture_output=True, text=True, env=env)
+        assert r.returncode == 1
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refusing to load" in lines[0], r.stderr
+        assert "never run" not in r.stdout
+    assert not (tmp_path / "out.png").exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def test_library_warnings_reach_stderr_only_with_debug(monkeypatch):
+    import warnings
+
+    from vsr import cli
+
+    def noisy(args):
+        warnings.warn("a library's advice to developers", UserWarning)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_models", noisy)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["models"]) == 0
+        assert not seen
+        assert main(["--debug", "models"]) == 0
+        assert [str(w.message) for w in seen] == ["a library's advice to developers"]
+

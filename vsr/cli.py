@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -51,7 +52,7 @@ def _key_values(items: list[str]) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vsr", description="Restore and upscale old video and images.")
     p.add_argument("--version", action="version", version=f"vsr {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("upscale", help="upscale an image, a video or a folder of them")
@@ -191,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow,
                 "inspect": cmd_inspect}
     try:
-        return (getattr(args, "handler", None) or commands[args.command])(args)
+        with warnings.catch_warnings():
+            if not args.debug:  # library warnings are for developers: a refusal or a run says one line
+                warnings.simplefilter("ignore")
+            return (getattr(args, "handler", None) or commands[args.command])(args)
     except KeyboardInterrupt as e:  # a resumable video says where its finished work is kept
         print(f"vsr: interrupted; {e}" if str(e) else "vsr: interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ def read_state_dict(path: str | Path) -> StateDict:
         if not (head.startswith(b"PK") or head[:1] == b"\x80"):
             # not a zip (torch>=1.6) nor a legacy pickle: maybe safetensors under another name
             return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "pickle protocol N" and the like: the refusal below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise VsrError(f"refusing to load {path}: it holds more than tensors and could run code "
