@@ -163,3 +163,44 @@ def test_library_warnings_reach_stderr_only_with_debug(monkeypatch):
         assert main(["--debug", "models"]) == 0
         assert [str(w.message) for w in seen] == ["a library's advice to developers"]
 
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    sys.path.insert(0, os.path.dirname(__file__))
+    import media
+
+    return media.make_mp4(tmp_path_factory.mktemp("clip") / "clip.mkv", frames=3, audio=False)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--crf", "99"], "--crf 99 is out of range for libx264: expected 0 to 51"),
+    (["--crf", "-1", "--codec", "libx265"], "--crf -1 is out of range for libx265: expected 0 to 51"),
+    (["--crf", "64", "--codec", "libsvtav1"], "--crf 64 is out of range for libsvtav1: expected 0 to 63"),
+    (["--crf", "10", "--codec", "ffv1"], "ffv1 takes no --crf (it is lossless)"),
+    (["--crf", "10", "--codec", "prores_ks"], "prores_ks takes no --crf"),
+    (["--pix-fmt", "rgb24"], "libx264 cannot encode pixel format 'rgb24'; expected one of: yuv420p"),
+    (["--pix-fmt", "yuv420p", "--codec", "prores_ks"], "prores_ks cannot encode pixel format 'yuv420p'"),
+    (["--codec", "libx263"], "video encoder 'libx263' is not available"),
+])
+def test_encoder_options_are_checked_before_any_work(tmp_path, clip, capsys, args, message):
+    import av
+
+    codec = args[args.index("--codec") + 1] if "--codec" in args else "libx264"
+    if codec in ("libx265", "libsvtav1", "prores_ks") and codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this PyAV build")
+    out = tmp_path / "out.mkv"
+    # an unknown model too: the encoder options are checked first, before the model is even looked for
+    assert main(["upscale", str(clip), "-o", str(out), "--model", "no-such-model", "--quiet", *args]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert os.listdir(tmp_path) == []  # nothing at the output path, no work folder
+
+
+def test_a_presets_encoder_settings_stay_with_its_codec(tmp_path, clip, tiny_weights, capsys):
+    import av
+
+    out = tmp_path / "out.mkv"  # vhs: libx264 crf 16, tune grain; with ffv1 those do not apply
+    assert main(["upscale", str(clip), "-o", str(out), "--preset", "vhs", "--codec", "ffv1", "--deinterlace", "off",
+                 "--model", str(tiny_weights), "--quiet"]) == 0
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "ffv1"

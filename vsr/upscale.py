@@ -17,7 +17,8 @@ from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
 from .yamlfile import read_mapping
-from .video import VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, plan_output, transcode
+from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, check_encoder_options, plan_output,
+                    transcode)
 from .video.resume import recorded_identity, work_dir_for
 
 
@@ -171,6 +172,8 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
             raise VsrError(f"{src}: unsupported file type {src.suffix or '(none)'}; "
                            f"images: {' '.join(images.IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)}")
         pairs = [(src, dst)]
+    if not all(_is_image(s) for s, _ in pairs):
+        check_encoder_options(opts.video)  # a wrong --codec, --crf or --pix-fmt fails before any work
     job = _Job(opts)  # a bad model fails before any file is touched
     bar = tqdm(pairs, desc="files", unit="file", disable=opts.quiet or len(pairs) == 1, file=sys.stderr)
     for s, d in bar:
@@ -237,13 +240,17 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
     def pick(key: str, from_preset: Any, default: Any) -> Any:
         return given[key] if given[key] is not None else (from_preset if from_preset is not None else default)
 
+    codec = pick("codec", enc.get("codec"), "libx264")
+    if enc.get("codec") not in (None, codec):  # a preset's CRF, speed and options are for its own codec
+        enc = {k: v for k, v in enc.items() if k == "keep_sar"}
+
     crop = pick("crop", ing.get("crop"), "off")
     ingest = IngestOptions(deinterlace=pick("deinterlace", ing.get("deinterlace"), "auto"),
                            double_rate=bool(pick("double_rate", ing.get("double_rate"), False)),
                            crop=None if crop in ("off", False) else str(crop),
                            colour=pick("colour", ing.get("colour"), "auto"))
     crf = pick("crf", enc.get("crf"), None)
-    video = VideoOptions(codec=pick("codec", enc.get("codec"), "libx264"),
+    video = VideoOptions(codec=codec,
                          crf=float(crf) if crf is not None else None,
                          preset=pick("encoder_preset", enc.get("encoder_preset"), None),
                          pix_fmt=pick("pix_fmt", enc.get("pix_fmt"), None),

@@ -23,7 +23,7 @@ class VideoOptions:
         libsvtav1 crf 20, preset 6,    yuv420p (yuv420p10le for >8-bit input)
         ffv1      lossless, level 3, slice CRCs, intra-only, yuv420p / yuv420p10le  - archival master
         prores_ks profile HQ, yuv422p10le                                          - editing master
-    crf: constant-quality value (lower = better); ignored by the lossless/intra codecs above.
+    crf: constant-quality value (lower = better), within CRF_RANGES; ffv1 and prores_ks take none.
     preset: encoder speed preset. pix_fmt: output pixel format (must suit the codec).
     encoder_options: extra encoder options passed as-is, e.g. {"tune": "grain", "x264-params": "aq-mode=3"}.
     batch_size: frames per call to `process`.
@@ -90,6 +90,43 @@ CODEC_DEFAULTS: dict[str, _CodecDefaults] = {
 }
 
 
+# The --crf each encoder takes; None: the codec has no CRF. Encoders not listed are not checked.
+CRF_RANGES: dict[str, tuple[int, int] | None] = {
+    "libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63), "libaom-av1": (0, 63),
+    "libvpx-vp9": (0, 63), "ffv1": None, "prores_ks": None,
+}
+_NO_CRF_WHY = {"ffv1": "it is lossless", "prores_ks": "its quality is set by its profile (-x profile=...)"}
+
+
+def check_encoder_options(options: VideoOptions) -> av.Codec:
+    """The encoder, once it is known to exist and to take the --crf and --pix-fmt given: checked before
+    any work starts, so a wrong value is one line naming what is allowed, not a failure (or a silent
+    clamp) mid-encode."""
+    name = options.codec
+    try:
+        codec = av.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):
+        known = ", ".join(c for c in CODEC_DEFAULTS if c in av.codecs_available)
+        raise VsrError(f"video encoder {name!r} is not available; expected one of: {known}") from None
+    if codec.type != "video":
+        raise VsrError(f"{name!r} is a {codec.type} encoder, expected a video encoder")
+    if options.crf is not None and name in CRF_RANGES:
+        allowed = CRF_RANGES[name]
+        if allowed is None:
+            raise VsrError(f"{name} takes no --crf ({_NO_CRF_WHY[name]}); leave --crf out or choose "
+                           "libx264, libx265 or libsvtav1")
+        low, high = allowed
+        if not low <= options.crf <= high:
+            raise VsrError(f"--crf {options.crf:g} is out of range for {name}: expected {low} to {high} "
+                           "(lower is better)")
+    if options.pix_fmt:
+        supported = [f.name for f in (codec.video_formats or [])]
+        if supported and options.pix_fmt not in supported:
+            raise VsrError(f"{name} cannot encode pixel format {options.pix_fmt!r}; expected one of: "
+                           f"{', '.join(supported)}")
+    return codec
+
+
 @dataclass(frozen=True)
 class EncoderChoice:
     """Resolved encoder: name, canonical codec id (for container checks), pixel format and options."""
@@ -114,16 +151,10 @@ def chroma(pix_fmt: str) -> str:
 
 
 def resolve_encoder(options: VideoOptions, *, high_bit_input: bool, input_pix_fmt: str | None = None) -> EncoderChoice:
-    """Apply the per-codec defaults and check the codec and pixel format exist in this PyAV build.
+    """Apply the per-codec defaults and check the codec, CRF and pixel format (check_encoder_options).
     By default the input's chroma sampling is kept (4:4:4 and 4:2:2 stay so) where the encoder can."""
     name = options.codec
-    try:
-        codec = av.Codec(name, "w")
-    except (av.error.FFmpegError, ValueError):
-        known = ", ".join(c for c in CODEC_DEFAULTS if c in av.codecs_available)
-        raise VsrError(f"video encoder {name!r} is not available; expected one of: {known}") from None
-    if codec.type != "video":
-        raise VsrError(f"{name!r} is a {codec.type} encoder, expected a video encoder")
+    codec = check_encoder_options(options)
     defaults = CODEC_DEFAULTS.get(name, _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {}))
     supported = [f.name for f in (codec.video_formats or [])]
     pix_fmt = options.pix_fmt or (defaults.pix_fmt_high if high_bit_input else defaults.pix_fmt)
@@ -137,9 +168,7 @@ def resolve_encoder(options: VideoOptions, *, high_bit_input: bool, input_pix_fm
             elif chroma(pix_fmt) != "444":
                 notes.append(f"{name} cannot keep the input's 4:{want[1]}:{want[2]} chroma: written as {pix_fmt} "
                              "(choose --codec ffv1 or --pix-fmt to keep it)")
-    if supported and pix_fmt not in supported:
-        if options.pix_fmt:
-            raise VsrError(f"{name} cannot encode pixel format {pix_fmt!r}; expected one of: {', '.join(supported)}")
+    if supported and pix_fmt not in supported:  # a --pix-fmt was checked above: only a default gets here
         pix_fmt = supported[0]
     opts = dict(defaults.extra)
     crf = options.crf if options.crf is not None else defaults.crf
