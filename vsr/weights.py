@@ -36,7 +36,9 @@ def read_state_dict(path: str | Path) -> StateDict:
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # PyTorch names the offending global on a line of its own ("... unsupported GLOBAL posix.system ...")
+        first = next((ln for ln in lines if "GLOBAL" in ln), lines[0] if lines else "unsupported content")
         raise VsrError(f"refusing to load {path}: it holds more than tensors and could run code "
                        f"({first[:120]}); convert it to .safetensors with the tool that made it") from None
     except (SafetensorError, RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
