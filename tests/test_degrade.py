@@ -151,3 +151,21 @@ def test_digital_sources_skip_the_analog_chain():
     assert not Degradation().sample(np.random.default_rng(0)).digital  # off unless a recipe asks
     with pytest.raises(ValueError, match="digital: expected a probability"):
         DegradeConfig(digital=1.5)
+
+
+def test_antialiased_kernels_widen_with_the_factor():
+    import torch
+    import torch.nn.functional as F
+
+    hr = _photo(128)
+    quiet = dict(digital=1.0, sensor_noise=(0, 0), codecs={"none": 1.0})
+    out = {}
+    for k in ("bicubic", "bicubic-aa"):
+        d = Degradation(config=DegradeConfig(downscale={k: 1.0}, **quiet))
+        out[k] = d(hr, d.sample(np.random.default_rng(0)), np.random.default_rng(0))
+    t = torch.from_numpy(hr).permute(2, 0, 1)[None].float()
+    ref = F.interpolate(t, scale_factor=0.25, mode="bicubic", antialias=True).round().clamp(0, 255)
+    assert np.array_equal(out["bicubic-aa"], ref[0].permute(1, 2, 0).numpy().astype(np.uint8))
+    # point-sampled bicubic aliases: more high-frequency energy than the antialiased kernel leaves
+    hf = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert hf(out["bicubic"]) > 1.1 * hf(out["bicubic-aa"])

@@ -2,8 +2,10 @@
 
 The chain follows what a composite/VHS path and a capture card do to a picture, at the low resolution:
 
-1. downscale by the model scale with one of several kernels (area, bicubic, bilinear, Lanczos, or a
-   Gaussian pre-blur: optics and scanning differ from source to source);
+1. downscale by the model scale with one of several kernels (area; bicubic, bilinear and Lanczos
+   point-sampled as cheap scalers do, aliasing; bicubic and bilinear antialiased, their kernel widened
+   by the factor as ffmpeg's, PIL's and MATLAB's are; or a Gaussian pre-blur: optics and scanning
+   differ from source to source);
 2. luma bandwidth loss: a horizontal windowed-sinc low-pass, which also rings;
 3. sharpening of the deck/TV (unsharp mask): halos next to edges;
 4. chroma: horizontal subsampling, bleed (horizontal blur) and a small shift against luma;
@@ -28,12 +30,15 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from . import capture
 
 Range = tuple[float, float]
 DOWNSCALE = {"area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR,
-             "lanczos": cv2.INTER_LANCZOS4, "gaussian": cv2.INTER_AREA}
+             "lanczos": cv2.INTER_LANCZOS4, "gaussian": cv2.INTER_AREA,
+             "bicubic-aa": "bicubic", "bilinear-aa": "bilinear"}  # antialiased: torch's resampling
 CODECS = ("jpeg", *capture.CODECS, "none")
 DEINTERLACE = ("double", "blend", "weave")
 
@@ -173,7 +178,11 @@ class Degradation:
         p = params
         if p.downscale == "gaussian":
             img = cv2.GaussianBlur(img, (0, 0), sigmaX=p.blur * self.scale, borderType=cv2.BORDER_REFLECT)
-        if self.scale > 1:
+        if self.scale > 1 and p.downscale.endswith("-aa"):
+            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+            t = F.interpolate(t, size=(h, w), mode=DOWNSCALE[p.downscale], antialias=True, align_corners=False)
+            img = t.round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+        elif self.scale > 1:
             img = cv2.resize(img, (w, h), interpolation=DOWNSCALE[p.downscale])
         if p.digital:
             if p.sensor_noise <= 0:
