@@ -16,8 +16,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from eval_esrgan import data_dir  # noqa: E402
-from vsr.images import read_image, write_image  # noqa: E402
-from vsr.train.data import to_rgb8  # noqa: E402
+from vsr.images import read_image, to_rgb8, write_image  # noqa: E402
 from vsr.train.degrade import DegradeConfig, Degradation  # noqa: E402
 
 CELL = 256  # each draw is shown at the ground truth's size (nearest neighbour)

@@ -20,7 +20,7 @@ from . import zoo
 from .arch import ModelDescriptor
 from .engine.device import select_device
 from .errors import VsrError
-from .images import read_image, write_image
+from .images import read_image, to_rgb8, write_image
 
 
 def load_flow(model: str) -> ModelDescriptor:
@@ -50,15 +50,6 @@ def _size(desc: ModelDescriptor, *imgs: np.ndarray) -> tuple[int, int]:
     if h < b or w < b:
         raise VsrError(f"the image is too small for this flow: it needs at least {b}x{b} pixels")
     return h, w
-
-
-def _read(path: Path) -> np.ndarray:
-    img = read_image(path)
-    if img.dtype != np.uint8:
-        img = (img.astype(np.float64) / np.iinfo(img.dtype).max * 255 + 0.5).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
 
 
 def _to_image(t: torch.Tensor) -> np.ndarray:
@@ -107,7 +98,7 @@ def run(args) -> int:
     if out.resolve() in {p.resolve() for p in inputs}:
         raise VsrError(f"{out}: the output would overwrite an input; give another -o")
     desc = load_flow(args.model)
-    imgs = [_read(p) for p in inputs]
+    imgs = [to_rgb8(read_image(p)) for p in inputs]
     result = restore(desc, imgs[0], args.device) if args.action == "restore" else transfer(desc, *imgs, args.device)
     write_image(out, result)
     return 0

@@ -103,6 +103,15 @@ def _tiff_orientation(tiff: bytes) -> int:
     return 1
 
 
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Grey, RGBA, 16-bit -> (H, W, 3) uint8 RGB (alpha is dropped)."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
 def write_image(path: Path, img: np.ndarray) -> None:
     """Atomically: written beside ``path`` under a temporary name, then renamed."""
     if path.suffix.lower() in _EIGHT_BIT_ONLY and img.dtype == np.uint16:

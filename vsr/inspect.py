@@ -9,7 +9,7 @@ import torch
 from . import zoo
 from .arch.switched import SwitchedConv2d
 from .errors import VsrError
-from .images import read_image, write_image
+from .images import read_image, to_rgb8, write_image
 
 # distinct colours for up to 16 kernels (more wrap around)
 PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -58,12 +58,7 @@ def run(args) -> int:
     if args.output.resolve() == args.image.resolve():
         raise VsrError(f"{args.output}: the output would overwrite the input; give another -o")
     desc, _ = zoo.resolve(args.model)
-    img = read_image(args.image)
-    if img.dtype != np.uint8:
-        img = (img / 257.0 + 0.5).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    img = np.ascontiguousarray(img[:, :, :3])
+    img = to_rgb8(read_image(args.image))
     maps = selector_maps(desc.model, img)
     write_image(args.output, sheet(img, maps))
     used = sorted({int(k) for m in maps for k in np.unique(m)})

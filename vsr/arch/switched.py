@@ -159,15 +159,12 @@ class SwitchedConv2d(nn.Module):
 
 
 def convert(module: nn.Module, breadth: int, *, skip: tuple[str, ...] = (), **kw) -> nn.Module:
-    """Every ``Conv2d`` of ``module`` (except those named in ``skip``) replaced, in place, by a switched
-    layer whose every kernel is the original's: the outputs do not change."""
-    for name, child in list(module.named_children()):
-        if name in skip:
-            continue
-        if isinstance(child, nn.Conv2d):
-            setattr(module, name, SwitchedConv2d.from_conv(child, breadth, **kw))
-        else:
-            convert(child, breadth, skip=tuple(s.split(".", 1)[1] for s in skip if s.startswith(name + ".")), **kw)
+    """Every ``Conv2d`` of ``module`` (except those whose dotted names are in ``skip``) replaced, in place,
+    by a switched layer whose every kernel is the original's: the outputs do not change."""
+    for full, child in list(module.named_modules()):
+        if isinstance(child, nn.Conv2d) and full not in skip:
+            parent, _, name = full.rpartition(".")
+            setattr(module.get_submodule(parent), name, SwitchedConv2d.from_conv(child, breadth, **kw))
     return module
 
 
@@ -181,11 +178,6 @@ class SwitchedCompactNet(CompactNet):
         last = str(len(self.body) - 1)
         convert(self.body, breadth, skip=("0", last))
         self.breadth = breadth
-
-    def set_naive(self, naive: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, SwitchedConv2d):
-                m.naive = naive
 
 
 def from_compact(compact: CompactNet, breadth: int = 8) -> SwitchedCompactNet:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import VsrError
-from ..images import IMAGE_SUFFIXES, read_image
+from ..images import IMAGE_SUFFIXES, read_image, to_rgb8
 from ..video.probe import VIDEO_SUFFIXES
 from .config import DataConfig, EvalConfig
 from .degrade import Degradation
@@ -28,15 +28,6 @@ class Frame:
     name: str
     hq: np.ndarray  # (H, W, 3) uint8 RGB
     lq: np.ndarray | None = None  # (H/s, W/s, 3) uint8 RGB in paired mode
-
-
-def to_rgb8(img: np.ndarray) -> np.ndarray:
-    """Grey, RGBA, 16-bit -> (H, W, 3) uint8 RGB (alpha is dropped)."""
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
 
 
 def list_images(folder: Path, what: str = "data.frames") -> list[Path]:
