@@ -72,9 +72,9 @@ def reference_state_dict(name: str) -> tuple[dict[str, torch.Tensor], int]:
 
 
 @pytest.mark.parametrize("name,params,shapes", [
-    ("srflow-df2k-x4", dict(scale=4, nf=64, nb=23, gc=32, K=16, L=3, hidden=64, cond_blocks=4),
+    ("srflow-df2k-x4", dict(scale=4, nf=64, nb=23, gc=32, K=16, L=3, hidden=64, cond_blocks=4, residual=False),
      [(96, 8, 8), (6, 32, 32)]),
-    ("srflow-celeba-x8", dict(scale=8, nf=64, nb=8, gc=32, K=16, L=4, hidden=64, cond_blocks=4),
+    ("srflow-celeba-x8", dict(scale=8, nf=64, nb=8, gc=32, K=16, L=4, hidden=64, cond_blocks=4, residual=False),
      [(192, 8, 8), (12, 32, 32), (6, 64, 64)]),
 ])
 def test_the_released_checkpoint_layouts_load_strictly_and_decode(name, params, shapes):
@@ -163,6 +163,24 @@ def test_encoding_and_decoding_are_exact_inverses(params):
         zs = [torch.randn(2, *shape) * 0.5 for shape in m.latent_shapes(8, 12)]
         again = m.encode(m.reverse(lr, zs), lr)
         assert all((a - b).abs().max() < 1e-3 for a, b in zip(again, zs))
+
+
+def test_a_residual_flow_is_the_same_flow_around_the_encoders_own_image():
+    plain = gentle(**TINY_X4).model.eval()
+    res = arch.build("srflow", **TINY_X4, residual=True).model.eval()
+    res.load_state_dict(plain.state_dict())
+    lr = torch.rand(2, 3, 8, 12)
+    hr = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        sr = plain.encoder.sr(lr)
+        assert res.conditioning(lr)[1].equal(sr)  # the SR image comes from the conditioning's own trunk pass
+        (z_res, *_), nll_res = res(hr, lr)
+        (z_plain, *_), nll_plain = plain(hr - sr, lr)
+        assert torch.allclose(z_res, z_plain, atol=1e-5) and torch.allclose(nll_res, nll_plain, atol=1e-5)
+        zs = [torch.randn(2, *shape) * 0.5 for shape in res.latent_shapes(8, 12)]
+        assert torch.allclose(res.reverse(lr, zs), plain.reverse(lr, zs) + sr, atol=1e-5)
+        assert (res.reverse(lr, res.encode(hr, lr)) - hr).abs().max() < 1e-4
+    assert res.head_parameter_names() == [] and plain.head_parameter_names()  # the SR head is used
 
 
 def test_temperature_zero_is_the_prior_mean_at_every_split():

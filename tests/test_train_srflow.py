@@ -62,7 +62,7 @@ class Recorder:
             m = ddp.unwrap(flow)
             enc = [p for n, p in m.named_parameters() if n.startswith("encoder.")]
             self.calls.append({"encoder_grad": any(p.requires_grad for p in enc),
-                               "cond_graph": any(f.requires_grad for f in m.conditioning(lr).values()),
+                               "cond_graph": any(f.requires_grad for f in m.conditioning(lr)[0].values()),
                                "initialized": all(a.initialized for a in m.modules() if isinstance(a, layers.ActNorm)),
                                "quant": quant})
             return plain_nll(flow, hr, lr, quant=quant)
@@ -147,7 +147,9 @@ def test_the_exported_model_reloads_as_srflow_and_upscales(tmp_path):
         arch.get_arch("srflow"), {**FLOW, **RRDB})}
     state = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
     ema = state["ema"]["generator"]
-    assert all(torch.equal(v, ema[k]) for k, v in desc.model.state_dict().items())  # fp32: as trained
+    # stored as fp16 (half the size), run in fp32
+    assert all(v.dtype == ema[k].dtype and torch.equal(v, ema[k].half().to(v.dtype))
+               for k, v in desc.model.state_dict().items())
     card = run.card.read_text()
     assert "architecture: srflow" in card and "encoder from" in card and "rrdb.safetensors" in card
     # the reported PSNR is that of the exported model through the engine (temperature 0: the mean image)
@@ -155,7 +157,7 @@ def test_the_exported_model_reloads_as_srflow_and_upscales(tmp_path):
     up = Upscaler(desc, device="cpu", precision="auto", tile="auto")
     outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
     psnr = float(np.mean([metrics.psnr(o, hq, border=4) for o, (_, _, hq) in zip(outs, val)]))
-    assert abs(psnr - run.metrics["psnr_y"]) < 1e-6, (psnr, run.metrics)
+    assert abs(psnr - run.metrics["psnr_y"]) < 0.01, (psnr, run.metrics)  # within the fp16 rounding
     src = tmp_path / "in.png"
     images.write_image(src, (np.random.RandomState(0).rand(12, 16, 3) * 255).astype(np.uint8))
     assert main(["upscale", str(src), "-o", str(tmp_path / "out.png"), "--model", str(path), "--device", "cpu",
@@ -206,7 +208,9 @@ def test_a_frozen_encoder_is_stored_once_in_the_named_model_it_came_from(tmp_pat
     assert not any(k.startswith("encoder.") for k in weights.read_state_dict(path))
     desc = zoo.load_path(path)
     state = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)["ema"]["generator"]
-    assert all(torch.equal(v, state[k]) for k, v in desc.model.state_dict().items())
+    # the encoder as the base model's file holds it, the flow as trained (stored as fp16)
+    assert all(torch.equal(v, state[k] if k.startswith("encoder.") else state[k].half().to(v.dtype))
+               for k, v in desc.model.state_dict().items())
     # another version of the base model is refused, not silently combined
     sd = weights.read_state_dict(base)
     sd["conv_first.bias"] = sd["conv_first.bias"] + 1

@@ -105,7 +105,9 @@ def _describe_srflow(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
         # not trusted in half precision
         supports_fp16=False, supports_bf16=False,
         # the conditioning of every level (~4/3 of level 1's) and a coupling's hidden activations, fp32
-        bytes_per_px=4 * (s2 * (2 * cond + 3 * p["hidden"] + 48) + 2 * cond + 2 * p["nf"] + 4 * p["gc"]),
+        # (a residual flow adds its encoder's SR head: two nf-channel maps at the output size)
+        bytes_per_px=4 * (s2 * (2 * cond + 3 * p["hidden"] + 48) + 2 * cond + 2 * p["nf"] + 4 * p["gc"]
+                          + (2 * p["nf"] * p["scale"] ** 2 if p.get("residual") else 0)),
         # the RRDB's context plus K couplings per level, each reaching 2 level pixels further
         tile_overlap=64,
         contract="sampled", tiling="latent", settings=("temperature", "seed"),

@@ -195,21 +195,19 @@ def _unchanged_encoder(sd: dict[str, torch.Tensor], name: str) -> dict[str, str]
 
 def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name: str, folder: Path,
            steps: int, seconds: float, metrics: dict[str, float] | None = None) -> Path:
-    """fp16 safetensors plus a model card, so that ``vsr upscale --model NAME`` finds it at once.
+    """fp16 safetensors (a network that computes in fp32 only still stores its weights so) plus a model card, so that ``vsr upscale --model NAME`` finds it at once.
 
     Every constructor argument goes into the file's ``vsr.params`` (some, like a compact network's
     ``out_scale``, cannot be told from the tensors' shapes)."""
     net_cfg = cfg.networks[cfg.generator]
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / f"{name}.safetensors"
-    # fp16 unless the network runs in fp32 only (SRFlow: its weights stay as trained)
-    half = arch.get_arch(net_cfg.arch).describe(params, model).supports_fp16
     sd = model.state_dict()
     metadata = {"vsr.params": json.dumps(params), "recipe": json.dumps(to_dict(cfg))}
     if net_cfg.init_encoder and (shared := _unchanged_encoder(sd, net_cfg.init_encoder)):
         metadata["vsr.shared"] = json.dumps(shared)  # stored once, in the named model's file
         sd = {k: v for k, v in sd.items() if not k.startswith(shared["prefix"])}
-    weights.save(sd, wpath, dtype=torch.float16 if half else None, metadata=metadata)
+    weights.save(sd, wpath, dtype=torch.float16, metadata=metadata)
     start = net_cfg.weights or net_cfg.init_encoder
     provenance: dict[str, Any] = {
         "recipe": cfg.name, "data": cfg.data.frames, "steps": steps,

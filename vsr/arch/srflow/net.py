@@ -51,8 +51,10 @@ class ConditionEncoder(nn.Module):
         self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_last = nn.Conv2d(nf, in_ch, 3, 1, 1)
 
-    def forward(self, lr: torch.Tensor, ks: list[int]) -> dict[int, torch.Tensor]:
-        """Conditioning for the levels at LR * 2^k for each k in ``ks``: {k: (B, nf * (1 + n), h, w)}."""
+    def forward(self, lr: torch.Tensor, ks: list[int], *, sr: bool = False
+                ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """Conditioning for the levels at LR * 2^k for each k in ``ks``: {k: (B, nf * (1 + n), h, w)},
+        and with ``sr`` the network's own SR image (:meth:`sr`) from the same trunk pass."""
         fea = self.conv_first(lr)
         blocks = []
         x = fea
@@ -74,7 +76,11 @@ class ConditionEncoder(nn.Module):
             size = (h * 2 ** k, w * 2 ** k) if k >= 0 else (h // 2 ** -k, w // 2 ** -k)
             level = feats[k] if k >= 0 else F.interpolate(trunk, size=size, mode="bilinear", align_corners=False)
             out[k] = torch.cat([level, F.interpolate(appended, size=size, mode="nearest")], dim=1)
-        return out
+        if not sr:
+            return out, None
+        for k in range(max(max(ks), 0) + 1, self.ups + 1):
+            fea = F.leaky_relu(getattr(self, f"conv_up{k}")(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
+        return out, self.conv_last(F.leaky_relu(self.conv_hr(fea), 0.2))
 
     def sr(self, lr: torch.Tensor) -> torch.Tensor:
         """The RRDBNet's own (L1-trained) super-resolved image."""
@@ -141,7 +147,7 @@ class SRFlowNet(nn.Module):
     split's eps from the coarsest level to the finest (the order decoding consumes them)."""
 
     def __init__(self, *, scale: int = 4, nf: int = 64, nb: int = 23, gc: int = 32, K: int = 16, L: int = 3,
-                 hidden: int = 64, cond_blocks: int = 4) -> None:
+                 hidden: int = 64, cond_blocks: int = 4, residual: bool = False) -> None:
         super().__init__()
         if scale not in (2, 4, 8, 16):
             raise ValueError(f"SRFlow scale must be 2, 4, 8 or 16, got {scale}")
@@ -155,11 +161,14 @@ class SRFlowNet(nn.Module):
         # level i works at LR * 2^k, k = log2(scale) - i
         self.level_k = {i: int(math.log2(scale)) - i for i in range(1, L + 1)}
         self.encoder_frozen = False  # see freeze_encoder
+        # residual: the flow models the HR image minus the encoder's own SR image (``encoder.sr``), so that
+        # temperature 0 starts from that image and the flow learns what the L1-trained RRDB misses
+        self.residual = residual
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Training stage 2 (``frozen``): the encoder's weights take no gradients and the conditioning is
         computed without an autograd graph. Stage 3 (not ``frozen``): the encoder trains with the flow,
-        except its SR head (:meth:`head_parameter_names`), which no pass uses."""
+        except its SR head (:meth:`head_parameter_names`) where no pass uses it."""
         head = set(self.head_parameter_names())
         for name, p in self.named_parameters():
             if name.startswith("encoder."):
@@ -182,17 +191,20 @@ class SRFlowNet(nn.Module):
 
     def head_parameter_names(self) -> list[str]:
         """Parameters of the RRDBNet's own SR head, which neither direction of the flow uses (kept so that
-        its weights travel with the model; leave them out of a flow optimiser)."""
+        its weights travel with the model; leave them out of a flow optimiser). None for a ``residual`` flow."""
+        if self.residual:
+            return []
         used = max(self.level_k.values())
         return [n for n, _ in self.named_parameters()
                 if n.startswith(("encoder.conv_hr.", "encoder.conv_last.")) or any(
                     n.startswith(f"encoder.conv_up{k}.") for k in range(max(used, 0) + 1, self.encoder.ups + 1))]
 
-    def conditioning(self, lr: torch.Tensor) -> dict[int, torch.Tensor]:
-        """{level: (B, cond_ch, h_level, w_level)}."""
+    def conditioning(self, lr: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """({level: (B, cond_ch, h_level, w_level)}, the base image the flow's output adds to: the
+        encoder's SR image for a ``residual`` flow, else None)."""
         with torch.no_grad() if self.encoder_frozen else contextlib.nullcontext():
-            by_k = self.encoder(lr, sorted(set(self.level_k.values())))
-        return {i: by_k[k] for i, k in self.level_k.items()}
+            by_k, base = self.encoder(lr, sorted(set(self.level_k.values())), sr=self.residual)
+        return {i: by_k[k] for i, k in self.level_k.items()}, base
 
     def latent_shapes(self, h: int, w: int) -> list[tuple[int, int, int]]:
         m = self.size_multiple
@@ -227,7 +239,10 @@ class SRFlowNet(nn.Module):
         if quant:
             z = z + (torch.rand_like(z) - 0.5) / quant
             logdet = logdet - math.log(quant) * pixels
-        z, d, eps = self.flow.encode(z, self.conditioning(lr))
+        fts, base = self.conditioning(lr)
+        if base is not None:
+            z = z - base
+        z, d, eps = self.flow.encode(z, fts)
         objective = logdet + d + gaussian_logp(z)
         return [z] + eps[::-1], -objective / (math.log(2.0) * pixels)
 
@@ -237,4 +252,6 @@ class SRFlowNet(nn.Module):
         got = [tuple(z.shape[1:]) for z in latents]
         if got != shapes:
             raise ValueError(f"SRFlow latents for a {lr.shape[-2]}x{lr.shape[-1]} input: expected {shapes}, got {got}")
-        return self.flow.decode(latents[0], latents[1:], self.conditioning(lr))
+        fts, base = self.conditioning(lr)
+        hr = self.flow.decode(latents[0], latents[1:], fts)
+        return hr if base is None else hr + base
