@@ -43,7 +43,8 @@ def load_model(spec: str):
         from vsr import weights
 
         sd = state["ema"].get("generator") or state["networks"]["generator"]
-        return weights.detect(sd, spec)
+        # the constructor arguments the tensors do not show (an SRFlow's residual form, ...)
+        return weights.detect(sd, spec, **state.get("params", {}).get("generator", {}))
     desc, _ = zoo.resolve(spec)
     return desc
 

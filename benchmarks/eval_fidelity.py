@@ -4,6 +4,7 @@ degradation families that were not all designed by us, with the per-image spread
     python benchmarks/eval_fidelity.py                         # every named x4 model
     python benchmarks/eval_fidelity.py --model esrgan --model runs/capture-esrgan/checkpoints
     python benchmarks/eval_fidelity.py --family capture-h264 --images 3
+    python benchmarks/eval_fidelity.py --model srflow --tau 0 --tau 0.4 --tau 0.8 --picture sweep.png
 
 Families (x4, each image its own fixed draw):
   vhs           ours, as the shipped esrgan was trained (pipelines/vhs-esrgan.yml's degradation)
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vsr import metrics, zoo  # noqa: E402
+from vsr import images, metrics, zoo  # noqa: E402
 from vsr.engine import Upscaler  # noqa: E402
 from vsr.train import capture  # noqa: E402
 from vsr.train.config import load_recipe  # noqa: E402
@@ -69,6 +70,10 @@ def main() -> int:
     ap.add_argument("--family", action="append", help="only these families (repeatable)")
     ap.add_argument("--images", type=int, default=5)
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--tau", type=float, action="append",
+                    help="temperatures for sampled models such as srflow (repeatable; default 0), seed 0")
+    ap.add_argument("--picture", type=Path,
+                    help="also write a PNG: a crop of the first image under the first family, one panel per row")
     args = ap.parse_args()
     photos = data_dir() / "photos"
     if not photos.is_dir():
@@ -88,9 +93,16 @@ def main() -> int:
     specs = args.model or sorted(n for n, c in zoo.cards().items() if c.scale == SCALE)
     runners: list[tuple[str, object]] = [("bicubic", None)]
     for spec in specs:
-        runners.append((spec, Upscaler(load_model(spec), device="cpu", precision=args.precision, tile=0)))
+        desc = load_model(spec)
+        if desc.contract != "sampled":
+            runners.append((spec, Upscaler(desc, device="cpu", precision=args.precision, tile=0)))
+            continue
+        for tau in args.tau or [0.0]:
+            runners.append((f"{spec} tau {tau:g}", Upscaler(desc, device="cpu", precision=args.precision, tile=0,
+                                                            temperature=tau, seed=0)))
     torch.set_grad_enabled(False)
     table: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    panels = [truth[0][1]]  # the picture: ground truth, then each runner on the first image and family
     for name, up in runners:
         t0 = time.perf_counter()
         for fam, lq_list in lqs.items():
@@ -100,6 +112,8 @@ def main() -> int:
                     out = cv2.resize(lq, (lq.shape[1] * SCALE, lq.shape[0] * SCALE), interpolation=cv2.INTER_CUBIC)
                 else:
                     out = up.upscale_array(lq[None])[0]
+                if len(p) == 0 and fam == next(iter(lqs)):
+                    panels.append(out)
                 p.append(metrics.psnr(out, hq, border=SCALE))
                 s.append(metrics.ssim(out, hq, border=SCALE))
             table[(name, fam)] = (p, s)
@@ -114,7 +128,24 @@ def main() -> int:
             d = np.mean(p) - np.mean(table[("bicubic", fam)][0])
             cells.append(f"{np.mean(p):6.2f} [{min(p):5.2f}..{max(p):5.2f}] {d:+5.2f} ({np.mean(s):.3f})")
         print(f"{name[-28:]:<28}" + "".join(f"{c:>30}" for c in cells))
+    if args.picture:
+        write_picture(args.picture, panels, ["ground truth"] + [n for n, _ in runners], next(iter(lqs)))
     return 0
+
+
+def write_picture(path: Path, panels: list[np.ndarray], labels: list[str], family: str, size: int = 192) -> None:
+    """Side by side: the same centre crop of each panel, 2x nearest so that texture is visible, labelled."""
+    h, w = panels[0].shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    tiles = []
+    for img, label in zip(panels, labels):
+        tile = cv2.resize(np.ascontiguousarray(img[y:y + size, x:x + size]), (2 * size, 2 * size),
+                          interpolation=cv2.INTER_NEAREST)
+        tile = np.concatenate([np.full((28, 2 * size, 3), 255, np.uint8), tile], axis=0)
+        cv2.putText(tile, label[-30:], (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    images.write_image(path, np.concatenate(tiles, axis=1))
+    print(f"wrote {path} ({family}, {labels[0]} then {', '.join(labels[1:])})")
 
 
 if __name__ == "__main__":

@@ -296,6 +296,29 @@ def test_cli_upscales_with_a_saved_srflow_file(tmp_path):
     assert not np.array_equal(mean, a)
 
 
+def test_a_video_with_audio_and_subtitles_goes_through_a_residual_srflow(tmp_path, capsys):
+    import json
+    import sys
+
+    import av
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import media
+
+    model = tmp_path / "srflow-res.safetensors"
+    desc = gentle(**TINY_X4, residual=True)
+    weights.save(desc, model, dtype=torch.float16, metadata={"vsr.params": json.dumps(desc.params)})
+    src = media.make_rich_clip(tmp_path / "clip.mkv", frames=6)
+    out = tmp_path / "out.mkv"
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(model), "--device", "cpu",
+                 "--encoder-preset", "ultrafast", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"] == [str(out)] and report["nonfinite_fallback"] == 0
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert [s.type for s in a.streams] == [s.type for s in b.streams]  # audio, subtitles, attachment
+        assert len(list(b.decode(video=0))) == report["frames"] == len(list(a.decode(video=0)))
+
+
 # -- the other uses: restoration and transfer ----------------------------------------------------------
 
 def test_restore_normalises_latents_and_transfer_of_an_image_to_itself_reconstructs_it(tmp_path):
