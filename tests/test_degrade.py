@@ -7,7 +7,7 @@ from vsr import metrics
 import cv2
 
 from vsr.train import capture
-from vsr.train.degrade import DegradeConfig, Degradation, jpeg
+from vsr.train.degrade import DegradeConfig, Degradation, MixPart, jpeg
 
 
 def _photo(size=128):
@@ -169,3 +169,28 @@ def test_antialiased_kernels_widen_with_the_factor():
     # point-sampled bicubic aliases: more high-frequency energy than the antialiased kernel leaves
     hf = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
     assert hf(out["bicubic"]) > 1.1 * hf(out["bicubic-aa"])
+
+
+def test_a_mixture_draws_each_part_for_its_share():
+    from vsr.train.config import from_dict
+
+    narrow = {"downscale": {"area": 1.0}, "codecs": {"jpeg": 1.0}}
+    clean = {"downscale": {"bicubic-aa": 1.0}, "digital": 1.0, "codecs": {"none": 1.0}}
+    cfg = from_dict({"name": "mix", "data": {"frames": "x", "degradation": {
+        "downscale": {"lanczos": 1.0}, "mix": [{"share": 0.3, "config": narrow}, {"share": 0.2, "config": clean}]}},
+        "networks": {"generator": {"arch": "rrdb"}}, "steps": [{"network": "generator", "losses": ["pixel"]}],
+        "losses": {"pixel": {"type": "l1"}}, "total_steps": 1}).data.degradation
+    d = Degradation(config=cfg, scale=4)
+    rng = np.random.default_rng(0)
+    draws = [d.sample(rng) for _ in range(2000)]
+    kinds = [p.downscale for p in draws]
+    assert abs(kinds.count("area") / 2000 - 0.3) < 0.04 and abs(kinds.count("bicubic-aa") / 2000 - 0.2) < 0.04
+    assert abs(kinds.count("lanczos") / 2000 - 0.5) < 0.04
+    assert all(p.digital and p.codec == "none" for p in draws if p.downscale == "bicubic-aa")
+    assert all(p.codec == "jpeg" for p in draws if p.downscale == "area")
+    # without a mixture, the draws are what they always were
+    plain = DegradeConfig(downscale={"lanczos": 1.0})
+    a, b = Degradation(config=plain), Degradation(config=DegradeConfig(downscale={"lanczos": 1.0}, mix=[]))
+    assert a.sample(np.random.default_rng(5)) == b.sample(np.random.default_rng(5))
+    with pytest.raises(ValueError, match="mix: expected shares"):
+        DegradeConfig(mix=[MixPart(0.7), MixPart(0.6)])

@@ -55,6 +55,8 @@ def test_shipped_recipes_load():
     # the shipped esrgan's narrow model, and the wide one the newer recipes use
     assert load_recipe("vhs-esrgan").data.degradation.codecs == {"jpeg": 1.0}
     assert len(load_recipe("capture-esrgan").data.degradation.codecs) == 6
+    mixed = load_recipe("capture-esrgan-3").data.degradation  # the wide model with two more parts
+    assert [m.share for m in mixed.mix] == [0.3, 0.25] and mixed.mix[0].config.codecs == {"jpeg": 1.0}
     compact = load_recipe("finetune-compact")
     assert compact.networks[compact.generator].arch == "compact" and compact.steps and compact.losses
     assert load_recipe(TINY).total_steps == 6

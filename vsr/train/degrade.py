@@ -16,7 +16,8 @@ The chain follows what a composite/VHS path and a capture card do to a picture, 
 7. the capture card's codec, a real encoder at a random quality: JPEG, H.264, MPEG-2, MJPEG (4:2:2),
    DV (4:1:1), or none. A clip goes through the encoder as one stream (predicted frames included).
 
-With probability ``digital`` the source is digital instead (a DVD, a camera's file, a web video): steps
+A ``mix`` of further models (each with its share of the draws) makes a mixture, e.g. the narrow VHS model
+beside the wide one. With probability ``digital`` the source is digital instead (a DVD, a camera's file, a web video): steps
 2-6 are skipped and the downscaled picture only gets a sensor's RGB noise before the codec. A model
 trained on analog draws alone learns that every input is soft and over-sharpens clean ones.
 
@@ -85,6 +86,9 @@ class DegradeConfig:
     jpeg_quality: Range = (45.0, 90.0)
     digital: float = 0.0  # probability that the source is digital: steps 2-6 skipped
     sensor_noise: Range = (0.0, 0.04)  # a digital source's RGB Gaussian noise, std on a 0..1 scale
+    # other degradation models, each drawn instead of this one for its share of the draws (the shares
+    # sum to at most 1; the rest is this model's): a mixture keeps sources the wide model rarely draws
+    mix: list[MixPart] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _choice_check("downscale", self.downscale, DOWNSCALE)
@@ -109,6 +113,15 @@ class DegradeConfig:
         for name in ("interlace", "digital"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= sum(m.share for m in self.mix) <= 1.0 or any(m.share < 0 for m in self.mix):
+            raise ValueError(f"mix: expected shares >= 0 that sum to at most 1, got {[m.share for m in self.mix]}")
+
+
+@dataclass
+class MixPart:
+    """One part of a mixture: a degradation model and the share of the draws it takes."""
+    share: float
+    config: DegradeConfig = field(default_factory=DegradeConfig)
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,12 @@ class Degradation:
 
     def sample(self, rng: np.random.Generator) -> DegradeParams:
         c = self.config
+        if c.mix:  # one more draw picks the part (a config without a mixture draws what it always drew)
+            u = float(rng.random())
+            for part in c.mix:
+                if u < part.share:
+                    return Degradation(config=part.config, scale=self.scale).sample(rng)
+                u -= part.share
 
         def u(r: Range) -> float:
             return float(rng.uniform(r[0], r[1])) if r[1] > r[0] else float(r[0])
