@@ -5,6 +5,7 @@ degradation families that were not all designed by us, with the per-image spread
     python benchmarks/eval_fidelity.py --model esrgan --model runs/capture-esrgan/checkpoints
     python benchmarks/eval_fidelity.py --family capture-h264 --images 3
     python benchmarks/eval_fidelity.py --model srflow --tau 0 --tau 0.4 --tau 0.8 --picture sweep.png
+    python benchmarks/eval_fidelity.py --model esrgan --ensemble 8                 # self-ensemble gain and cost
 
 Families (x4, each image its own fixed draw):
   vhs           ours, as the shipped esrgan was trained (pipelines/vhs-esrgan.yml's degradation)
@@ -72,6 +73,8 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--tau", type=float, action="append",
                     help="temperatures for sampled models such as srflow (repeatable; default 0), seed 0")
+    ap.add_argument("--ensemble", type=int, choices=[4, 8],
+                    help="also score each plain model with this self-ensemble (and print its time)")
     ap.add_argument("--picture", type=Path,
                     help="also write a PNG: a crop of the first image under the first family, one panel per row")
     args = ap.parse_args()
@@ -96,6 +99,9 @@ def main() -> int:
         desc = load_model(spec)
         if desc.contract != "sampled":
             runners.append((spec, Upscaler(desc, device="cpu", precision=args.precision, tile=0)))
+            if args.ensemble and desc.contract == "plain":
+                runners.append((f"{spec} x{args.ensemble}", Upscaler(desc, device="cpu", precision=args.precision,
+                                                                    tile=0, ensemble=args.ensemble)))
             continue
         for tau in args.tau or [0.0]:
             runners.append((f"{spec} tau {tau:g}", Upscaler(desc, device="cpu", precision=args.precision, tile=0,
