@@ -170,11 +170,12 @@ def test_compare_folders_with_input_prints_the_table(tmp_path, capsys):
     assert "warping error" in text and "PSNR" not in text and "the input's motion" in text
     assert (tmp_path / "o" / compare.PICTURE).is_file() and (tmp_path / "o" / compare.PLOT).is_file()
 
-    c = compare.compare(a, b, input=lr, max_frames=5)
+    c = compare.compare(a, b, lowres=lr, max_frames=5)
     assert c.frames == 5 and c.flow_from == "input" and set(c.values["A"]) == {"warping_error"}
     noisy = [read_image(b / f"frame{i}.png") for i in range(5)]
     assert c.values["B"]["warping_error"] == pytest.approx(metrics.warping_error_per_frame(noisy, lowres[:5]))
-    assert compare.stats(c.values["B"]["warping_error"])["mean"] > 50 * compare.stats(c.values["A"]["warping_error"])["mean"]
+    mean = {k: compare.stats(c.values[k]["warping_error"])["mean"] for k in ("A", "B")}
+    assert mean["B"] > 50 * mean["A"]
     row = next(line for line in compare.table(c).splitlines() if line.startswith("warping error"))
     assert row.split()[-1].startswith("+")  # B's is higher than A's
 

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 import av
 import cv2
@@ -60,7 +60,7 @@ def _natural(path: Path) -> list:
 class Clip:
     """Frames to read, and how many there are when that is known before decoding."""
 
-    frames: Iterator[np.ndarray]  # (H, W, 3) uint8 RGB
+    frames: Generator[np.ndarray, None, None]  # (H, W, 3) uint8 RGB
     count: int | None  # exact: a folder's images, or a video whose container indexes every frame
     estimate: int | None  # from the duration and rate when nothing better is known
 
@@ -71,7 +71,7 @@ def _video_frames(label: str, path: Path) -> Clip:
     except VsrError as e:
         raise VsrError(f"{label}: {e}") from None
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Generator[np.ndarray, None, None]:
         n = 0
         try:
             with av.open(str(path), metadata_errors="replace") as container:
@@ -114,9 +114,10 @@ def _lockstep(clips: dict[str, Iterator[np.ndarray]], max_frames: int | None) ->
             return
         if ended:
             going = [k for k in got if k not in ended]
+            hint = f", or only the first ones with --max-frames {i}" if i >= 2 else ""
             raise VsrError(f"{' and '.join(ended)} {'ends' if len(ended) == 1 else 'end'} after {i} frames but "
                            f"{' and '.join(going)} {'goes' if len(going) == 1 else 'go'} on; compare clips of the "
-                           f"same length, or only the first ones with --max-frames {i}")
+                           f"same length{hint}")
         yield got
         i += 1
 
@@ -156,7 +157,7 @@ class Comparison:
         return list(zip(range(self.frames - len(v), self.frames), v))
 
 
-def compare(a: Path, b: Path, *, reference: Path | None = None, input: Path | None = None,
+def compare(a: Path, b: Path, *, reference: Path | None = None, lowres: Path | None = None,
             max_frames: int | None = None) -> Comparison:
     """Measure A and B frame by frame (see the module docstring). The warping error follows the motion of
     the reference when there is one (the true motion), else of the low-resolution input (what the
@@ -165,7 +166,7 @@ def compare(a: Path, b: Path, *, reference: Path | None = None, input: Path | No
     if max_frames is not None and max_frames < 2:
         raise VsrError(f"--max-frames {max_frames}: the temporal measures need at least 2 frames")
     paths = {"A": a, "B": b}
-    paths.update({k: p for k, p in (("reference", reference), ("input", input)) if p is not None})
+    paths.update({k: p for k, p in (("reference", reference), ("input", lowres)) if p is not None})
     opened = {k: open_clip(k, p) for k, p in paths.items()}
     known = {k: c.count for k, c in opened.items() if c.count is not None}
     if len(set(known.values())) > 1:
@@ -178,24 +179,28 @@ def compare(a: Path, b: Path, *, reference: Path | None = None, input: Path | No
     show_at = 0 if expected == math.inf else int(expected) // 2  # the middle frame goes in the picture
 
     out = Comparison(paths=paths)
-    out.flow_from = "reference" if reference else "input" if input else "own"
+    out.flow_from = "reference" if reference else "input" if lowres else "own"
     outputs = ("A", "B")
     out.values = {k: {m: [] for m, _, _ in METRICS if reference or m == "warping_error"} for k in outputs}
     if reference:
         out.values["reference"] = {"warping_error": []}
     prev: dict[str, np.ndarray] = {}
-    for i, cur in enumerate(_lockstep({k: c.frames for k, c in opened.items()}, max_frames)):
-        _check_sizes(cur, i)
-        if i <= show_at:
-            out.shown, out.shown_index = {k: f for k, f in cur.items() if k != "input"}, i
-        if reference:
-            for k in outputs:
-                out.values[k]["psnr_y"].append(metrics.psnr(cur[k], cur["reference"]))
-                out.values[k]["ssim_y"].append(metrics.ssim(cur[k], cur["reference"]))
-        if prev:
-            _temporal(out, prev, cur)
-        prev = cur
-        out.frames = i + 1
+    try:
+        for i, cur in enumerate(_lockstep({k: c.frames for k, c in opened.items()}, max_frames)):
+            _check_sizes(cur, i)
+            if i <= show_at:
+                out.shown, out.shown_index = {k: f for k, f in cur.items() if k != "input"}, i
+            if reference:
+                for k in outputs:
+                    out.values[k]["psnr_y"].append(metrics.psnr(cur[k], cur["reference"]))
+                    out.values[k]["ssim_y"].append(metrics.ssim(cur[k], cur["reference"]))
+            if prev:
+                _temporal(out, prev, cur)
+            prev = cur
+            out.frames = i + 1
+    finally:
+        for c in opened.values():
+            c.frames.close()  # closes a video file now, not when it is garbage-collected
     if out.frames < 2:
         raise VsrError(f"the clips hold {out.frames} frame{'s' * (out.frames != 1)}; "
                        "the temporal measures need at least 2")
@@ -313,13 +318,17 @@ def plot(c: Comparison, *, width: int = 800, panel: int = 190) -> np.ndarray:
     x_max = max(c.frames - 1, 1)
     for p, (key, label, higher) in enumerate(keys):
         y0 = p * panel
-        x_of = lambda f: left + (width - left - right) * f / x_max  # noqa: E731 - frame -> pixel
         clips = [k for k in ("A", "B", "reference") if key in c.values.get(k, {})]
         finite = [v for k in clips for _, v in c.series(k, key) if math.isfinite(v)]
         lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
         pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 1e-6)
         lo, hi = lo - pad, hi + pad
-        y_of = lambda v: y0 + top + (panel - top - bottom) * (hi - v) / (hi - lo)  # noqa: E731
+
+        def x_of(f: float) -> float:  # frame number -> column
+            return left + (width - left - right) * f / x_max
+
+        def y_of(v: float, lo=lo, hi=hi, y0=y0) -> float:  # value -> row
+            return y0 + top + (panel - top - bottom) * (hi - v) / (hi - lo)
         cv2.rectangle(img, (left, y0 + top), (width - right, y0 + panel - bottom), (160, 160, 160), 1)
         _text(img, f"{label} per frame ({'higher' if higher else 'lower'} is better)", (left, y0 + 17))
         for v in (hi - pad, (lo + hi) / 2, lo + pad):
@@ -350,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
     """``vsr compare``: measure, write the picture and the plot, print the table (or the JSON summary)."""
     if args.output.exists() and not args.output.is_dir():
         raise VsrError(f"-o {args.output} is a file; give a folder for {PICTURE} and {PLOT}")
-    c = compare(args.a, args.b, reference=args.reference, input=args.input, max_frames=args.max_frames)
+    c = compare(args.a, args.b, reference=args.reference, lowres=args.input, max_frames=args.max_frames)
     args.output.mkdir(parents=True, exist_ok=True)
     picture, plotted = args.output / PICTURE, args.output / PLOT
     write_image(picture, side_by_side(c))
