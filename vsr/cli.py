@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("-o", "--output", type=Path, required=True, help="output image (the maps beside the input)")
     sel.add_argument("--model", default="switched", help="a switched model: name or weights file")
 
+    from .compare import add_arguments as compare_arguments
+    compare_arguments(sub.add_parser(
+        "compare", help="two restorations of one clip: PSNR-Y/SSIM-Y, tOF, warping error, a picture and a plot"))
+
     from .train.cli import register as register_training
     for name, handler in register_training(sub).items():
         sub.choices[name].set_defaults(handler=handler)
@@ -181,6 +185,12 @@ def cmd_srflow(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run
+
+    return run(args)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import run
 
@@ -190,7 +200,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow,
-                "inspect": cmd_inspect}
+                "inspect": cmd_inspect, "compare": cmd_compare}
     try:
         with warnings.catch_warnings():
             if not args.debug:  # library warnings are for developers: a refusal or a run says one line
