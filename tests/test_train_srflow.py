@@ -91,6 +91,26 @@ def test_the_nll_decreases(tmp_path):
     assert all(np.isfinite(v) for v in run.metrics.values())
 
 
+def test_a_pixel_loss_on_the_temperature_zero_image_trains_with_the_likelihood(tmp_path, monkeypatch):
+    seen = []
+    plain = losses.flow_mean
+
+    def mean(flow, lr):
+        out = plain(flow, lr)
+        seen.append(out.requires_grad)
+        return out
+
+    monkeypatch.setattr(losses, "flow_mean", mean)
+    cfg = _cfg(tmp_path, net={"freeze_encoder_until": 0, "params": {**FLOW, "residual": True}}, total_steps=8,
+               **{"eval.every": 0, "losses": {"nll": {"type": "nll"}, "mean": {"type": "l1", "weight": 10.0}},
+                  "steps": [{"network": "generator", "losses": ["nll", "mean"], "optimizer": {"lr": 2e-3}}]})
+    run = train(cfg, progress=False)
+    assert seen == [True] * 8  # one temperature-0 pass per step, in the graph
+    l1 = [r["generator/mean"] for r in run.losses]
+    assert all(np.isfinite(l1)) and np.mean(l1[-3:]) < np.mean(l1[:3]), l1
+    assert all(np.isfinite(r["generator/nll"]) for r in run.losses)
+
+
 def test_the_encoder_is_frozen_until_the_step_then_trains(tmp_path, monkeypatch):
     rec = Recorder(monkeypatch)
     rrdb = weights.read_state_dict(_rrdb_file(tmp_path))
@@ -168,8 +188,8 @@ def test_the_exported_model_reloads_as_srflow_and_upscales(tmp_path):
 @pytest.mark.parametrize("changes, expected", [
     ({"net": {"arch": "rrdb", "params": RRDB, "init_encoder": None, "freeze_encoder_until": 0}},
      "losses.nll: the nll loss needs a flow generator (srflow); a rrdb has no likelihood"),
-    ({"losses": {"nll": {"type": "nll"}, "pixel": {"type": "l1"}}},
-     "losses.pixel: a srflow generator trains with the nll loss only"),
+    ({"losses": {"nll": {"type": "nll"}, "pixel": {"type": "translational"}}},
+     "losses.pixel: a srflow generator trains with the nll loss and l1/l2 on its temperature-0 image"),
     ({"net": {"arch": "rrdb", "params": RRDB, "init_encoder": None}},
      "networks.generator.freeze_encoder_until: a rrdb network has no conditional encoder (srflow has)"),
     ({"net": {"arch": "compact", "params": {"nf": 8, "num_conv": 1}, "freeze_encoder_until": 0}},

@@ -76,15 +76,16 @@ def _check_losses(cfg: RecipeConfig) -> None:
 
 def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, Any]) -> None:
     """The data are made at the recipe's scale: the generator must upscale by as much. A flow (the
-    sampled contract: SRFlow) trains with its likelihood only; the nll loss needs one."""
+    sampled contract: SRFlow) trains with its likelihood and pixel losses on its temperature-0 image;
+    the nll loss needs one."""
     net_cfg = cfg.networks[cfg.generator]
     if net_cfg.arch in DISCRIMINATORS:
         raise VsrError(f"networks.{cfg.generator}: the generator cannot be a {net_cfg.arch}")
     desc = arch.get_arch(net_cfg.arch).describe(params, gen)
     for name, loss in cfg.losses.items():
-        if desc.contract == "sampled" and loss.type != "nll":
-            raise VsrError(f"losses.{name}: a {net_cfg.arch} generator trains with the nll loss only "
-                           f"(it samples, it has no one output to compare), got {loss.type}")
+        if desc.contract == "sampled" and loss.type not in ("nll", "l1", "l2"):
+            raise VsrError(f"losses.{name}: a {net_cfg.arch} generator trains with the nll loss and l1/l2 on "
+                           f"its temperature-0 image (it samples: no one output for other losses), got {loss.type}")
         if desc.contract != "sampled" and loss.type == "nll":
             raise VsrError(f"losses.{name}: the nll loss needs a flow generator (srflow); "
                            f"a {net_cfg.arch} has no likelihood")
@@ -295,10 +296,16 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
                 net, real, fake, kind=loss.gan_type or "vanilla", noise=loss.noise or 0.0,
                 gp=loss.gradient_penalty or 0.0, rng=rng)
         return terms
-    if cfg.losses[active[0]].type == "nll":  # a flow (all its losses are nll): the likelihood of the target
+    if hasattr(ddp.unwrap(net), "latent_shapes"):  # a flow: the likelihood of the target, pixel losses
+        mean = None                                   # on the temperature-0 image
         for name in active:
             loss = cfg.losses[name]
-            terms[name] = loss.weight * losses.nll(net, hq, lq, quant=loss.dequantisation)
+            if loss.type == "nll":
+                terms[name] = loss.weight * losses.nll(net, hq, lq, quant=loss.dequantisation)
+                continue
+            if mean is None:
+                mean = losses.flow_mean(ddp.unwrap(net), lq).float()
+            terms[name] = loss.weight * losses.pixel(mean, hq, loss.type)
         return terms
     trans = next((n for n in active if cfg.losses[n].type == "translational"), None)
     if trans:

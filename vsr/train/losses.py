@@ -24,6 +24,13 @@ def nll(flow: Callable[..., tuple[list[Tensor], Tensor]], hr: Tensor, lr: Tensor
     return flow(hr, lr, quant=quant)[1].float().mean()
 
 
+def flow_mean(flow: nn.Module, lr: Tensor) -> Tensor:
+    """A conditional flow's temperature-0 image (every latent zero): what ``vsr upscale`` makes of ``lr``.
+    A pixel loss on it keeps that image faithful while the likelihood shapes the rest of the distribution."""
+    zeros = [lr.new_zeros(lr.shape[0], *shape) for shape in flow.latent_shapes(*lr.shape[-2:])]
+    return flow.reverse(lr, zeros)
+
+
 # --- translational consistency ------------------------------------------------------------------
 
 def corner_offset(corner: int, patch: int, crop: int) -> tuple[int, int]:
