@@ -10,6 +10,7 @@ from vsr import arch, weights
 # tiny versions of every registered architecture (4-16 channels, 1-2 blocks)
 TINY = {
     "rrdb": [dict(nf=8, nb=1, gc=4, scale=4), dict(nf=8, nb=2, gc=4, scale=2), dict(nf=8, nb=1, gc=4, scale=1)],
+    "rrdb-recurrent": [dict(nf=8, nb=1, gc=4, scale=4), dict(nf=8, nb=1, gc=4, scale=2)],
     "compact": [dict(nf=8, num_conv=2, upscale=4), dict(nf=8, num_conv=1, upscale=2),
                 dict(nf=8, num_conv=1, upscale=4, out_scale=0.75)],
     "srflow": [dict(nf=8, nb=3, gc=4, K=1, hidden=8, cond_blocks=2),

@@ -7,6 +7,7 @@ is in :class:`ModelDescriptor`, including the inference contract its module foll
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import compact, rrdb, srflow, switched
+from . import compact, recurrent, rrdb, srflow, switched
 
 StateDict = dict[str, torch.Tensor]
 
@@ -81,6 +82,32 @@ def _describe_rrdb(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     )
 
 
+def _detect_rrdb_recurrent(sd: StateDict):
+    converted = rrdb.to_basicsr_layout(sd)
+    p = None if converted is None else recurrent.params_from_state_dict(converted)
+    return None if p is None else (p, converted)
+
+
+def _describe_rrdb_recurrent(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
+    # the RRDB's memory and context; one frame at a time, the state (previous input and output) kept
+    return dataclasses.replace(_describe_rrdb(p, model), arch="rrdb-recurrent", contract="recurrent",
+                               context_frames=recurrent.CONTEXT_FRAMES)
+
+
+def from_rrdb(desc: ModelDescriptor) -> ModelDescriptor:
+    """The recurrent RRDB that starts out as the single-frame RRDB ``desc``: its weights, with zero
+    weights for the previous output's channels of conv_first, so the output is the same."""
+    if desc.arch != "rrdb":
+        raise ValueError(f"expected a single-frame rrdb model, got {desc.arch}")
+    if desc.params["in_ch"] != desc.params["out_ch"]:
+        raise ValueError(f"expected an rrdb with as many input as output channels, got {desc.params}")
+    p = dict(desc.params)
+    model = recurrent.RecurrentRRDBNet(**p)
+    model.load_state_dict(recurrent.from_rrdb_state_dict(desc.model.state_dict(), scale=p["scale"]))
+    model.train(desc.model.training).requires_grad_(any(t.requires_grad for t in desc.model.parameters()))
+    return _describe_rrdb_recurrent(p, model)
+
+
 def _detect_compact(sd: StateDict):
     p = compact.params_from_state_dict(sd)
     return None if p is None else (p, dict(sd))
@@ -130,6 +157,8 @@ def _describe_switched(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
 
 
 ARCHS: list[Arch] = [
+    # before rrdb, whose detector refuses conv_first widths it does not know
+    Arch("rrdb-recurrent", _detect_rrdb_recurrent, _describe_rrdb_recurrent, recurrent.RecurrentRRDBNet),
     Arch("rrdb", _detect_rrdb, _describe_rrdb, rrdb.RRDBNet),
     Arch("compact", _detect_compact, _describe_compact, compact.CompactNet),
     Arch("srflow", srflow.detect, _describe_srflow, srflow.SRFlowNet),

@@ -1,0 +1,160 @@
+"""Frame-recurrent ESRGAN generator (FRVSR / TecoGAN style) on the RRDBNet trunk.
+
+Each frame's input is the low-resolution frame plus the space-to-depth (``pixel_unshuffle`` by the
+scale) of the previous output, warped onto the current frame by the motion between the previous and
+the current low-resolution frame; zeros stand in for the first frame of a shot. The motion is OpenCV's
+DIS optical flow on the grey LR frames (``benchmarks/bench_motion.py`` measured it against Farneback
+and no motion: the lowest warping error on real footage, about a millisecond per LR frame), upscaled
+to HR and multiplied by the scale. It has no weights, so the network's weights are the RRDB's alone.
+
+Weights and names are RRDBNet's (BasicSR layout); only ``conv_first`` is wider: it takes
+``(in_ch + out_ch * scale**2) * unshuffle**2`` channels, the LR frame's first (exactly the RRDB's
+input, in the same order), then the warped previous output's. :func:`from_rrdb_state_dict` widens a
+single-frame RRDB's weights with zeros there, so the recurrent network starts out as exactly that
+RRDB whatever the previous output is; training then teaches it to use the previous frame.
+
+The call follows the engine's "recurrent" contract: ``model(x, prev_x, prev_y) -> y``, prev_x and
+prev_y the previous frame's (padded) input and output, None after a reset.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rrdb import RRDBNet
+
+CONTEXT_FRAMES = 5  # warm-up frames that rebuild the state before a segment's first frame
+MIN_FLOW_SIDE = 12  # DIS needs a side of at least this many pixels; smaller frames get no motion
+
+
+def grey_u8(x: torch.Tensor) -> np.ndarray:
+    """(B, C, h, w) in [0, 1] -> (B, h, w) uint8 luma (BT.601 weights), what the flow is computed on."""
+    x = x.detach().float().clamp(0, 1)
+    if x.shape[1] == 3:
+        x = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    else:
+        x = x[:, 0]
+    return (x * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def estimate_flow(cur: np.ndarray, prev: np.ndarray, method: str = "dis") -> np.ndarray:
+    """Backward optical flow between two (h, w) uint8 grey frames: (h, w, 2) float32 (dx, dy) pixels such
+    that ``cur[p] ~ prev[p + flow[p]]``. ``method``: "dis" (DIS, medium preset), "dis-fast",
+    "dis-ultrafast", "farneback" (TecoGAN's tOF settings) or "none" (zero motion)."""
+    h, w = cur.shape
+    if method == "none" or max(h, w) < MIN_FLOW_SIDE:
+        return np.zeros((h, w, 2), np.float32)
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(cur, prev, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    presets = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
+    if method not in presets:
+        raise ValueError(f"unknown motion method {method!r}; expected dis, dis-fast, dis-ultrafast, farneback or none")
+    return cv2.DISOpticalFlow_create(presets[method]).calc(cur, prev, None)
+
+
+def lr_flow(x: torch.Tensor, prev_x: torch.Tensor, method: str = "dis") -> torch.Tensor:
+    """Motion from ``prev_x`` to ``x`` (B, C, h, w): (B, 2, h, w) float32 on x's device, for warping the
+    previous frame onto the current one (see :func:`warp`)."""
+    cur, prev = grey_u8(x), grey_u8(prev_x)
+    flows = np.stack([estimate_flow(c, p, method) for c, p in zip(cur, prev)])  # (B, h, w, 2)
+    return torch.from_numpy(flows).permute(0, 3, 1, 2).to(x.device)
+
+
+def upscale_flow(flow: torch.Tensor, scale: int) -> torch.Tensor:
+    """LR flow (B, 2, h, w) -> HR flow (B, 2, h*s, w*s): resampled at the HR pixel centres and in HR pixels."""
+    if scale == 1:
+        return flow
+    return F.interpolate(flow, scale_factor=scale, mode="bilinear", align_corners=False) * scale
+
+
+def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp: ``out[p] = img[p + flow[p]]``, bilinear, the border repeated outside the frame.
+    img (B, C, H, W), flow (B, 2, H, W) in pixels (dx, dy). The four neighbours are gathered by integer
+    index (not grid_sample's normalised coordinates), so an integer flow moves pixels exactly."""
+    b, c, h, w = img.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=torch.float32),
+                            torch.arange(w, device=img.device, dtype=torch.float32), indexing="ij")
+    x = (xs + flow[:, 0].float()).clamp(0, w - 1)  # (B, H, W)
+    y = (ys + flow[:, 1].float()).clamp(0, h - 1)
+    x0, y0 = x.floor(), y.floor()
+    ax, ay = (x - x0)[:, None], (y - y0)[:, None]  # (B, 1, H, W) weights of the right / lower neighbours
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = img.float().reshape(b, c, h * w)
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (yy * w + xx).reshape(b, 1, h * w).expand(b, c, h * w)).reshape(b, c, h, w)
+
+    top = at(y0, x0) * (1 - ax) + at(y0, x1) * ax
+    bottom = at(y1, x0) * (1 - ax) + at(y1, x1) * ax
+    return (top * (1 - ay) + bottom * ay).to(img.dtype)
+
+
+class RecurrentRRDBNet(RRDBNet):
+    """RRDBNet whose input is the LR frame plus its previous output warped by the LR motion."""
+
+    def __init__(self, *, in_ch: int = 3, out_ch: int = 3, nf: int = 64, nb: int = 23,
+                 gc: int = 32, scale: int = 4) -> None:
+        super().__init__(in_ch=in_ch, out_ch=out_ch, nf=nf, nb=nb, gc=gc, scale=scale)
+        if in_ch != out_ch:
+            raise ValueError(f"a recurrent RRDBNet feeds its output back: in_ch must equal out_ch, got {in_ch}, {out_ch}")
+        self.out_ch = out_ch
+        self.motion = "dis"
+        self.conv_first = nn.Conv2d((in_ch + out_ch * scale ** 2) * self.unshuffle ** 2, nf, 3, 1, 1)
+
+    def previous(self, x: torch.Tensor, prev_x: torch.Tensor | None, prev_y: torch.Tensor | None) -> torch.Tensor:
+        """The previous output warped onto this frame, space-to-depth: (B, out_ch * s * s, h, w)."""
+        b, _, h, w = x.shape
+        s = self.scale
+        if prev_y is None:
+            return x.new_zeros(b, self.out_ch * s * s, h, w)
+        assert prev_y.shape[-2:] == (h * s, w * s), (prev_y.shape, x.shape)
+        if prev_x is None:  # no previous input to measure motion against: take it as still
+            warped = prev_y
+        else:
+            warped = warp(prev_y, upscale_flow(lr_flow(x, prev_x, self.motion), s))
+        return F.pixel_unshuffle(warped.to(x.dtype), s)
+
+    def forward(self, x: torch.Tensor, prev_x: torch.Tensor | None = None,
+                prev_y: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W) -> (B, C, sH, sW)
+        x = torch.cat([x, self.previous(x, prev_x, prev_y)], 1)
+        if self.unshuffle > 1:  # the LR frame's channels come first, in the RRDB's order
+            x = F.pixel_unshuffle(x, self.unshuffle)
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+def first_in_channels(ch: int, scale: int) -> int:
+    return (ch + ch * scale ** 2) * (4 // scale) ** 2
+
+
+def params_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, int] | None:
+    """Constructor arguments of a BasicSR-layout state dict whose conv_first is the recurrent one
+    (LR frame plus the previous output's space-to-depth); None for any other RRDBNet."""
+    if "conv_first.weight" not in sd or "conv_last.weight" not in sd or "body.0.rdb1.conv1.weight" not in sd:
+        return None
+    nf, first_in = sd["conv_first.weight"].shape[:2]
+    out_ch = sd["conv_last.weight"].shape[0]
+    for scale in (4, 2, 1):
+        if first_in == first_in_channels(out_ch, scale):
+            nb = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("body."))
+            gc = sd["body.0.rdb1.conv1.weight"].shape[0]
+            return {"in_ch": out_ch, "out_ch": out_ch, "nf": nf, "nb": nb, "gc": gc, "scale": scale}
+    return None
+
+
+def from_rrdb_state_dict(sd: dict[str, torch.Tensor], *, scale: int) -> dict[str, torch.Tensor]:
+    """A single-frame RRDBNet's state dict (BasicSR layout) widened for :class:`RecurrentRRDBNet`: the
+    new conv_first channels (the previous output's) are zero, so the output does not change."""
+    w = sd["conv_first.weight"]  # (nf, in_ch * u * u, 3, 3)
+    out_ch = sd["conv_last.weight"].shape[0]
+    wide = w.new_zeros(w.shape[0], first_in_channels(out_ch, scale), *w.shape[2:])
+    wide[:, :w.shape[1]] = w
+    return {**sd, "conv_first.weight": wide}
