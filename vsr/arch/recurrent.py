@@ -3,9 +3,9 @@
 Each frame's input is the low-resolution frame plus the space-to-depth (``pixel_unshuffle`` by the
 scale) of the previous output, warped onto the current frame by the motion between the previous and
 the current low-resolution frame; zeros stand in for the first frame of a shot. The motion is OpenCV's
-DIS optical flow on the grey LR frames (``benchmarks/bench_motion.py`` measured it against Farneback
-and no motion: the lowest warping error on real footage, about a millisecond per LR frame), upscaled
-to HR and multiplied by the scale. It has no weights, so the network's weights are the RRDB's alone.
+DIS optical flow on the grey LR frames, refined down to their own pixels (``benchmarks/bench_motion.py``
+measured it against Farneback, DIS's presets and no motion: the lowest warping error on real footage
+and on the training clips' virtual camera), upscaled to HR and multiplied by the scale. It has no weights, so the network's weights are the RRDB's alone.
 
 Weights and names are RRDBNet's (BasicSR layout); only ``conv_first`` is wider: it takes
 ``(in_ch + out_ch * scale**2) * unshuffle**2`` channels, the LR frame's first (exactly the RRDB's
@@ -40,20 +40,30 @@ def grey_u8(x: torch.Tensor) -> np.ndarray:
     return (x * 255).round().to(torch.uint8).cpu().numpy()
 
 
+# DIS settings by name: (OpenCV preset, finest pyramid level or None for the preset's). "dis", the one
+# the network uses, refines down to the LR frame's own pixels (level 0): LR frames are small, and
+# benchmarks/bench_motion.py found it the lowest warping error on every source it measured
+DIS = {"dis": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, 0), "dis-medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None),
+       "dis-fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, None), "dis-ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None)}
+MOTION_METHODS = (*DIS, "farneback", "none")
+
+
 def estimate_flow(cur: np.ndarray, prev: np.ndarray, method: str = "dis") -> np.ndarray:
     """Backward optical flow between two (h, w) uint8 grey frames: (h, w, 2) float32 (dx, dy) pixels such
-    that ``cur[p] ~ prev[p + flow[p]]``. ``method``: "dis" (DIS, medium preset), "dis-fast",
-    "dis-ultrafast", "farneback" (TecoGAN's tOF settings) or "none" (zero motion)."""
+    that ``cur[p] ~ prev[p + flow[p]]``. ``method``: one of ``MOTION_METHODS`` ("farneback" with
+    TecoGAN's tOF settings, "none" for zero motion)."""
     h, w = cur.shape
     if method == "none" or max(h, w) < MIN_FLOW_SIDE:
         return np.zeros((h, w, 2), np.float32)
     if method == "farneback":
         return cv2.calcOpticalFlowFarneback(cur, prev, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    presets = {"dis": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "dis-fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "dis-ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST}
-    if method not in presets:
-        raise ValueError(f"unknown motion method {method!r}; expected dis, dis-fast, dis-ultrafast, farneback or none")
-    return cv2.DISOpticalFlow_create(presets[method]).calc(cur, prev, None)
+    if method not in DIS:
+        raise ValueError(f"unknown motion method {method!r}; expected one of {', '.join(MOTION_METHODS)}")
+    preset, finest = DIS[method]
+    dis = cv2.DISOpticalFlow_create(preset)
+    if finest is not None:
+        dis.setFinestScale(finest)
+    return dis.calc(cur, prev, None)
 
 
 def lr_flow(x: torch.Tensor, prev_x: torch.Tensor, method: str = "dis") -> torch.Tensor:
