@@ -10,9 +10,18 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from vsr.errors import VsrError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, one run per output is up to the user
+    fcntl = None
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -22,6 +31,44 @@ HEAD_BYTES = 1 << 20  # hashing the first MB tells a re-encoded or replaced inpu
 def work_dir_for(output: Path) -> Path:
     """The hidden work folder of one output, named from it so the same command finds it again."""
     return output.parent / f".{output.name}.vsr-work"
+
+
+def lock_path_for(output: Path) -> Path:
+    return output.parent / f".{output.name}.vsr-lock"
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """One run at a time writes `output`: a second run on the same output refuses at once instead of
+    mixing its segments and manifest with the first's. The lock (flock on a hidden file beside the output)
+    goes with the process, so a killed run leaves nothing that blocks the next one."""
+    if fcntl is None:
+        yield
+        return
+    lock = lock_path_for(output)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f" (process {holder})" if holder.isdigit() else ""
+            raise VsrError(f"another vsr run{who} is writing {output}; wait for it to finish, or choose "
+                           "another -o") from None
+        try:  # the run that held it may have removed the file meanwhile: only the one on disk counts
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # removed while still held, so no other run holds a stale copy
+        os.close(fd)
 
 
 def input_identity(path: Path) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from vsr.video.encode import EncodeLayout, SegmentWriter, concat_segments, plan_
 from vsr.video.mux import MuxPlan, mux, plan_mux
 from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
-from vsr.video.resume import Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, work_dir_for
+from vsr.video.resume import (Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, output_lock,
+                              work_dir_for)
 
 DEFAULT_SEGMENT_FRAMES = 250  # with resume: at most this much work is redone after a crash
 
@@ -129,43 +130,44 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     info = filters.apply_to_info(source)
     _refuse_overwriting_input(src, plan.path)
     plan.path.parent.mkdir(parents=True, exist_ok=True)
-    manifest = None
-    if options.resume:
-        segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
-        work = work_dir_for(plan.path)
-        key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
-               "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
-               "context_frames": context_frames, "detect_cuts": detect_cuts,
-               "process": (identity() if callable(identity) else identity) or {}}
-        manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
-    else:
-        work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
-    notes = [*plan.notes, *encoder.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
-    if source.rotation:  # the network ran on the picture as stored; the output is tagged to turn the same way
-        turn = {90: "90 degrees counter-clockwise", 180: "180 degrees", 270: "90 degrees clockwise"}.get(
-            source.rotation, f"{source.rotation} degrees counter-clockwise")
-        notes.append(f"the input is displayed turned {turn} (a rotation tag, as phones write): the output keeps "
-                     "the tag and is stored the same way round as the input")
-    ok = False
-    try:
-        # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
-        mov_ok = plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
-        seg_ext = ".mov" if mov_ok else ".mkv"
-        result = _disk_full_guard(
-            lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
-                             segment_frames, manifest, notes, identity=identity if callable(identity) else None,
-                             context_frames=context_frames, detect_cuts=detect_cuts), plan.path, manifest)
-        ok = True
-        result.wall_seconds = time.perf_counter() - started
-        return result
-    except KeyboardInterrupt:
-        if manifest is not None:
-            raise KeyboardInterrupt(f"{manifest.frames} finished frames are kept in {work}; run the same "
-                                    "command again to resume") from None
-        raise
-    finally:
-        if ok or manifest is None:
-            shutil.rmtree(work, ignore_errors=True)
+    with output_lock(plan.path):  # a second run on this output refuses rather than mixing its work in
+        manifest = None
+        if options.resume:
+            segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
+            work = work_dir_for(plan.path)
+            key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
+                   "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
+                   "context_frames": context_frames, "detect_cuts": detect_cuts,
+                   "process": (identity() if callable(identity) else identity) or {}}
+            manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
+        else:
+            work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
+        notes = [*plan.notes, *encoder.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
+        if source.rotation:  # the network ran on the picture as stored; the output is tagged to turn the same way
+            turn = {90: "90 degrees counter-clockwise", 180: "180 degrees", 270: "90 degrees clockwise"}.get(
+                source.rotation, f"{source.rotation} degrees counter-clockwise")
+            notes.append(f"the input is displayed turned {turn} (a rotation tag, as phones write): the output keeps "
+                         "the tag and is stored the same way round as the input")
+        ok = False
+        try:
+            # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
+            mov_ok = plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
+            seg_ext = ".mov" if mov_ok else ".mkv"
+            result = _disk_full_guard(
+                lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
+                                 segment_frames, manifest, notes, identity=identity if callable(identity) else None,
+                                 context_frames=context_frames, detect_cuts=detect_cuts), plan.path, manifest)
+            ok = True
+            result.wall_seconds = time.perf_counter() - started
+            return result
+        except KeyboardInterrupt:
+            if manifest is not None:
+                raise KeyboardInterrupt(f"{manifest.frames} finished frames are kept in {work}; run the same "
+                                        "command again to resume") from None
+            raise
+        finally:
+            if ok or manifest is None:
+                shutil.rmtree(work, ignore_errors=True)
 
 
 def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | None):
