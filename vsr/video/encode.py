@@ -30,6 +30,7 @@ class EncodeLayout:
     colour: Colour
     sar: Fraction | None  # SAR to tag (keep_sar), None for square pixels
     notes: tuple[str, ...] = ()
+    pts_shift: int = 0  # added to every pts of a file that starts before zero (VideoInfo.start_shift)
 
 
 def _chroma_alignment(pix_fmt: str) -> tuple[int, int]:
@@ -66,7 +67,7 @@ def plan_layout(*, out_h: int, out_w: int, dtype: np.dtype, info: VideoInfo, enc
     return EncodeLayout(
         width=width + pad_w, height=height + pad_h, pad_w=pad_w, pad_h=pad_h, resize=resize,
         rgb_format="rgb48le" if dtype == np.uint16 else "rgb24", time_base=info.time_base,
-        rate=info.frame_rate, colour=colour, sar=sar, notes=tuple(notes))
+        rate=info.frame_rate, colour=colour, sar=sar, notes=tuple(notes), pts_shift=info.start_shift)
 
 
 def rgb_to_frame(image: np.ndarray, layout: EncodeLayout, pix_fmt: str) -> av.VideoFrame:
@@ -117,7 +118,9 @@ class SegmentWriter:
 
     def write(self, image: np.ndarray, *, pts: int, duration: int) -> None:
         frame = rgb_to_frame(image, self.layout, self.encoder.pix_fmt)
-        frame.pts = pts  # input pts, input time base: variable frame rate stays variable
+        # input pts, input time base: variable frame rate stays variable; muxers would move a negative start
+        # to zero on their own, the video without the other streams, so it is moved here and they in mux()
+        frame.pts = pts + self.layout.pts_shift
         frame.time_base = self.layout.time_base
         frame.duration = duration  # makes the last frame last as long as in the input
         for packet in self.stream.encode(frame):

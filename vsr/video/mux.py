@@ -98,6 +98,23 @@ def _disposition_arg(flags: int) -> str:
     return "+".join(n for n in names if n) or "0"
 
 
+_IMAGE_TYPES = {"png": ("image/png", ".png"), "mjpeg": ("image/jpeg", ".jpg"), "bmp": ("image/bmp", ".bmp"),
+                "gif": ("image/gif", ".gif"), "webp": ("image/webp", ".webp")}
+
+
+def _cover_attachment(path: Path, cover: StreamInfo, folder: Path, index: int) -> list[str]:
+    """The `-attach` options that put a cover picture's bytes (its one packet) into the output as output
+    stream `index`, with the input's file name and MIME type (or ones made from its codec)."""
+    mime, ext = _IMAGE_TYPES.get(cover.codec, ("application/octet-stream", ".bin"))
+    name = cover.metadata.get("filename") or f"cover{ext}"
+    with av.open(str(path)) as c:
+        data = next((bytes(p) for p in c.demux(c.streams[cover.index]) if p.size), b"")
+    picture = folder / f"cover-{cover.index}{Path(name).suffix or ext}"
+    picture.write_bytes(data)
+    return ["-attach", str(picture), f"-metadata:s:{index}", f"mimetype={cover.metadata.get('mimetype') or mime}",
+            f"-metadata:s:{index}", f"filename={name}"]
+
+
 def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[int, int],
         sar: Fraction | None = None, time_scale: int | None = None, end_time: float | None = None) -> None:
     """Write `out`: the new video stream, then every kept input stream with `-c copy`.
@@ -108,14 +125,19 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     stream keeps its own metadata (language, title) and disposition (ffmpeg's default for copies).
     """
     muxer = CONTAINERS[plan.container][0]
-    src = ffmpeg.input(str(info.path))
+    shift = float(info.start_shift * info.time_base)  # a negative start: the new video is moved by this much
+    src = ffmpeg.input(str(info.path), **({"itsoffset": f"{shift:.6f}"} if shift else {}))
+    # Matroska writes a cover picture (attached_pic) mapped as a stream as an ordinary video track: it goes
+    # in as an attachment, as mkvmerge stores covers, and reads back as the same attached picture.
+    covers = [s for s in plan.keep if s.is_cover] if plan.container == "mkv" else []
+    mapped = [s for s in plan.keep if s not in covers]
     # A phone clip's display matrix goes on the new stream as it was: the network ran on the stored
     # picture, so the output is stored the same way round and displays like the input.
     turn = {"display_rotation": str(info.rotation)} if info.rotation else {}
-    streams = [ffmpeg.input(str(video), **turn)["v:0"], *(src[str(s.index)] for s in plan.keep)]  # -map 0:v:0 1:N
+    streams = [ffmpeg.input(str(video), **turn)["v:0"], *(src[str(s.index)] for s in mapped)]  # -map 0:v:0 1:N
     # The input is input 1 either way: when no stream of it is kept, ffmpeg-python leaves it out, and it
     # is added as a plain -i for its metadata and chapters.
-    extra_inputs = [] if plan.keep else [str(info.path)]
+    extra_inputs = [] if mapped else [str(info.path)]
     opts: dict[str, str] = {"c": "copy", "map_metadata": "1", "map_chapters": "1"}
     src_video = next(s for s in info.streams if s.index == info.video_index)
     # -metadata:s:0 is given once per key; ffmpeg-python writes a keyword only once, so these are plain
@@ -124,8 +146,10 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     for key in ("language", "title", "handler_name"):
         if key in src_video.metadata:
             stream_meta += ["-metadata:s:0", f"{key}={src_video.metadata[key]}"]
+    for k, cover in enumerate(covers, start=1 + len(mapped)):
+        stream_meta += _cover_attachment(info.path, cover, out.parent, k)
     # Every disposition given explicitly: otherwise ffmpeg marks a "default" track on its own.
-    for j, s in enumerate([src_video, *plan.keep]):
+    for j, s in enumerate([src_video, *mapped]):
         opts[f"disposition:{j}"] = _disposition_arg(s.disposition)
         if plan.container == "mkv" and s.codec in _MKV_TEXT_SUBS:
             # ffmpeg-python sorts keywords, so -c copy always comes before the -c:N that overrides it
@@ -135,7 +159,7 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     if info.start_time > 0:  # a late-starting file (MPEG-TS) starts at 0; every stream moves together
         opts["output_ts_offset"] = f"{-info.start_time:.6f}"
     if end_time is not None:
-        opts["to"] = f"{end_time:.6f}"  # cut every stream where the video ends (input timestamps)
+        opts["to"] = f"{end_time + shift:.6f}"  # cut every stream where the video ends (input timestamps)
     if plan.container == "mkv":
         opts["default_mode"] = "passthrough"  # keep the input's default flags, invent none
     if plan.container in ("mp4", "mov"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +16,9 @@ from vsr.video.colour import Colour, read_colour
 
 ATTACHED_PIC = int(av.stream.Disposition.attached_pic)
 # the file suffixes taken for videos, everywhere (folders, training data)
+# Codecs of still pictures: a track of one of them beside another video is cover art (ffmpeg writes an MP4's
+# cover into Matroska as a one-frame PNG track), so the other is the video; MJPEG only when nothing else is.
+_STILL_CODECS = {"png": 2, "bmp": 2, "tiff": 2, "webp": 2, "gif": 2, "mjpeg": 1}
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".vob",
                   ".wmv", ".flv", ".3gp", ".ogv", ".dv")
 
@@ -61,6 +66,12 @@ class VideoInfo:
         return self.bit_depth > 8
 
     @property
+    def start_shift(self) -> int:
+        """Ticks of the video time base added to every timestamp of a file that starts before zero (an
+        edited camera file), so the output starts at zero with every stream moved by the same amount."""
+        return math.ceil(-self.start_time / self.time_base) if self.start_time < 0 else 0
+
+    @property
     def display_width(self) -> int:
         return int(round(self.width * self.sar))
 
@@ -88,6 +99,9 @@ def probe(path: Path | str) -> VideoInfo:
         raise VsrError(f"{path}: is a folder, expected a video file")
     if path.stat().st_size == 0:
         raise VsrError(f"{path}: the file is empty (0 bytes); re-copy or re-download it")
+    if not os.access(path, os.R_OK):
+        raise VsrError(f"{path}: cannot be read (permission denied); give yourself read permission "
+                       "(chmod u+r) or run as a user who can read it")
     try:
         container = av.open(str(path), metadata_errors="replace")
     except av.error.FFmpegError as exc:
@@ -101,7 +115,7 @@ def probe(path: Path | str) -> VideoInfo:
         if not videos:
             kinds = ", ".join(sorted({s.type for s in streams})) or "no streams"
             raise VsrError(f"{path}: has no video stream (found {kinds}); expected a video file")
-        vs = videos[0]
+        vs = min(videos, key=lambda s: _STILL_CODECS.get(s.codec_context.name, 0))  # first of the best kind
         cc = vs.codec_context
         if not cc.pix_fmt or not cc.width or not cc.height:
             raise VsrError(f"{path}: video stream {vs.index} ({cc.name}) has no readable picture size or format; "
