@@ -19,7 +19,11 @@ _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", ".bmp")
 
 def read_image(path: Path) -> np.ndarray:
     """(H, W, C) RGB(A) or (H, W) grey, uint8 or uint16, turned as it is displayed (EXIF orientation)."""
-    data = np.fromfile(path, np.uint8)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except PermissionError:
+        raise VsrError(f"{path}: cannot be read (permission denied); give yourself read permission "
+                       "(chmod u+r) or run as a user who can read it") from None
     if data.size == 0:
         raise VsrError(f"{path} is empty (0 bytes)")
     if not any(data[:len(m)].tobytes() == m for m in _MAGIC):

@@ -19,6 +19,7 @@ from .errors import VsrError
 from .yamlfile import read_mapping
 from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, check_encoder_options, plan_output,
                     transcode)
+from .video.options import chroma
 from .video.resume import recorded_identity, work_dir_for
 
 
@@ -101,10 +102,12 @@ class _Job:
         if resume:  # continue unfinished work with what it was run with
             self.engine.adopt((recorded_identity(work_dir_for(plan.path)) or {}).get("process"))
         session = self.engine.session()  # one video: frame numbers and the recurrent state
+        grey = chroma(plan.source.pix_fmt) == ""
 
         def process(frames: np.ndarray, indices: list[int], resets: list[bool]) -> np.ndarray:
-            out = session.upscale_array(frames, indices=indices, resets=resets)
-            return self._resized(out, *frames.shape[1:3])
+            out = self._resized(session.upscale_array(frames, indices=indices, resets=resets), *frames.shape[1:3])
+            # grey in, grey out: the network's faint colour would become chroma the input never had
+            return np.repeat(_mean_channels(out)[..., None], 3, axis=-1) if grey else out
 
         desc = self.engine.desc
         result = transcode(src, plan.path, process, self.scale, self.video_options, plan=plan,
@@ -132,7 +135,7 @@ class _Job:
 
 
 def _mean_channels(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32).mean(axis=2).round().astype(a.dtype)
+    return a.astype(np.float32).mean(axis=-1).round().astype(a.dtype)
 
 
 def default_output(src: Path, scale_label: str) -> Path:
@@ -152,8 +155,7 @@ def _is_media(p: Path) -> bool:
 def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     start = time.perf_counter()
     src = Path(src)
-    if not src.exists():
-        raise VsrError(f"{src} does not exist")
+    _check_input(src)
     label = f"x{opts.scale:g}" if opts.scale else "vsr"
     dst = Path(dst) if dst is not None else default_output(src, label)
     if dst.resolve() == src.resolve():
@@ -172,6 +174,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
             raise VsrError(f"{src}: unsupported file type {src.suffix or '(none)'}; "
                            f"images: {' '.join(images.IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)}")
         pairs = [(src, dst)]
+    _check_writable(dst if src.is_dir() else dst.parent)
     if not all(_is_image(s) for s, _ in pairs):
         check_encoder_options(opts.video)  # a wrong --codec, --crf or --pix-fmt fails before any work
     job = _Job(opts)  # a bad model fails before any file is touched
@@ -179,6 +182,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     for s, d in bar:
         t0, frames0 = time.perf_counter(), report.frames
         try:
+            _check_input(s)
             # planned once: the check for a finished output looks where the output is written
             plan = None if _is_image(s) else plan_output(s, d, job.video_options)
             done = (d if d.exists() else None) if plan is None else plan.finished()
@@ -210,16 +214,42 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
 
 
 def _folder_pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
-    """Media files under ``src`` and their mirrored outputs under ``dst`` (which is never scanned)."""
+    """Media files under ``src`` and their mirrored outputs under ``dst`` (which is never scanned).
+    Linked folders are followed, each real folder once, so a link to a folder above is no endless loop."""
     dst_r = dst.resolve()
+    seen: set[str] = set()
     pairs = []
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() != dst_r)
+    for root, dirs, files in os.walk(src, followlinks=True):
+        seen.add(os.path.realpath(root))
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(Path(root) / d) not in seen | {str(dst_r)})
         for name in sorted(files):
             p = Path(root) / name
             if _is_media(p) and not name.startswith("."):
                 pairs.append((p, dst / p.relative_to(src)))
     return pairs
+
+
+def _check_input(src: Path) -> None:
+    """An input that cannot be read says why in one line (broken links; unreadable files are refused
+    where they are opened)."""
+    if src.is_symlink() and not src.exists():
+        raise VsrError(f"{src} is a broken symbolic link (its target {os.readlink(src)} does not exist, or "
+                       "the links form a loop); fix the link or remove it")
+    if not src.exists():
+        raise VsrError(f"{src} does not exist")
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse before any work when the output cannot be written: the nearest folder that exists (the rest
+    is created) must be writable."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VsrError(f"cannot write to {folder}: {existing} is a file, not a folder; choose another -o")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise VsrError(f"cannot write to {existing} (permission denied); choose another -o or ask for write "
+                       "permission there")
 
 
 # A restoration preset (pipelines/NAME.yml): ingest filters, model and encoding for one kind of source.
