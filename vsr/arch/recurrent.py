@@ -2,16 +2,18 @@
 
 Each frame's input is the low-resolution frame plus the space-to-depth (``pixel_unshuffle`` by the
 scale) of the previous output, warped onto the current frame by the motion between the previous and
-the current low-resolution frame; zeros stand in for the first frame of a shot. The motion is OpenCV's
-DIS optical flow on the grey LR frames, refined down to their own pixels (``benchmarks/bench_motion.py``
-measured it against Farneback, DIS's presets and no motion: the lowest warping error on real footage
-and on the training clips' virtual camera), upscaled to HR and multiplied by the scale. It has no weights, so the network's weights are the RRDB's alone.
+the current low-resolution frame; the first frame of a shot has none (as if zeros). The motion is
+OpenCV's DIS optical flow on the grey LR frames, refined down to their own pixels
+(``benchmarks/bench_motion.py`` measured it against Farneback, DIS's presets and no motion: the lowest
+warping error on real footage and on the training clips' virtual camera), upscaled to HR and
+multiplied by the scale. It has no weights, so the network's weights are the RRDB's alone.
 
 Weights and names are RRDBNet's (BasicSR layout); only ``conv_first`` is wider: it takes
 ``(in_ch + out_ch * scale**2) * unshuffle**2`` channels, the LR frame's first (exactly the RRDB's
-input, in the same order), then the warped previous output's. :func:`from_rrdb_state_dict` widens a
-single-frame RRDB's weights with zeros there, so the recurrent network starts out as exactly that
-RRDB whatever the previous output is; training then teaches it to use the previous frame.
+input, in the same order), then the warped previous output's (each part pixel-unshuffled on its own,
+as the x2 and x1 trunks need). :func:`from_rrdb_state_dict` widens a single-frame RRDB's weights with
+zeros there, so the recurrent network starts out as exactly that RRDB (bit for bit) whatever the
+previous output is; training then teaches it to use the previous frame.
 
 The call follows the engine's "recurrent" contract: ``model(x, prev_x, prev_y) -> y``, prev_x and
 prev_y the previous frame's (padded) input and output, None after a reset.
@@ -43,8 +45,10 @@ def grey_u8(x: torch.Tensor) -> np.ndarray:
 # DIS settings by name: (OpenCV preset, finest pyramid level or None for the preset's). "dis", the one
 # the network uses, refines down to the LR frame's own pixels (level 0): LR frames are small, and
 # benchmarks/bench_motion.py found it the lowest warping error on every source it measured
-DIS = {"dis": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, 0), "dis-medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None),
-       "dis-fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, None), "dis-ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None)}
+DIS = {"dis": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, 0),
+       "dis-medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None),
+       "dis-fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, None),
+       "dis-ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None)}
 MOTION_METHODS = (*DIS, "farneback", "none")
 
 
@@ -111,17 +115,16 @@ class RecurrentRRDBNet(RRDBNet):
                  gc: int = 32, scale: int = 4) -> None:
         super().__init__(in_ch=in_ch, out_ch=out_ch, nf=nf, nb=nb, gc=gc, scale=scale)
         if in_ch != out_ch:
-            raise ValueError(f"a recurrent RRDBNet feeds its output back: in_ch must equal out_ch, got {in_ch}, {out_ch}")
+            raise ValueError(f"a recurrent RRDBNet feeds its output back: in_ch must equal out_ch, "
+                             f"got {in_ch} and {out_ch}")
         self.out_ch = out_ch
         self.motion = "dis"
         self.conv_first = nn.Conv2d((in_ch + out_ch * scale ** 2) * self.unshuffle ** 2, nf, 3, 1, 1)
 
-    def previous(self, x: torch.Tensor, prev_x: torch.Tensor | None, prev_y: torch.Tensor | None) -> torch.Tensor:
+    def previous(self, x: torch.Tensor, prev_x: torch.Tensor | None, prev_y: torch.Tensor) -> torch.Tensor:
         """The previous output warped onto this frame, space-to-depth: (B, out_ch * s * s, h, w)."""
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         s = self.scale
-        if prev_y is None:
-            return x.new_zeros(b, self.out_ch * s * s, h, w)
         assert prev_y.shape[-2:] == (h * s, w * s), (prev_y.shape, x.shape)
         if prev_x is None:  # no previous input to measure motion against: take it as still
             warped = prev_y
@@ -131,10 +134,15 @@ class RecurrentRRDBNet(RRDBNet):
 
     def forward(self, x: torch.Tensor, prev_x: torch.Tensor | None = None,
                 prev_y: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W) -> (B, C, sH, sW)
-        x = torch.cat([x, self.previous(x, prev_x, prev_y)], 1)
-        if self.unshuffle > 1:  # the LR frame's channels come first, in the RRDB's order
-            x = F.pixel_unshuffle(x, self.unshuffle)
-        feat = self.conv_first(x)
+        # conv_first over [frame, previous] as two convolutions: the frame's is exactly the single-frame
+        # RRDB's, and the previous output's (zero weights at first) adds exactly nothing until trained
+        u = self.unshuffle
+        k = x.shape[1] * u * u  # the frame's input channels of conv_first
+        weight, bias = self.conv_first.weight, self.conv_first.bias
+        feat = F.conv2d(F.pixel_unshuffle(x, u) if u > 1 else x, weight[:, :k], bias, padding=1)
+        if prev_y is not None:
+            prev = self.previous(x, prev_x, prev_y)
+            feat = feat + F.conv2d(F.pixel_unshuffle(prev, u) if u > 1 else prev, weight[:, k:], padding=1)
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
