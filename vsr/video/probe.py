@@ -103,7 +103,8 @@ def probe(path: Path | str) -> VideoInfo:
         raise VsrError(f"{path}: cannot be read (permission denied); give yourself read permission "
                        "(chmod u+r) or run as a user who can read it")
     try:
-        container = av.open(str(path), metadata_errors="replace")
+        # absolute: FFmpeg would take a name such as "12:30 tape.mp4" for a URL with a protocol "12"
+        container = av.open(str(path.absolute()), metadata_errors="replace")
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         hint = ("it looks like an MP4/MOV whose index (moov) is missing, so it is probably truncated; "
@@ -128,7 +129,7 @@ def probe(path: Path | str) -> VideoInfo:
         frames = vs.frames or (int(round(duration * rate)) if duration and rate else None)
         rotation = _display_rotation(container, vs)
         return VideoInfo(
-            path=path, format_name=container.format.name, duration=duration, streams=streams,
+            path=path.absolute(), format_name=container.format.name, duration=duration, streams=streams,
             start_time=container.start_time / 1_000_000 if container.start_time else 0.0,
             video_index=vs.index, codec=cc.name, width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt,
             bit_depth=_bit_depth(cc.pix_fmt), time_base=Fraction(vs.time_base), frame_rate=rate,

@@ -72,7 +72,8 @@ def plan_output(src: Path | str, dst: Path | str, options: VideoOptions | None =
     encoder = resolve_encoder(options, high_bit_input=source.high_bit_depth and options.high_bit_depth,
                               input_pix_fmt=source.pix_fmt)
     return OutputPlan(source=source, encoder=encoder,
-                      mux=plan_mux(Path(dst), source, video_codec=encoder.codec_id, container=options.container))
+                      mux=plan_mux(Path(dst).absolute(), source, video_codec=encoder.codec_id,
+                                   container=options.container))
 
 
 @dataclass
@@ -118,7 +119,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     Raises VsrError for unusable input or options (one-line message).
     """
     started = time.perf_counter()
-    src, dst = Path(src), Path(dst)
+    # absolute, so that no path handed to FFmpeg reads as an option (-name) or a protocol (12:30.mp4)
+    src, dst = Path(src).absolute(), Path(dst).absolute()
     options = options or VideoOptions()
     if not scale > 0:
         raise VsrError(f"scale must be positive, got {scale}")
