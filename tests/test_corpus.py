@@ -271,24 +271,34 @@ def test_three_audio_tracks_are_copied_bit_for_bit(tmp_path, capsys, x2):
         assert [s.metadata.get("language") for s in c.streams.audio] == ["eng", "fre", "ger"]
 
 
-@pytest.mark.parametrize("name", ["épisode 東京 ü.mp4", "-clip.mp4", "-image.png"])
-def test_unicode_and_leading_dash_names(tmp_path, capsys, monkeypatch, x2, name):
+@pytest.mark.parametrize("name,output", [
+    ("épisode 東京 ü.mp4", None), ("-clip.mp4", None), ("-image.png", None), ("12:30 tape.mp4", None),
+    ("clip.mp4", "-out/clip.mkv"), ("clip.mp4", "-out/"),
+], ids=["unicode", "leading-dash", "leading-dash-image", "colon", "leading-dash-output", "leading-dash-folder"])
+def test_unicode_dash_and_colon_names(tmp_path, capsys, monkeypatch, x2, name, output):
+    """Names FFmpeg could misread: an option (-name), a protocol (12:30 reads as protocol "12")."""
     monkeypatch.chdir(tmp_path)
     src = Path(name)
     if src.suffix == ".png":
         images.write_image(src, (np.random.default_rng(0).random((12, 16, 3)) * 255).astype(np.uint8))
     else:
-        media.make_mp4(tmp_path / "clip.mp4", width=32, height=24, frames=4).rename(src)  # ffmpeg takes -x for options
+        media.make_mp4(tmp_path / "made.mp4", width=32, height=24, frames=4).rename(src)
     before = src.read_bytes()
-    code, err = upscale(capsys, "--model", x2, *FAST, "--", name)  # `--`: a name that starts with a dash
+    out = Path(f"{src.stem}_vsr{src.suffix}") if output is None else Path(output)
+    if output and output.endswith("/"):
+        out.mkdir()
+    where = [] if output is None else [f"--output={output}"]
+    code, err = upscale(capsys, "--model", x2, *FAST, *where, "--", name)  # `--`: a name may start with a dash
     assert code == 0, err
-    out = Path(f"{src.stem}_vsr{src.suffix}")
+    out = out / src.name if out.is_dir() else out
+    shown = tmp_path / out  # PyAV, as FFmpeg, reads "12:30 ..." as a URL: the tests open absolute paths
     if src.suffix == ".png":
         assert images.read_image(out).shape == (24, 32, 3)
     else:
-        assert video_facts(out)[:2] == (64, 48) and [t for t, _, _ in streams(out)] == ["video", "audio"]
+        assert video_facts(shown)[:2] == (64, 48) and [t for t, _, _ in streams(shown)] == ["video", "audio"]
     assert src.read_bytes() == before
-    assert sorted(os.listdir(".")) == sorted([name, str(out)])  # no work folder or partial file left
+    made = sorted(str(p) for p in Path(".").rglob("*"))  # no work folder, lock or partial file left
+    assert made == sorted({name, str(out), *map(str, out.parents)} - {"."})
 
 
 # --- images ------------------------------------------------------------------------------------------
