@@ -3,18 +3,38 @@
 stderr and no traceback, nothing at the final output path, the input's bytes unchanged) or in a correct
 output, checked with PyAV/PIL (size, orientation, chroma format, stream list, timestamps).
 
-Cases covered by other test files (not repeated here):
+Here (33 cases):
 
-    rotation (display matrix 90)       test_orientation.py::test_phone_clip_keeps_its_rotation_and_displays_like_the_input
+    odd 61x45 at x4 -> 244x180, 2x2 video   test_video_sizes_and_pixel_formats (9: sizes, 4:4:4, 4:2:2,
+      yuv444p10le, grey, grey 10-bit, RGB     10-bit, grey, RGB, H.264 4:4:4 in MP4)
+    grey video: no colour invented          test_grey_video_comes_out_grey_with_neutral_chroma
+    timestamps from -0.2 s                  test_negative_start_times_are_kept_in_step
+    cover art (MP4 attached_pic, MKV        test_cover_art_is_copied_and_the_video_upscaled (3)
+      attachment, PNG track before video)
+    timecode data stream                    test_a_data_stream_is_left_out_with_a_note
+    three audio tracks                      test_three_audio_tracks_are_copied_bit_for_bit
+    unicode, -name, 12:30 name, -out/       test_unicode_dash_and_colon_names (6)
+    61x45, 1x1 and 2x2 images               test_odd_and_tiny_images (3)
+    links, dangling links, link loops,      test_symlinks_and_symlink_loops_in_a_folder
+      a linked folder, a folder loop
+    unreadable file (video, image, in a     test_file_permissions (5: refused, or a failed row in a folder)
+      folder), unwritable output folder
+    two runs on one output                  test_two_runs_on_the_same_output_one_refuses
+    input replaced between kill -9 and      test_input_changed_between_a_killed_run_and_its_resume
+      the resume
+
+Covered by other test files (not repeated here):
+
+    rotation (display matrix 90)       test_orientation.py::test_phone_clip_keeps_its_rotation_and_displays_...
     EXIF orientation 1-8               test_orientation.py::test_every_exif_orientation_reads_as_displayed,
                                        test_orientation.py::test_sideways_phone_photo_is_upscaled_as_displayed
     4:4:4 / 4:2:2 kept (transcode)     test_video.py::test_chroma_sampling_of_the_input_is_kept
     10-bit 4:2:0 stays 10-bit          test_video.py::test_ten_bit_stays_ten_bit
     grey / 16-bit / alpha images       test_cli.py::test_formats_depths_grey_and_alpha
-    VFR, late video start, odd size,
-      anamorphic, 2 audio, subs, font  test_upscale_video.py::test_video_through_the_network_keeps_every_stream_and_timestamp
+    VFR, late video start, odd size,   test_upscale_video.py::test_video_through_the_network_keeps_every_...
+      anamorphic, 2 audio, subs, font
     non-zero start (MPEG-TS at 1.4 s)  test_video.py::test_late_start_moves_to_zero_keeping_offsets
-    empty, text, truncated, audio-only test_upscale_video.py::test_bad_video_inputs_give_one_line_errors_and_leave_nothing,
+    empty, text, truncated, audio-only test_upscale_video.py::test_bad_video_inputs_give_one_line_errors_...,
                                        test_cli.py::test_bad_inputs_give_one_line_errors_and_write_nothing
     garbled and truncated streams      test_fuzz.py
     kill -9 / Ctrl-C then resume       test_resume.py::test_sigkill_and_ctrl_c_then_the_same_command_finishes
