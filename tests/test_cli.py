@@ -181,6 +181,10 @@ def clip(tmp_path_factory):
     (["--pix-fmt", "rgb24"], "libx264 cannot encode pixel format 'rgb24'; expected one of: yuv420p"),
     (["--pix-fmt", "yuv420p", "--codec", "prores_ks"], "prores_ks cannot encode pixel format 'yuv420p'"),
     (["--codec", "libx263"], "video encoder 'libx263' is not available"),
+    (["-x", "crf=99"], "-x crf=99 is out of range for libx264: expected 0 to 51"),
+    (["-x", "crf=3", "--codec", "ffv1"], "ffv1 takes no -x crf (it is lossless)"),
+    (["--encoder-preset", "bogus"], "the libx264 encoder refuses its options (crf=16 preset=bogus)"),
+    (["-x", "tnue=grain"], "the libx264 encoder has no option 'tnue'"),
 ])
 def test_encoder_options_are_checked_before_any_work(tmp_path, clip, capsys, args, message):
     import av

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import av
 
@@ -110,21 +112,75 @@ def check_encoder_options(options: VideoOptions) -> av.Codec:
         raise VsrError(f"video encoder {name!r} is not available; expected one of: {known}") from None
     if codec.type != "video":
         raise VsrError(f"{name!r} is a {codec.type} encoder, expected a video encoder")
-    if options.crf is not None and name in CRF_RANGES:
+    given = options.encoder_options.get("crf")
+    for flag, crf, shown in (("--crf", options.crf, f"--crf {options.crf:g}" if options.crf is not None else ""),
+                             ("-x crf", given, f"-x crf={given}")):
+        if crf is None or name not in CRF_RANGES:
+            continue
         allowed = CRF_RANGES[name]
         if allowed is None:
-            raise VsrError(f"{name} takes no --crf ({_NO_CRF_WHY[name]}); leave --crf out or choose "
+            raise VsrError(f"{name} takes no {flag} ({_NO_CRF_WHY[name]}); leave it out or choose "
                            "libx264, libx265 or libsvtav1")
         low, high = allowed
-        if not low <= options.crf <= high:
-            raise VsrError(f"--crf {options.crf:g} is out of range for {name}: expected {low} to {high} "
-                           "(lower is better)")
-    if options.pix_fmt:
-        supported = [f.name for f in (codec.video_formats or [])]
-        if supported and options.pix_fmt not in supported:
-            raise VsrError(f"{name} cannot encode pixel format {options.pix_fmt!r}; expected one of: "
-                           f"{', '.join(supported)}")
+        try:
+            ok = low <= float(crf) <= high
+        except ValueError:
+            ok = False
+        if not ok:
+            raise VsrError(f"{shown} is out of range for {name}: expected {low} to {high} (lower is better)")
+    supported = [f.name for f in (codec.video_formats or [])]
+    if options.pix_fmt and supported and options.pix_fmt not in supported:
+        raise VsrError(f"{name} cannot encode pixel format {options.pix_fmt!r}; expected one of: "
+                       f"{', '.join(supported)}")
+    defaults = CODEC_DEFAULTS.get(name, _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {}))
+    pix_fmt = options.pix_fmt or defaults.pix_fmt
+    _trial_open(name, pix_fmt if not supported or pix_fmt in supported else supported[0],
+                _encoder_options(options, defaults))
     return codec
+
+
+def _encoder_options(options: VideoOptions, defaults: _CodecDefaults) -> dict[str, str]:
+    """The options the encoder is opened with: the codec's defaults, --crf, --encoder-preset, then -x."""
+    opts = dict(defaults.extra)
+    crf = options.crf if options.crf is not None else defaults.crf
+    if crf is not None:
+        opts["crf"] = f"{crf:g}"
+    preset = options.preset or defaults.preset
+    if preset is not None:
+        opts["preset"] = str(preset)
+    opts.update({str(k): str(v) for k, v in options.encoder_options.items()})
+    return opts
+
+
+def _trial_open(name: str, pix_fmt: str, opts: dict[str, str]) -> None:
+    """Open the encoder once on a small picture with the run's options, so that a wrong --encoder-preset or
+    an -x option the encoder does not know is one line now, not a failure after the first batch. The
+    encoder's own complaint (libx264 prints it itself) is kept off the terminal."""
+    ctx = av.CodecContext.create(name, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 64, 64, pix_fmt
+    ctx.time_base, ctx.framerate = Fraction(1, 25), 25
+    ctx.options = dict(opts)
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                with av.logging.Capture():
+                    ctx.open()
+                error = None
+            except (av.error.FFmpegError, ValueError) as e:
+                error = e
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    shown = " ".join(f"{k}={v}" for k, v in opts.items())
+    if error is not None:
+        raise VsrError(f"the {name} encoder refuses its options ({shown}); check --encoder-preset and -x "
+                       "against the encoder's documentation") from None
+    unknown = sorted(ctx.options)  # what the encoder left unused: names it does not have
+    if unknown:
+        raise VsrError(f"the {name} encoder has no option {unknown[0]!r} (-x {unknown[0]}=...); remove it or "
+                       f"check its name in the encoder's documentation")
 
 
 @dataclass(frozen=True)
@@ -170,12 +226,5 @@ def resolve_encoder(options: VideoOptions, *, high_bit_input: bool, input_pix_fm
                              "(choose --codec ffv1 or --pix-fmt to keep it)")
     if supported and pix_fmt not in supported:  # a --pix-fmt was checked above: only a default gets here
         pix_fmt = supported[0]
-    opts = dict(defaults.extra)
-    crf = options.crf if options.crf is not None else defaults.crf
-    if crf is not None:
-        opts["crf"] = f"{crf:g}"
-    preset = options.preset or defaults.preset
-    if preset is not None:
-        opts["preset"] = str(preset)
-    opts.update({str(k): str(v) for k, v in options.encoder_options.items()})
-    return EncoderChoice(name=name, codec_id=codec.canonical_name, pix_fmt=pix_fmt, options=opts, notes=tuple(notes))
+    return EncoderChoice(name=name, codec_id=codec.canonical_name, pix_fmt=pix_fmt,
+                         options=_encoder_options(options, defaults), notes=tuple(notes))
