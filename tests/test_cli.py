@@ -183,6 +183,7 @@ def clip(tmp_path_factory):
     (["--codec", "libx263"], "video encoder 'libx263' is not available"),
     (["-x", "crf=99"], "-x crf=99 is out of range for libx264: expected 0 to 51"),
     (["-x", "crf=3", "--codec", "ffv1"], "ffv1 takes no -x crf (it is lossless)"),
+    (["--encoder-preset", "slow", "--codec", "ffv1"], "ffv1 encoder has no presets; leave out --encoder-preset"),
     (["--encoder-preset", "bogus"], "the libx264 encoder refuses its options (crf=16 preset=bogus)"),
     (["-x", "tnue=grain"], "the libx264 encoder has no option 'tnue'"),
 ])

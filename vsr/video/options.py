@@ -135,7 +135,8 @@ def check_encoder_options(options: VideoOptions) -> av.Codec:
     defaults = CODEC_DEFAULTS.get(name, _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {}))
     pix_fmt = options.pix_fmt or defaults.pix_fmt
     _trial_open(name, pix_fmt if not supported or pix_fmt in supported else supported[0],
-                _encoder_options(options, defaults))
+                _encoder_options(options, defaults), preset_given=options.preset is not None
+                and "preset" not in options.encoder_options)
     return codec
 
 
@@ -152,7 +153,7 @@ def _encoder_options(options: VideoOptions, defaults: _CodecDefaults) -> dict[st
     return opts
 
 
-def _trial_open(name: str, pix_fmt: str, opts: dict[str, str]) -> None:
+def _trial_open(name: str, pix_fmt: str, opts: dict[str, str], *, preset_given: bool = False) -> None:
     """Open the encoder once on a small picture with the run's options, so that a wrong --encoder-preset or
     an -x option the encoder does not know is one line now, not a failure after the first batch. The
     encoder's own complaint (libx264 prints it itself) is kept off the terminal."""
@@ -178,6 +179,8 @@ def _trial_open(name: str, pix_fmt: str, opts: dict[str, str]) -> None:
         raise VsrError(f"the {name} encoder refuses its options ({shown}); check --encoder-preset and -x "
                        "against the encoder's documentation") from None
     unknown = sorted(ctx.options)  # what the encoder left unused: names it does not have
+    if "preset" in unknown and preset_given:
+        raise VsrError(f"the {name} encoder has no presets; leave out --encoder-preset")
     if unknown:
         raise VsrError(f"the {name} encoder has no option {unknown[0]!r} (-x {unknown[0]}=...); remove it or "
                        f"check its name in the encoder's documentation")
