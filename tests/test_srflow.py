@@ -15,6 +15,7 @@ from vsr import arch, images, weights
 from vsr.arch.srflow import layers
 from vsr.cli import main
 from vsr.engine import Upscaler
+from vsr.errors import VsrError
 
 from conftest import TINY
 
@@ -338,8 +339,8 @@ def test_restore_normalises_latents_and_transfer_of_an_image_to_itself_reconstru
     assert same.shape == (72, 88, 3) and np.abs(same.astype(int) - a[1:73, 1:89]).max() <= 1
     other = flowtools.transfer(desc, a, b, device="cpu")
     assert other.shape == (72, 88, 3) and np.abs(other.astype(int) - same).mean() > 1
-    restored = flowtools.restore(desc, a, device="cpu")
-    assert restored.shape == (72, 88, 3) and np.abs(restored.astype(int) - same).mean() > 0.5
+    restored, strength = flowtools.restore(desc, a, device="cpu")
+    assert strength == 1 and restored.shape == (72, 88, 3) and np.abs(restored.astype(int) - same).mean() > 0.5
 
     model = tmp_path / "srflow-tiny.safetensors"
     weights.save(desc, model)
@@ -349,6 +350,33 @@ def test_restore_normalises_latents_and_transfer_of_an_image_to_itself_reconstru
     assert np.array_equal(images.read_image(out), restored)
     assert main(["srflow", "transfer", str(src), str(src), "-o", str(out), "--model", str(model)]) == 0
     assert np.array_equal(images.read_image(out), same)
+
+
+def test_restore_moves_latents_part_way_where_full_normalisation_decodes_to_nan(monkeypatch, tmp_path, capsys):
+    from vsr import flowtools
+
+    desc = gentle(**TINY_X4)
+    a = np.kron(np.random.RandomState(1).rand(6, 6, 3) * 255, np.ones((8, 8, 1))).astype(np.uint8)
+    reverse, tried = desc.model.reverse, []
+
+    def fragile(lr, latents):  # non-finite unless the latents stay within a quarter of the way
+        out = reverse(lr, latents)
+        tried.append(len(tried))
+        return out if len(tried) >= 3 else out * float("nan")
+
+    monkeypatch.setattr(desc.model, "reverse", fragile)
+    restored, strength = flowtools.restore(desc, a, device="cpu")
+    assert strength == 0.25 and len(tried) == 3 and restored.shape == (48, 48, 3)
+    monkeypatch.setattr(desc.model, "reverse", lambda lr, latents: reverse(lr, latents) * float("nan"))
+    with pytest.raises(VsrError, match="cannot restore"):
+        flowtools.restore(desc, a, device="cpu")
+    monkeypatch.setattr(flowtools, "load_flow", lambda name: desc)
+    tried.clear()
+    monkeypatch.setattr(desc.model, "reverse", fragile)
+    src = tmp_path / "a.png"
+    images.write_image(src, a)
+    assert main(["srflow", "restore", str(src), "-o", str(tmp_path / "o.png"), "--model", "x", "--device", "cpu"]) == 0
+    assert "0.25 of the way" in capsys.readouterr().err
 
 
 def test_srflow_commands_refuse_other_models_and_tiny_images(tmp_path, capsys):
@@ -389,3 +417,25 @@ def test_non_finite_reverse_passes_fall_back_to_the_mean_then_to_the_rrdb(monkey
     with torch.no_grad():
         assert torch.allclose(out, model.encoder.sr(x)) and torch.isfinite(out).all()
     assert eng.stats.nonfinite_fallback == 1
+
+
+def test_the_shipped_srflow_model_takes_its_encoder_from_esrgan_and_is_deterministic(tmp_path):
+    from vsr import zoo
+
+    desc, _ = zoo.resolve("srflow")
+    assert desc.arch == "srflow" and desc.params["residual"] and desc.contract == "sampled"
+    rrdb, _ = zoo.resolve("esrgan")
+    enc = desc.model.encoder.state_dict()
+    assert all(torch.equal(enc[k], v) for k, v in rrdb.model.state_dict().items())  # stored once, in esrgan's file
+    photo = REFERENCE.parent / "data" / "photos" / "plasma-Path.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} not found")
+    src = tmp_path / "crop.png"
+    images.write_image(src, images.read_image(photo)[200:224, 300:332])
+    outs = []
+    for i, extra in enumerate([[], [], ["--tau", "0.8", "--seed", "1"]]):
+        out = tmp_path / f"out{i}.png"
+        assert main(["upscale", str(src), "-o", str(out), "--model", "srflow", "--device", "cpu", "--quiet",
+                     *extra]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[2] != outs[0]  # temperature 0: the same bytes every time

@@ -10,6 +10,8 @@ bicubic downscale by the model's scale, so encoding (image, downscale) gives the
 """
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,9 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
     return (t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
+RESTORE_STRENGTHS = (1.0, 0.5, 0.25, 0.125)
+
+
 def normalise(latents: list[torch.Tensor]) -> list[torch.Tensor]:
     """Each latent channel to zero mean and unit standard deviation over its pixels."""
     out = []
@@ -69,12 +74,21 @@ def normalise(latents: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def restore(desc: ModelDescriptor, img: np.ndarray, device: str = "auto") -> np.ndarray:
-    """(H, W, 3) uint8 -> the restored image, cropped to the flow's size multiple."""
+def restore(desc: ModelDescriptor, img: np.ndarray, device: str = "auto") -> tuple[np.ndarray, float]:
+    """(H, W, 3) uint8 -> (the restored image, cropped to the flow's size multiple; the strength used)."""
     dev = select_device(device)
     model = desc.model.to(dev).eval().float()
     hr, lr = _pair(img, desc, _size(desc, img), dev)
-    return _to_image(model.reverse(lr, normalise(model.encode(hr, lr))))
+    latents = model.encode(hr, lr)
+    target = normalise(latents)
+    # the reverse pass of a flow is fragile away from the latents it learnt: where the full normalisation
+    # decodes to non-finite values, the latents move only part of the way (halved until they decode)
+    for strength in RESTORE_STRENGTHS:
+        out = model.reverse(lr, [z + strength * (t - z) for z, t in zip(latents, target)])
+        if torch.isfinite(out).all():
+            return _to_image(out), strength
+    raise VsrError(f"this picture's latents decode to non-finite values even at {strength:g} of the "
+                   "normalisation; the flow cannot restore it (try vsr upscale on its downscale instead)")
 
 
 @torch.no_grad()
@@ -99,6 +113,12 @@ def run(args) -> int:
         raise VsrError(f"{out}: the output would overwrite an input; give another -o")
     desc = load_flow(args.model)
     imgs = [to_rgb8(read_image(p)) for p in inputs]
-    result = restore(desc, imgs[0], args.device) if args.action == "restore" else transfer(desc, *imgs, args.device)
+    if args.action == "restore":
+        result, strength = restore(desc, imgs[0], args.device)
+        if strength < 1:
+            print(f"vsr: latents moved {strength:g} of the way to normalised (further decodes to non-finite "
+                  "values)", file=sys.stderr)
+    else:
+        result = transfer(desc, *imgs, args.device)
     write_image(out, result)
     return 0
