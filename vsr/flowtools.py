@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from . import zoo
 from .arch import ModelDescriptor
 from .engine.device import select_device
+from .engine.upscaler import usable
 from .errors import VsrError
 from .images import read_image, to_rgb8, write_image
 
@@ -55,12 +56,12 @@ def _size(desc: ModelDescriptor, *imgs: np.ndarray) -> tuple[int, int]:
 
 
 def _to_image(t: torch.Tensor) -> np.ndarray:
-    if not torch.isfinite(t).all():
-        raise VsrError("the flow's reverse pass gave non-finite values for this image (far from what it learnt)")
+    if not usable(t):
+        raise VsrError("the flow's reverse pass blew up on this image (its latents are far from what it learnt)")
     return (t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-RESTORE_STRENGTHS = (1.0, 0.5, 0.25, 0.125)
+RESTORE_STRENGTHS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
 
 def normalise(latents: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -82,12 +83,12 @@ def restore(desc: ModelDescriptor, img: np.ndarray, device: str = "auto") -> tup
     latents = model.encode(hr, lr)
     target = normalise(latents)
     # the reverse pass of a flow is fragile away from the latents it learnt: where the full normalisation
-    # decodes to non-finite values, the latents move only part of the way (halved until they decode)
+    # blows up (non-finite or far outside the picture's range), the latents move only part of the way
     for strength in RESTORE_STRENGTHS:
         out = model.reverse(lr, [z + strength * (t - z) for z, t in zip(latents, target)])
-        if torch.isfinite(out).all():
+        if usable(out):
             return _to_image(out), strength
-    raise VsrError(f"this picture's latents decode to non-finite values even at {strength:g} of the "
+    raise VsrError(f"this picture's latents blow up in the flow's reverse pass even at {strength:g} of the "
                    "normalisation; the flow cannot restore it (try vsr upscale on its downscale instead)")
 
 
@@ -116,8 +117,8 @@ def run(args) -> int:
     if args.action == "restore":
         result, strength = restore(desc, imgs[0], args.device)
         if strength < 1:
-            print(f"vsr: latents moved {strength:g} of the way to normalised (further decodes to non-finite "
-                  "values)", file=sys.stderr)
+            print(f"vsr: latents moved {strength:g} of the way to normalised (further, the flow's reverse pass "
+                  "blows up)", file=sys.stderr)
     else:
         result = transfer(desc, *imgs, args.device)
     write_image(out, result)

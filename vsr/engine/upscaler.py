@@ -29,9 +29,11 @@ the time for a smoother, slightly more faithful result.
 Tiling (``ModelDescriptor.tiling``): ``tiles`` (overlapping tiles blended with a cross-fade),
 ``latent`` (tiles, the latents sliced to match) or ``whole`` (whole frames only: ``--tile`` is ignored).
 A half-precision part with non-finite output is recomputed in fp32, and a sampled one that is still
-not finite at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``. A
-sampled module may offer ``fallback(x)``, a plain deterministic output (SRFlow: its RRDB's own SR
-image), for a part still not finite at temperature 0 (counted in ``nonfinite_fallback``).
+not usable at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``. A
+sampled part is usable when finite and within [-1, 2] (a flow's reverse pass can blow up, finite but
+huge, on latents far from those it learnt). A sampled module may offer ``fallback(x)``, a plain
+deterministic output (SRFlow: its RRDB's own SR image), for a part still not usable at temperature 0
+(counted in ``nonfinite_fallback``).
 """
 from __future__ import annotations
 
@@ -70,6 +72,14 @@ def frame_generator(*key: int) -> torch.Generator:
     every device and in every batch."""
     state = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def usable(out: torch.Tensor, contract: str = "sampled") -> bool:
+    """Whether a network's output can be shown: finite, and for a flow (whose reverse pass can blow up on
+    latents far from those it learnt, finite but huge) within a unit of the picture's [0, 1] range."""
+    if not torch.isfinite(out).all():
+        return False
+    return contract != "sampled" or (out.amin() >= -1 and out.amax() <= 2).item()
 
 
 class Upscaler:
@@ -221,9 +231,10 @@ class Upscaler:
         return model(x)
 
     def _forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
-        """One part (a tile or a whole batch) -> float32 output, recovering from non-finite values."""
+        """One part (a tile or a whole batch) -> float32 output, recovering from non-finite (or, for a flow,
+        blown-up) values."""
         out = self._call(self.model, x.to(self.dtype), *args)
-        if torch.isfinite(out).all():
+        if usable(out, self.desc.contract):
             return out.float()
         if self.dtype != torch.float32:
             if self._fp32_model is None:
@@ -231,7 +242,7 @@ class Upscaler:
                                                                      memory_format=self.memory_format)
             self.stats.nonfinite_recomputed += 1
             out = self._call(self._fp32_model, x.float(), *args)
-            if torch.isfinite(out).all() or self.desc.contract != "sampled":
+            if usable(out, self.desc.contract) or self.desc.contract != "sampled":
                 return out.float()
         if self.desc.contract == "sampled":  # latents far from what the flow knows: its mean instead
             if self.dtype == torch.float32:
@@ -239,7 +250,7 @@ class Upscaler:
             zeros = [torch.zeros_like(z) for z in args[0]]
             model = self._fp32_model or self.model
             out = self._call(model, x.float(), zeros)
-            if not torch.isfinite(out).all() and callable(getattr(model, "fallback", None)):
+            if not usable(out, self.desc.contract) and callable(getattr(model, "fallback", None)):
                 self.stats.nonfinite_fallback += 1
                 out = model.fallback(x.to(self.device, torch.float32))
         return out.float()
