@@ -30,7 +30,7 @@ Tiling (``ModelDescriptor.tiling``): ``tiles`` (overlapping tiles blended with a
 ``latent`` (tiles, the latents sliced to match) or ``whole`` (whole frames only: ``--tile`` is ignored).
 A half-precision part with non-finite output is recomputed in fp32, and a sampled one that is still
 not usable at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``. A
-sampled part is usable when finite and within [-1, 2] (a flow's reverse pass can blow up, finite but
+sampled part is usable when finite and within +-16 (a flow's reverse pass can blow up, finite but
 huge, on latents far from those it learnt). A sampled module may offer ``fallback(x)``, a plain
 deterministic output (SRFlow: its RRDB's own SR image), for a part still not usable at temperature 0
 (counted in ``nonfinite_fallback``).
@@ -74,12 +74,15 @@ def frame_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+BLOWN_UP = 16.0  # a flow's output beyond +-16 (a picture is [0, 1]) has blown up in the reverse pass
+
+
 def usable(out: torch.Tensor, contract: str = "sampled") -> bool:
     """Whether a network's output can be shown: finite, and for a flow (whose reverse pass can blow up on
-    latents far from those it learnt, finite but huge) within a unit of the picture's [0, 1] range."""
+    latents far from those it learnt: finite but huge) within +-BLOWN_UP."""
     if not torch.isfinite(out).all():
         return False
-    return contract != "sampled" or (out.amin() >= -1 and out.amax() <= 2).item()
+    return contract != "sampled" or bool(out.abs().amax() <= BLOWN_UP)
 
 
 class Upscaler:
