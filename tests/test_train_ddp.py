@@ -1,6 +1,7 @@
 """``torchrun --nproc_per_node 2`` on the CPU (gloo): the loss matches one process with the whole batch."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -17,13 +18,17 @@ from test_train_config import recipe, write_frames
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_match_one(tmp_path):
-    frames = write_frames(tmp_path / "frames")
-    single = train(load_recipe(recipe(tmp_path, **{"data.batch": 4})), progress=False)
+@pytest.mark.parametrize("kind", ["patches", "clips"])
+def test_two_processes_match_one(tmp_path, kind):
+    from test_pingpong import CLIPS
+
+    changes = copy.deepcopy(CLIPS) if kind == "clips" else {}  # clips: the recurrent generator, ping-pong
+    frames = write_frames(tmp_path / "frames", size=160 if kind == "clips" else 96)
+    single = train(load_recipe(recipe(tmp_path, **{**copy.deepcopy(changes), "data.batch": 4})), progress=False)
 
     (tmp_path / "ddp").mkdir()
     (tmp_path / "ddp" / "frames").symlink_to(frames)
-    path = recipe(tmp_path / "ddp", **{"data.batch": 2})  # 2 processes x 2 = the same total batch
+    path = recipe(tmp_path / "ddp", **{**changes, "data.batch": 2})  # 2 processes x 2 = the same total batch
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "vsr.train.cli", "train", str(path), "--quiet"],

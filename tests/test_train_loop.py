@@ -78,14 +78,6 @@ def test_translational_loss_zero_only_for_an_equivariant_generator():
     assert torch.equal(out, tgt)
 
 
-def test_pingpong_interface():
-    frames = torch.rand(2, 4, 3, 8, 8)
-    stateless = losses.pingpong(lambda x, prev: x * 2, frames)
-    assert stateless.item() == 0.0
-    recurrent = losses.pingpong(lambda x, prev: x if prev is None else 0.5 * (x + prev), frames)
-    assert recurrent.item() > 0
-
-
 def test_checkpointing_gives_the_same_gradients():
     from vsr import arch
 

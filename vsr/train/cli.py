@@ -121,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _summary(result, name: str | None) -> None:
     m = result.metrics
     quality = f", validation PSNR-Y {m['psnr_y']:.2f} dB SSIM-Y {m['ssim_y']:.4f}" if m else ""
+    if "tof" in m:  # clips
+        quality += f" tOF {m['tof']:.3f} warping error {m['warping_error']:.3g}"
     print(f"trained {result.step} steps in {result.seconds / 60:.1f} min{quality}; run folder {result.output}")
     if result.card is not None and name:
         print(f"model {name}: {result.card} (use it with: vsr upscale INPUT --model {name})")

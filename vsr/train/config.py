@@ -41,6 +41,32 @@ class NetworkConfig:
 
 
 @dataclass
+class ClipsConfig:
+    """Training on clips (for a frame-recurrent generator): each sample is ``frames`` consecutive frames of
+    data.patch LR pixels, degraded with one draw of data.degradation (vsr.train.clips)."""
+    frames: int = 5
+    # the virtual camera over data.frames: the largest pan (HR px per frame), zoom (relative change of the
+    # field of view per frame) and rotation (degrees per frame) a clip is drawn with
+    shift: float = 2.0
+    zoom: float = 0.01
+    rotate: float = 0.5
+    videos: list[str] = field(default_factory=list)  # video files whose consecutive frames make clips too
+    video_share: float = 0.5  # with videos: the share of clips taken from them (the rest: the camera)
+    max_video_frames: int = 300  # frames decoded from the start of each video
+
+    def __post_init__(self) -> None:
+        if self.frames < 2:
+            raise ValueError(f"frames: a clip needs at least 2 frames, got {self.frames}")
+        if not 0 <= self.video_share <= 1:
+            raise ValueError(f"video_share: expected a share in [0, 1], got {self.video_share}")
+        if self.max_video_frames < self.frames:
+            raise ValueError(f"max_video_frames: expected at least frames ({self.frames}), got {self.max_video_frames}")
+        for key in ("shift", "zoom", "rotate"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: expected a rate of 0 or more, got {getattr(self, key)}")
+
+
+@dataclass
 class DataConfig:
     frames: str | None = None  # folder of frames/photos, or a video file whose frames are extracted
     lq: str | None = None  # paired low-quality folder (same file names as `frames`); no degradation then
@@ -53,6 +79,7 @@ class DataConfig:
     accumulate: int = 1  # micro-batches per optimizer step (effective batch = batch x accumulate)
     flips: bool = True
     degradation: DegradeConfig = field(default_factory=DegradeConfig)
+    clips: ClipsConfig | None = None  # clips of consecutive frames instead of single patches
 
 
 @dataclass
@@ -100,10 +127,13 @@ class LossConfig:
     # bits per HR pixel): uniform dequantisation noise of width 1/quant on the ground truth (default 256,
     # for 8-bit data; 0 = none)
     quant: int | None = None
+    # pingpong (a frame-recurrent generator on clips, TecoGAN): the distance between the forward and the
+    # backward output of each frame, l1 (the default, TecoGAN's) or l2
+    distance: Literal["l1", "l2"] | None = None
 
     def __post_init__(self) -> None:
         own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
-               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}}
+               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"}}
         typed = set().union(*own.values())
         for key in sorted(typed - own.get(self.type, set())):
             if getattr(self, key) is not None:
@@ -125,6 +155,8 @@ class EvalConfig:
     crop: int = 512  # ground-truth centre crop (keeps validation quick); 0 = whole images
     seed: int = 1234  # degradation draw of the validation images (fixed across runs)
     grids: bool = True  # save sample image grids (LQ | output | ground truth)
+    # clip recipes: frames of each held-out moving clip (default data.clips.frames); crop is its HR size
+    frames: int | None = None
 
 
 @dataclass
@@ -181,6 +213,14 @@ class RecipeConfig:
                 raise ValueError(f"data.{key}: expected a positive number, got {getattr(d, key)}")
         if not 0 < d.prescale <= 1:
             raise ValueError(f"data.prescale: expected a factor in (0, 1], got {d.prescale}")
+        for name, loss in self.losses.items():
+            if loss.type == "pingpong" and d.clips is None:
+                raise ValueError(f"losses.{name}: the ping-pong loss runs a clip forward and back; "
+                                 "give data.clips (e.g. clips: {frames: 5})")
+        if d.clips is not None and d.lq is not None:
+            raise ValueError("data.clips: clips are degraded on the fly; they cannot come from paired data.lq")
+        if self.eval.frames is not None and self.eval.frames < 2:
+            raise ValueError(f"eval.frames: a validation clip needs at least 2 frames, got {self.eval.frames}")
 
 
 # --- strict loading -----------------------------------------------------------------------------
@@ -205,6 +245,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        mapping = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(mapping) == 1:  # its own error (an unknown key) says more
+            return _convert(value, mapping[0], where)
         for a in args:
             if a is type(None):
                 continue

@@ -87,6 +87,9 @@ def check_source(cfg: DataConfig) -> None:
         list_images(Path(cfg.lq).expanduser(), "data.lq")
     if cfg.val_frames is not None:
         list_images(Path(cfg.val_frames).expanduser(), "data.val_frames")
+    for v in cfg.clips.videos if cfg.clips else []:
+        if not Path(v).expanduser().is_file():
+            raise VsrError(f"data.clips.videos: {v} does not exist")
 
 
 def load_frames(cfg: DataConfig, *, scale: int) -> tuple[list[Frame], list[Frame]]:

@@ -1,6 +1,7 @@
 """Validation on held-out frames (PSNR/SSIM on Y, sample grids; for a flow also the likelihood of the
-held-out pairs and how Gaussian their latents are) and the run's logs (TensorBoard and a JSON-lines
-file that benchmarks read back as the quality-against-time curve)."""
+held-out pairs and how Gaussian their latents are; for moving clips also tOF and the warping error) and
+the run's logs (TensorBoard and a JSON-lines file that benchmarks read back as the quality-against-time
+curve)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import metrics
+from ..arch import ModelDescriptor
 from ..images import write_image
 
 
@@ -46,6 +48,8 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
     if not val:
         return {}, []
     desc = archs.get_arch(arch).describe(params, model)
+    if val[0][1].ndim == 4:  # moving clips (T, h, w, 3)
+        return _validate_clips(desc, val, device=device, scale=scale, precision=precision)
     with _left_as_is(model):
         up = Upscaler(desc, device=str(device), precision=precision, tile="auto")
         outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
@@ -54,6 +58,26 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
     p = [metrics.psnr(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
     s = [metrics.ssim(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
     return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s)), **flow}, outs
+
+
+def _validate_clips(desc: ModelDescriptor, val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
+                    scale: int, precision: str) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Each clip through one engine session, frame after frame (a recurrent model carries its state from
+    the first frame on, as in ``vsr upscale``): PSNR-Y / SSIM-Y over every frame, TecoGAN's tOF against
+    the ground truth's motion, and the warping error of the output (motion from the ground truth), each
+    the mean over the clips; the outputs (T, sh, sw, 3) per clip."""
+    from ..engine import Upscaler
+
+    with _left_as_is(desc.model):
+        up = Upscaler(desc, device=str(device), precision=precision, tile="auto")
+        outs = [up.session().upscale_array(lq, indices=list(range(len(lq))),
+                                           resets=[True] + [False] * (len(lq) - 1)) for _, lq, _ in val]
+    p = [metrics.psnr(o, t, border=scale) for out, (_, _, hq) in zip(outs, val) for o, t in zip(out, hq)]
+    s = [metrics.ssim(o, t, border=scale) for out, (_, _, hq) in zip(outs, val) for o, t in zip(out, hq)]
+    tof = [metrics.tof(list(out), list(hq)) for out, (_, _, hq) in zip(outs, val)]
+    warp = [metrics.warping_error(list(out), guide=list(hq)) for out, (_, _, hq) in zip(outs, val)]
+    return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s)), "tof": float(np.mean(tof)),
+            "warping_error": float(np.nanmean(warp)) if not np.isnan(warp).all() else float("nan")}, outs
 
 
 @torch.no_grad()
@@ -117,6 +141,8 @@ class Logger:
                 self.writer.add_scalar(f"val/{k}", v, step)
         if grids and val and sample is not None:
             name, lq, hq = val[0]
+            if sample.ndim == 4:  # a clip: its last frame, where the state has built up longest
+                sample, lq, hq = sample[-1], lq[-1], hq[-1]
             grid = np.concatenate([bicubic(lq, scale), sample, hq], axis=1)  # LQ | output | ground truth
             (self.folder / "samples").mkdir(parents=True, exist_ok=True)
             write_image(self.folder / "samples" / f"step-{step:08d}.png", grid)

@@ -21,7 +21,8 @@ from .. import arch
 from ..engine.device import cpu_has_amx, select_device
 from ..errors import VsrError
 from . import checkpoint as ckpt
-from . import ddp, losses
+from . import ddp, losses, temporal
+from .clipdata import ClipData, validation_clips
 from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, to_dict
 from .data import TrainData, load_frames, validation_set
 from .evaluate import Logger, validate
@@ -65,9 +66,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def _check_losses(cfg: RecipeConfig) -> None:
     for name, loss in cfg.losses.items():
-        if loss.type == "pingpong":
-            raise VsrError(f"losses.{name}: the ping-pong loss needs a frame-recurrent generator; "
-                           f"{cfg.networks[cfg.generator].arch} sees one frame at a time")
         if loss.type == "translational":
             crop = loss.crop or cfg.data.patch * 3 // 4
             if not 0 < crop < cfg.data.patch:
@@ -82,7 +80,16 @@ def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, 
     if net_cfg.arch in DISCRIMINATORS:
         raise VsrError(f"networks.{cfg.generator}: the generator cannot be a {net_cfg.arch}")
     desc = arch.get_arch(net_cfg.arch).describe(params, gen)
+    if desc.contract == "recurrent" and cfg.data.clips is None:
+        raise VsrError(f"data.clips: a {net_cfg.arch} generator learns from its previous output; train it "
+                       "on clips (e.g. clips: {frames: 5})")
+    if desc.contract == "sampled" and cfg.data.clips is not None:
+        raise VsrError(f"data.clips: a {net_cfg.arch} generator samples each frame on its own; "
+                       "train it on patches (remove data.clips)")
     for name, loss in cfg.losses.items():
+        if loss.type == "pingpong" and desc.contract != "recurrent":
+            raise VsrError(f"losses.{name}: the ping-pong loss needs a frame-recurrent generator "
+                           f"(rrdb-recurrent); {net_cfg.arch} sees one frame at a time")
         if desc.contract == "sampled" and loss.type not in ("nll", "l1", "l2"):
             raise VsrError(f"losses.{name}: a {net_cfg.arch} generator trains with the nll loss and l1/l2 on "
                            f"its temperature-0 image (it samples: no one output for other losses), got {loss.type}")
@@ -109,8 +116,12 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     if not resume and (ckpt_dir / ckpt.LATEST).is_file():
         raise VsrError(f"{out_dir} already holds a run; continue it with --resume or set another output")
     train_frames, held = load_frames(cfg.data, scale=cfg.scale)
-    data = TrainData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
-    val = validation_set(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+    if cfg.data.clips is not None:
+        data: TrainData | ClipData = ClipData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
+        val = validation_clips(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+    else:
+        data = TrainData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
+        val = validation_set(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
     amp = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
@@ -143,7 +154,12 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         if dist.main and state["config"] != to_dict(cfg):
             print("vsr: the recipe differs from the checkpoint's; continuing with the recipe", file=sys.stderr)
     freeze_encoders(nets, cfg.networks, start)  # training stage 2: SRFlow's encoder frozen
-    wrapped = {n: ddp.wrap(m, dist, device) for n, m in nets.items()}
+    trained = dict(nets)
+    if cfg.data.clips is not None:  # the generator runs over whole clips, one call per clip (for DDP)
+        contract = arch.get_arch(cfg.networks[cfg.generator].arch).describe(
+            params[cfg.generator], nets[cfg.generator]).contract
+        trained[cfg.generator] = temporal.ClipRunner(net=nets[cfg.generator], recurrent=contract == "recurrent")
+    wrapped = {n: ddp.wrap(m, dist, device) for n, m in trained.items()}
     log = Logger(out_dir, enabled=dist.main and cfg.log.tensorboard)
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     result = RunResult(output=out_dir, step=start, seconds=seconds)
@@ -281,7 +297,9 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
            fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], vgg: dict[str, losses.VGGFeatures],
            step: int, dist: ddp.Dist) -> dict[str, torch.Tensor]:
     """The weighted loss terms of one training step on one micro-batch."""
-    lq, hq = mb["lq"].contiguous(memory_format=torch.channels_last), mb["hq"]
+    clips = mb["lq"].ndim == 5  # (B, T, C, p, p): the generator runs over clips
+    lq = mb["lq"] if clips else mb["lq"].contiguous(memory_format=torch.channels_last)
+    hq = mb["hq"]
     terms: dict[str, torch.Tensor] = {}
     if cfg.networks[ts.network].arch in DISCRIMINATORS:  # the discriminator's side of the GAN losses
         if m in fakes:
@@ -289,6 +307,8 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
         else:
             with torch.no_grad():
                 real, fake = hq, wrapped[cfg.generator](lq).float()
+            if clips:  # every frame is an image to judge
+                real, fake = real.flatten(0, 1), fake.flatten(0, 1)
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + dist.rank)
         for name in active:
             loss = cfg.losses[name]
@@ -307,6 +327,8 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
                 mean = losses.flow_mean(ddp.unwrap(net), lq).float()
             terms[name] = loss.weight * losses.pixel(mean, hq, loss.type)
         return terms
+    if clips:
+        return temporal.clip_terms(cfg, active, net, mb, vgg, wrapped, fakes, m)
     trans = next((n for n in active if cfg.losses[n].type == "translational"), None)
     if trans:
         crop = cfg.losses[trans].crop or cfg.data.patch * 3 // 4

@@ -177,22 +177,22 @@ def perceptual(vgg: VGGFeatures, out: Tensor, target: Tensor) -> Tensor:
 
 # --- ping-pong (temporal) ----------------------------------------------------------------------
 
-def pingpong(step: Callable[[Tensor, Tensor | None], Tensor], frames: Tensor) -> Tensor:
+def pingpong_order(frames: int) -> list[int]:
+    """The frames a ping-pong run visits: 0..N-1, then back N-2..0 (2N-1 outputs)."""
+    if frames < 2:
+        raise ValueError("the ping-pong loss needs clips of at least 2 frames")
+    return list(range(frames)) + list(range(frames - 2, -1, -1))
+
+
+def pingpong(outputs: Tensor, frames: int, kind: str = "l1") -> Tensor:
     """TecoGAN's ping-pong loss for a frame-recurrent generator.
 
-    ``frames`` (B, N, C, H, W); ``step(lq_t, previous_output_or_None) -> output_t``. The generator
-    runs over frames 0..N-1 and back N-2..0; the loss is the mean L1 between the forward and the
-    backward estimate of frames 0..N-2.
-    """
-    n = frames.shape[1]
-    if n < 2:
-        raise ValueError("the ping-pong loss needs clips of at least 2 frames")
-    prev, forward = None, []
-    for t in range(n):
-        prev = step(frames[:, t], prev)
-        forward.append(prev)
-    backward: list[Tensor] = [None] * (n - 1)  # type: ignore[list-item]
-    for t in range(n - 2, -1, -1):
-        prev = step(frames[:, t], prev)
-        backward[t] = prev
-    return torch.stack([F.l1_loss(f.float(), b.float()) for f, b in zip(forward[:-1], backward)]).mean()
+    ``outputs`` (B, 2N-1, C, H, W): the generator's outputs over a clip of ``frames`` = N frames run in
+    :func:`pingpong_order`. The loss is the mean distance (L1, TecoGAN's; or L2) between the forward
+    and the backward estimate of frames 0..N-2: the backward pass saw the clip's future first, so a
+    generator that invents detail from its state and lets it drift gives them different outputs, one
+    that does not depend on its previous output gives exactly 0."""
+    assert outputs.shape[1] == 2 * frames - 1, (outputs.shape, frames)
+    forward = outputs[:, :frames - 1]
+    backward = outputs[:, frames:].flip(1)  # frames N-2..0 -> 0..N-2
+    return pixel(forward.float(), backward.float(), kind)

@@ -61,6 +61,13 @@ def build_network(name: str, cfg: NetworkConfig) -> tuple[nn.Module, dict[str, A
             except ValueError as e:
                 raise VsrError(f"networks.{name}: {cfg.weights}: {e}") from None
             desc = arch.get_arch("switched").describe(switched.params_from_state_dict(net.state_dict()), net)
+        elif cfg.arch == "rrdb-recurrent" and desc.arch == "rrdb":  # starts out as exactly that RRDB
+            if cfg.params:
+                raise VsrError(f"networks.{name}: 'params' are read from the weights; remove them or 'weights'")
+            try:
+                desc = arch.from_rrdb(desc)
+            except ValueError as e:
+                raise VsrError(f"networks.{name}: {cfg.weights}: {e}") from None
         elif cfg.params:
             raise VsrError(f"networks.{name}: 'params' are read from the weights; remove them or 'weights'")
         if desc.arch != cfg.arch:
