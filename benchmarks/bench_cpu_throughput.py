@@ -1,7 +1,9 @@
 """realesrgan-x4plus throughput on the CPU as achieved GFLOP/s, next to the machine's peak.
 
-Peak = the best of large square matrix multiplies in the same precision, measured in the same run.
-RRDBNet x4 costs 17.9 M multiply-adds (35.8 MFLOP) per input pixel. Prints medians of several runs.
+Peak = a large square matrix multiply in the same precision, measured in the same run; the network's
+arithmetic is counted at the operator level on the crop itself (vsr.engine.measure, as `vsr bench`
+does), about 35.8 MFLOP per input pixel for RRDBNet x4. Compares NCHW with channels_last. Prints medians
+of several runs.
 
     python benchmarks/bench_cpu_throughput.py [--size 128] [--runs 5] [--precision fp32 bf16]
 """
@@ -9,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,7 @@ import torch
 
 from vsr import images, zoo
 from vsr.engine import PRECISIONS, Upscaler
-
-FLOP_PER_PX = 2 * 17.9e6
+from vsr.engine.measure import count_flops, matmul_peak_gflops, matmul_size, median_seconds
 
 
 def real_crop(size: int) -> np.ndarray:
@@ -32,16 +31,6 @@ def real_crop(size: int) -> np.ndarray:
     print(f"({photo} not found: using a generated image)")
     from vsr.demo import make_scene
     return make_scene(size * 2, size * 2)[:size, :size]
-
-
-def median_time(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -58,22 +47,22 @@ def main() -> None:
 
 
 def measure(desc, crop: np.ndarray, precision: str, runs: int) -> None:
-    dtype = PRECISIONS[precision]
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    peak = 2 * n ** 3 / median_time(lambda: a @ b, runs) / 1e9
+    cpu = torch.device("cpu")
+    peak = matmul_peak_gflops(PRECISIONS[precision], cpu, runs=runs)
+    n = matmul_size(cpu)
     print(f"{precision} peak (matmul {n}x{n}):           {peak:8.1f} GFLOP/s")
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
     px = x.shape[2] * x.shape[3]
     up = Upscaler(desc, device="cpu", precision=precision, tile=0)
+    flops = count_flops(lambda: up(x))
     results = {}
     for fmt in (torch.contiguous_format, torch.channels_last):
         up.memory_format = fmt
         up.model = up.model.to(memory_format=fmt)
-        t = median_time(lambda: up(x), runs)
+        t = median_seconds(lambda: up(x), runs)
         results[fmt] = t
         name = "NCHW" if fmt == torch.contiguous_format else "channels_last"
-        gflops = px * FLOP_PER_PX / t / 1e9
+        gflops = flops / t / 1e9
         print(f"{precision} realesrgan-x4plus {x.shape[3]}x{x.shape[2]} {name:13s}: {gflops:8.1f} GFLOP/s "
               f"({gflops / peak:5.1%} of peak), {px / t:8.0f} input px/s, {t:.2f} s/frame")
     ratio = results[torch.contiguous_format] / results[torch.channels_last]

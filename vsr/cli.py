@@ -127,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("-o", "--output", type=Path, required=True, help="output image (the maps beside the input)")
     sel.add_argument("--model", default="switched", help="a switched model: name or weights file")
 
+    be = sub.add_parser("bench", help="how fast a model runs here: model-only and end-to-end frames/s, "
+                        "GFLOP/s against the machine's peak")
+    be.add_argument("--model", default="esrgan", help="model name or weights file (default esrgan)")
+    be.add_argument("--size", help="input frame size WxH (default 320x240; with --clip, the clip's)")
+    be.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    be.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    be.add_argument("--frames", type=_positive_int, default=6, help="frames of the pipeline run (default 6)")
+    be.add_argument("--runs", type=_positive_int, default=3, help="timed runs of each measurement (default 3)")
+    be.add_argument("--batch", type=_positive_int, help="frames per network call (default 1 on CPU, 4 on GPU)")
+    be.add_argument("--codec", help="output codec of the pipeline run (default libx264, as vsr upscale)")
+    be.add_argument("--clip", type=Path, help="run the pipeline on this video instead of a generated clip")
+    be.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
     from .compare import add_arguments as compare_arguments
     compare_arguments(sub.add_parser(
         "compare", help="two restorations of one clip: PSNR-Y/SSIM-Y, tOF, warping error, a picture and a plot"))
@@ -191,6 +204,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    return run(args)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import run
 
@@ -200,7 +219,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow,
-                "inspect": cmd_inspect, "compare": cmd_compare}
+                "inspect": cmd_inspect, "compare": cmd_compare, "bench": cmd_bench}
     try:
         with warnings.catch_warnings():
             if not args.debug:  # library warnings are for developers: a refusal or a run says one line

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from . import images, zoo
 from .engine import Upscaler
 from .errors import VsrError
+from .projection import FasterOptions, Projection
 from .yamlfile import read_mapping
 from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, check_encoder_options, plan_output,
                     transcode)
@@ -73,13 +74,15 @@ class _Job:
 
     def __init__(self, opts: UpscaleOptions) -> None:
         self.opts = opts
-        desc, _ = zoo.resolve(opts.model, opts.scale)
+        desc, card = zoo.resolve(opts.model, opts.scale)
         if desc.in_ch != 3 or desc.out_ch != 3:
             raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
         self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile,
                                temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
-        batch = opts.batch or (1 if self.engine.device.type == "cpu" else 4)
+        batch = opts.batch or default_batch(self.engine.device.type)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
+        self.faster = FasterOptions(desc=desc, model=opts.model, card_name=card.name if card else None,
+                                    scale=self.scale)
 
     @property
     def scale(self) -> float:
@@ -110,13 +113,28 @@ class _Job:
             return np.repeat(_mean_channels(out)[..., None], 3, axis=-1) if grey else out
 
         desc = self.engine.desc
-        result = transcode(src, plan.path, process, self.scale, self.video_options, plan=plan,
+        result = transcode(src, plan.path, process, self.scale, self._projected(src.name), plan=plan,
                            identity=self.identity if resume else None, segment_frames=self.opts.segment_frames,
                            context_frames=desc.context_frames, detect_cuts=self.engine.stateful)
         report.frames += result.frames
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]
         return result.output
+
+    def _projected(self, name: str) -> VideoOptions:
+        """The video options with the projection of the file's time fed by its progress (not when quiet)."""
+        options = self.video_options
+        if options.quiet:
+            return options
+        projection = Projection(name=name, device=self.engine.device, hint=self.faster,
+                                write=lambda line: tqdm.write(f"vsr: {line}", file=sys.stderr))
+        given = options.progress
+
+        def progress(done: int, total: int | None) -> None:
+            projection.progress(done, total)
+            if given is not None:
+                given(done, total)
+        return replace(options, progress=progress)
 
     def image(self, src: Path, dst: Path) -> int:
         img = images.read_image(src)
@@ -132,6 +150,11 @@ class _Job:
         out = images.resize(out, round(w * self.scale), round(h * self.scale))
         images.write_image(dst, out)
         return 1
+
+
+def default_batch(device_type: str) -> int:
+    """Video frames per network call: one on a CPU (a frame already fills its cores), four on a GPU."""
+    return 1 if device_type == "cpu" else 4
 
 
 def _mean_channels(a: np.ndarray) -> np.ndarray:

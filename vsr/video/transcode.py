@@ -303,6 +303,8 @@ class _Pipeline:
 
     def run(self) -> None:
         self.decoder.start()
+        if self.options.progress is not None:  # the start: a caller timing the frames knows when they began
+            self.options.progress(self.first_index, self.total)
         try:
             while (batch := self._next_batch()) is not None:
                 t0 = time.perf_counter()
