@@ -206,3 +206,10 @@ def test_upscale_says_the_projected_time_and_a_faster_model(tmp_path, user_zoo, 
     else:
         assert len(lines) == 1 and lines[0].startswith("vsr: clip.mp4: about "), lines
         assert "for 6 frames" in lines[0] and "on cpu); faster: --model quick (" in lines[0], lines
+
+
+def test_a_named_ncnn_model_is_looked_at_without_converting_it_into_the_cache():
+    card = zoo.cards()["realesr-animevideov3"]
+    desc = zoo.load_card(card, cache=False)
+    assert (desc.arch, desc.scale) == ("compact", 4)
+    assert not card.weights_path().exists()  # nothing written, so `vsr models` still says "converted on first use"
