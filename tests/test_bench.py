@@ -162,9 +162,9 @@ def test_choose_prefers_what_fits_at_the_users_scale():
     assert projection.choose(opts, current_flops_per_px=15.0, seconds=20 * 3600) is None  # nothing 2x cheaper
 
 
-def _card(folder: Path, name: str, desc, scale: int) -> None:
+def _card(folder: Path, name: str, desc, scale: int, content: str = "photographic") -> None:
     weights.save(desc, folder / f"{name}.safetensors")
-    (folder / f"{name}.yml").write_text(f"name: {name}\narchitecture: compact\nscale: {scale}\n"
+    (folder / f"{name}.yml").write_text(f"name: {name}\narchitecture: compact\nscale: {scale}\ncontent: {content}\n"
                                         f"weights: {name}.safetensors\nlicense: MIT\nsource: tests\n")
 
 
@@ -177,6 +177,7 @@ def user_zoo(monkeypatch):
     _card(folder, "slow", tiny("compact", nf=16, num_conv=2, upscale=2), 2)
     _card(folder, "quick", tiny("compact", nf=4, num_conv=1, upscale=2), 2)
     _card(folder, "quick-x4", tiny("compact", nf=4, num_conv=1, upscale=4), 4)
+    _card(folder, "toon", tiny("compact", nf=4, num_conv=1, upscale=2), 2, content="animation")
     every = zoo.cards
     monkeypatch.setattr(zoo, "cards", lambda: {k: c for k, c in every().items() if c.path.parent == folder})
     yield folder
@@ -186,7 +187,7 @@ def user_zoo(monkeypatch):
 
 def test_zoo_options_count_each_model_and_spell_scale_variants(user_zoo):
     options = {o.flags: o for o in projection.zoo_options(model="slow", card_name="slow", scale=2)}
-    assert set(options) == {"--model quick", "--model quick --scale 4"}
+    assert set(options) == {"--model quick", "--model quick --scale 4"}  # not toon: made for animation
     assert options["--model quick"].flops_per_px == compact_flops_per_px(4, 1, 2)
     assert not options["--model quick --scale 4"].keeps_scale
 

@@ -105,12 +105,14 @@ def flops_per_pixel(desc: ModelDescriptor) -> float:
 
 
 def zoo_options(*, model: str, card_name: str | None, scale: float) -> list[Option]:
-    """Every named RGB model as the flags that would pick it, with its arithmetic per input pixel; a card
+    """Every named RGB model made for the same content as the running one (a weights file without a card
+    counts as photographic) as the flags that would pick it, with its arithmetic per input pixel; a card
     ``NAME-xS`` whose NAME is a card too is spelt ``--model NAME --scale S``."""
     cards = zoo.cards()
+    content = cards[card_name].content if card_name in cards else "photographic"
     options = []
     for name, card in sorted(cards.items()):
-        if name in (model, card_name):
+        if name in (model, card_name) or card.content != content:
             continue
         try:
             desc = zoo.load_card(card, cache=False)

