@@ -8,7 +8,7 @@ degradation families that were not all designed by us, with the per-image spread
     python benchmarks/eval_fidelity.py --model esrgan --ensemble 8                 # self-ensemble gain and cost
 
 Families (x4, each image its own fixed draw):
-  vhs           ours, as the shipped esrgan was trained (pipelines/vhs-esrgan.yml's degradation)
+  vhs           ours, as esrgan-vhs was trained (pipelines/vhs-esrgan.yml's degradation)
   wide          ours, the wide model (vsr.train.degrade defaults: kernels, tape noise, codecs, ...)
   bicubic-jpeg  antialiased bicubic downscale (MATLAB imresize-like) + JPEG quality 75
   capture-h264  optics blur (Gaussian 0.8 px), area downscale, H.264 CRF 26 (4:2:0), as a capture card

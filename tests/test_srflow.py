@@ -424,14 +424,14 @@ def test_non_finite_reverse_passes_fall_back_to_the_mean_then_to_the_rrdb(monkey
     assert eng.stats.nonfinite_fallback == 1
 
 
-def test_the_shipped_srflow_model_takes_its_encoder_from_esrgan_and_is_deterministic(tmp_path):
+def test_the_shipped_srflow_model_takes_its_encoder_from_esrgan_vhs_and_is_deterministic(tmp_path):
     from vsr import zoo
 
     desc, _ = zoo.resolve("srflow")
     assert desc.arch == "srflow" and desc.params["residual"] and desc.contract == "sampled"
-    rrdb, _ = zoo.resolve("esrgan")
+    rrdb, _ = zoo.resolve("esrgan-vhs")
     enc = desc.model.encoder.state_dict()
-    assert all(torch.equal(enc[k], v) for k, v in rrdb.model.state_dict().items())  # stored once, in esrgan's file
+    assert all(torch.equal(enc[k], v) for k, v in rrdb.model.state_dict().items())  # stored once, in esrgan-vhs's file
     photo = REFERENCE.parent / "data" / "photos" / "plasma-Path.jpg"
     if not photo.is_file():
         pytest.skip(f"{photo} not found")
