@@ -38,6 +38,13 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VSR_MODELS", str(tmp_path_factory.getbasetemp() / "user-models"))
 
 
+@pytest.fixture(autouse=True)
+def _fp32_auto_precision(monkeypatch):
+    """`auto` precision computes fp32 on the CPU in tests, whether or not this CPU has native bf16, so exact
+    comparisons hold on every machine; tests of bf16 ask for it by name."""
+    monkeypatch.setattr("vsr.engine.device.cpu_has_native_bf16", lambda: False)
+
+
 @pytest.fixture
 def tiny_weights(tmp_path) -> Path:
     """A tiny x2 compact network saved as safetensors."""

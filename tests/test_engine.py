@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vsr.engine import Upscaler, select_precision
-from vsr.engine.device import cpu_has_amx
+from vsr.train.loop import autocast_dtype
 from vsr.engine.tiling import tile_starts
 
 from conftest import TINY_CASES, tiny
@@ -59,9 +59,12 @@ def test_non_finite_half_precision_output_is_recomputed_in_fp32():
     assert torch.allclose(out, ref, atol=1e-4)
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
-    assert select_precision("auto", cpu) == (torch.bfloat16 if cpu_has_amx() else torch.float32)
+    assert select_precision("auto", cpu) == torch.float32  # no native bf16 (the tests' setting)
+    monkeypatch.setattr("vsr.engine.device.cpu_has_native_bf16", lambda: True)
+    assert select_precision("auto", cpu) == torch.bfloat16
+    assert autocast_dtype("auto", cpu) == torch.bfloat16
     assert select_precision("auto", cpu, supports_bf16=False) == torch.float32
     assert select_precision("auto", torch.device("cuda")) == torch.float16
     assert select_precision("auto", torch.device("cuda"), supports_fp16=False) in (torch.bfloat16, torch.float32)

@@ -18,7 +18,8 @@ import torch
 from tqdm import tqdm
 
 from .. import arch
-from ..engine.device import cpu_has_amx, select_device
+from ..engine import device as devices
+from ..engine.device import select_device
 from ..errors import VsrError
 from . import checkpoint as ckpt
 from . import ddp, losses, temporal
@@ -56,11 +57,11 @@ def loss_active(loss: LossConfig, step: int) -> bool:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None = fp32. auto: fp16 on CUDA (with a grad scaler), bf16 on CPUs with AMX."""
+    """None = fp32. auto: fp16 on CUDA (with a grad scaler), bf16 on CPUs with native bf16."""
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else None
+        return torch.bfloat16 if device.type == "cpu" and devices.cpu_has_native_bf16() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
