@@ -103,6 +103,27 @@ def test_the_released_checkpoint_layouts_load_strictly_and_decode(name, params, 
     assert out.shape == (1, 3, 16 * params["scale"], 16 * params["scale"]) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("damage,message", [
+    ("missing", r"lacks flow\.layers\.5\.actnorm\.bias"),
+    ("shape", r"tensor flow\.layers\.5\.actnorm\.bias has shape \(3, 3\), expected \(1, 12, 1, 1\)"),
+])
+def test_a_released_checkpoint_with_a_bad_key_is_one_line_naming_it(tmp_path, capsys, damage, message):
+    sd, _ = reference_state_dict("srflow-df2k-x4")
+    key = "flowUpsamplerNet.layers.5.actnorm.bias"  # the same layer index in both layouts
+    if damage == "missing":
+        del sd[key]
+    else:
+        sd[key] = torch.zeros(3, 3)
+    path = tmp_path / "SRFlow_DF2K_4X.pth"
+    torch.save(sd, path)
+    src = tmp_path / "in.png"
+    images.write_image(src, np.zeros((8, 8, 3), np.uint8))
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out.png"), "--model", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_a_foreign_or_damaged_flow_is_not_taken_for_srflow():
     sd = weights.unwrap(arch.build("srflow", **TINY_X4).model.state_dict())
     assert arch.get_arch("srflow").detect({"encoder.conv_first.weight": torch.zeros(1)}) is None

@@ -78,5 +78,5 @@ def test_unknown_architecture_and_broken_files(tmp_path):
 def test_wrong_shape_is_reported():
     sd = tiny("rrdb", nf=8, nb=1, gc=4, scale=4).model.state_dict()
     sd["conv_hr.weight"] = torch.zeros(8, 8, 1, 1)
-    with pytest.raises(VsrError, match="wrong shape"):
+    with pytest.raises(VsrError, match=r"conv_hr.weight has shape \(8, 8, 1, 1\), expected \(8, 8, 3, 3\)"):
         weights.detect(sd)

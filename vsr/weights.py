@@ -74,11 +74,12 @@ def detect(sd: StateDict, source: str = "state dict", **overrides: Any) -> Model
         except ValueError as e:  # shapes no network has, parameters it does not take or cannot do
             raise VsrError(f"{source}: {e}; the file (or its model card's params) does not describe a "
                            "usable network") from None
-        try:
-            missing, unexpected = model.load_state_dict(converted, strict=False)
-        except RuntimeError as e:  # shape mismatch
-            raise VsrError(f"{source} looks like {arch.name} but a tensor has the wrong shape: "
-                           f"{str(e).splitlines()[-1].strip()[:160]}") from None
+        expected = model.state_dict()
+        for k, v in converted.items():
+            if k in expected and v.shape != expected[k].shape:
+                raise VsrError(f"{source} looks like {arch.name} but tensor {k} has shape {tuple(v.shape)}, "
+                               f"expected {tuple(expected[k].shape)}")
+        missing, unexpected = model.load_state_dict(converted, strict=False)
         if missing or unexpected:
             raise VsrError(f"{source} looks like {arch.name} but does not fit it: "
                            f"missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -47,6 +47,9 @@ def to_our_layout(sd: StateDict) -> StateDict | None:
     return out
 
 
+STEP_KEYS = ("actnorm.bias", "actnorm.logs", "invconv.weight")  # every flow step has these
+
+
 def params_from_state_dict(sd: StateDict) -> dict[str, Any]:
     """Constructor arguments of :class:`SRFlowNet` from a state dict in our layout."""
     first = sd["encoder.conv_first.weight"]
@@ -66,8 +69,11 @@ def params_from_state_dict(sd: StateDict) -> dict[str, Any]:
             levels.append([])
         elif not levels:
             raise ValueError("SRFlow flow does not start with a squeeze (layer 0 has tensors)")
-        elif "actnorm.bias" in names:
-            levels[-1].append("coupling" if "affine.fFeatures.0.weight" in names else "plain")
+        elif any(n.startswith(("actnorm.", "invconv.")) for n in names):
+            absent = [f"flow.layers.{i}.{n}" for n in STEP_KEYS if n not in names]
+            if absent:
+                raise ValueError(f"SRFlow flow step {i} lacks {', '.join(absent)}")
+            levels[-1].append("coupling" if any(n.startswith("affine.") for n in names) else "plain")
         elif "conv.weight" in names:
             levels[-1].append("split")
         else:
