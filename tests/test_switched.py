@@ -62,9 +62,9 @@ def test_the_efficient_path_equals_the_naive_one_outputs_and_gradients(k, stride
 
 def test_differentiable_argmax_routes_the_gradient_to_the_chosen_kernel():
     probs = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]).view(2, 3, 1, 1).requires_grad_(True)
-    onehot = hard_route(probs)
-    assert torch.equal(onehot.view(2, 3), torch.tensor([[0.0, 1, 0], [1, 0, 0]]))
-    onehot.backward(torch.full_like(onehot, 3.0))
+    route, gate = hard_route(probs)
+    assert route.view(2).tolist() == [1, 0] and torch.equal(gate, torch.ones(2, 1, 1, 1))
+    gate.backward(torch.full_like(gate, 3.0))
     assert torch.allclose(probs.grad.view(2, 3), torch.tensor([[0, 3 / 0.5, 0], [3 / 0.6, 0, 0]]))
 
 

@@ -26,20 +26,27 @@ from .compact import CompactNet
 
 
 class _DiffArgmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, probs: torch.Tensor) -> torch.Tensor:  # (B, b, H, W) -> one-hot of the argmax
-        onehot = torch.zeros_like(probs).scatter_(1, probs.argmax(dim=1, keepdim=True), 1.0)
-        ctx.save_for_backward(probs, onehot)
-        return onehot
+    """Forward: the argmax over kernels, and the one-hot's value there (1). Backward: the gradient at the
+    chosen kernel divided by its probability, zero elsewhere (the one-hot's other entries are constants
+    whose gradient is zero)."""
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        probs, onehot = ctx.saved_tensors
-        return grad * onehot / probs.clamp_min(1e-12)
+    def forward(ctx, probs: torch.Tensor):  # (B, b, H, W) -> route (B, H, W), gate (B, 1, H, W)
+        route = probs.max(dim=1, keepdim=True).indices  # (argmax over dim 1 is many times slower on CPUs)
+        ctx.save_for_backward(probs, route)
+        ctx.mark_non_differentiable(route)
+        return route[:, 0], torch.ones_like(probs[:, :1])
+
+    @staticmethod
+    def backward(ctx, _, grad: torch.Tensor) -> torch.Tensor:
+        probs, route = ctx.saved_tensors
+        chosen = probs.gather(1, route).clamp_min(1e-12)
+        return torch.zeros_like(probs).scatter_(1, route, grad / chosen)
 
 
-def hard_route(probs: torch.Tensor) -> torch.Tensor:
-    """One-hot of the per-pixel argmax over dim 1, with the differentiable-argmax gradient."""
+def hard_route(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 routing with the differentiable argmax: (route (B, H, W) long, gate (B, 1, H, W)): the
+    one-hot of the per-pixel argmax over dim 1, at the chosen kernel."""
     return _DiffArgmax.apply(probs)
 
 
@@ -63,28 +70,99 @@ class SwitchNorm(nn.Module):
         return probs / mean.clamp_min(1e-6).to(probs.dtype).view(1, b, 1, 1)
 
 
+CHUNK = 1024  # output pixels per matrix product: their patches stay in cache from gather to scatter
+
+
+class _SwitchedConv(torch.autograd.Function):
+    """One dot product per output pixel with its chosen kernel. The pixels are sorted by kernel; chunk by
+    chunk, their windows are gathered straight from the padded channels-last input into a patch matrix,
+    multiplied by that kernel, and (backward) gathered again and their gradients scatter-added back into
+    the input: im2col and col2im fused with the sort, so no whole-image patch matrix is ever written.
+    ``gate`` (B, 1, Ho, Wo) multiplies each pixel's output (the selector's gradient path)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, gate, route, stride: int, padding: int, breadth: int):
+        n, c = x.shape[:2]
+        k = weight.shape[-1]
+        out_ch = weight.shape[0] // breadth
+        _, ho, wo = route.shape
+        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding, padding, padding, padding))  # (B, Hp, Wp, C)
+        hp, wp = xp.shape[1:3]
+        xp = xp.reshape(-1, c)
+        flat = route.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=breadth).tolist()
+        dev = x.device
+        corner = (torch.arange(n, device=dev).view(-1, 1, 1) * (hp * wp)
+                  + torch.arange(ho, device=dev).view(1, -1, 1) * (stride * wp)
+                  + torch.arange(wo, device=dev).view(1, 1, -1) * stride).reshape(-1)
+        taps = (torch.arange(k, device=dev).view(-1, 1) * wp + torch.arange(k, device=dev).view(1, -1)).reshape(-1)
+        index = corner.index_select(0, order).view(-1, 1) + taps  # (N, k*k): rows of xp, sorted by kernel
+        w = weight.view(breadth, out_ch, c, k, k).permute(0, 1, 3, 4, 2).reshape(breadth, out_ch, k * k * c)
+        g = gate.reshape(-1).index_select(0, order).view(-1, 1)
+        out = xp.new_empty(flat.numel(), out_ch)  # sorted, before the gate
+        for e, rows in _chunks(counts):
+            cols = xp.index_select(0, index[rows].reshape(-1)).view(-1, k * k * c)
+            if bias is None:
+                torch.mm(cols, w[e].t(), out=out[rows])
+            else:
+                torch.addmm(bias[e * out_ch:(e + 1) * out_ch], cols, w[e].t(), out=out[rows])
+        y = torch.empty_like(out).index_copy_(0, order, out * g)
+        ctx.save_for_backward(xp, w, g, out, order, index)
+        ctx.shape = (n, c, hp, wp, padding, k, breadth, counts, bias is not None)
+        ctx.gate_shape = gate.shape
+        return y.view(n, ho, wo, out_ch).permute(0, 3, 1, 2)  # NCHW in channels-last memory
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp, w, g, out, order, index = ctx.saved_tensors
+        n, c, hp, wp, padding, k, breadth, counts, has_bias = ctx.shape
+        out_ch = w.shape[1]
+        grad = grad.permute(0, 2, 3, 1).reshape(-1, out_ch).index_select(0, order)  # sorted like out
+        grad_gate = torch.empty_like(grad[:, 0]).index_copy_(0, order, (grad * out).sum(1))
+        grad = grad * g
+        gx = xp.new_zeros(xp.shape) if ctx.needs_input_grad[0] else None
+        grad_w = w.new_zeros(w.shape)
+        grad_b = w.new_zeros(breadth, out_ch)
+        for e, rows in _chunks(counts):
+            idx = index[rows].reshape(-1)
+            gr = grad[rows]
+            grad_w[e].addmm_(gr.t(), xp.index_select(0, idx).view(-1, k * k * c))
+            grad_b[e] += gr.sum(0)
+            if gx is not None:
+                gx.index_add_(0, idx, torch.mm(gr, w[e]).view(-1, c))
+        grad_x = None
+        if gx is not None:
+            gx = gx.view(n, hp, wp, c)
+            grad_x = gx[:, padding:hp - padding, padding:wp - padding].permute(0, 3, 1, 2)
+        grad_weight = grad_w.view(breadth, out_ch, k, k, c).permute(0, 1, 4, 2, 3).reshape(breadth * out_ch, c, k, k)
+        return (grad_x, grad_weight, grad_b.view(-1) if has_bias else None, grad_gate.view(ctx.gate_shape),
+                None, None, None, None)
+
+
+def _chunks(counts: list[int]):
+    """(kernel, rows) over the sorted pixels: each kernel's block of rows, cut into CHUNK-sized pieces."""
+    first = 0
+    for e, count in enumerate(counts):
+        for start in range(first, first + count, CHUNK):
+            yield e, slice(start, min(start + CHUNK, first + count))
+        first += count
+
+
 def switched_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, route: torch.Tensor,
-                  stride: int, padding: int, breadth: int) -> torch.Tensor:
+                  stride: int, padding: int, breadth: int, gate: torch.Tensor | None = None) -> torch.Tensor:
     """The efficient path. x (B, C, H, W); weight (b * O, C, k, k), kernel e at rows e * O ..; bias (b * O);
-    route (B, Ho, Wo) long."""
-    b, (bo, c, kh, kw) = breadth, weight.shape
-    out_ch = bo // b
-    n, ho, wo = route.shape
-    if kh == kw == 1 and padding == 0:
-        cols = x[:, :, ::stride, ::stride].permute(0, 2, 3, 1).reshape(-1, c)
-    else:
-        cols = F.unfold(x, (kh, kw), padding=padding, stride=stride).transpose(1, 2).reshape(-1, c * kh * kw)
-    flat = route.reshape(-1)
-    order = torch.argsort(flat)
-    counts = torch.bincount(flat, minlength=b).tolist()
-    w = weight.reshape(b, out_ch, -1)
-    parts = []
-    for e, chunk in enumerate(torch.split(cols.index_select(0, order), counts)):
-        if chunk.shape[0]:
-            parts.append(chunk @ w[e].t() if bias is None else torch.addmm(bias[e * out_ch:(e + 1) * out_ch],
-                                                                          chunk, w[e].t()))
-    y = torch.cat(parts).index_select(0, torch.argsort(order))
-    return y.view(n, ho, wo, out_ch).permute(0, 3, 1, 2)
+    route (B, Ho, Wo) long; gate (B, 1, Ho, Wo) multiplies the output (default 1). Under autocast it
+    computes in the autocast type, as a convolution would."""
+    dev = x.device.type
+    if gate is None:
+        gate = x.new_ones(route.shape[0], 1, *route.shape[1:])
+    if torch.is_autocast_enabled(dev):
+        dtype = torch.get_autocast_dtype(dev)
+        x, weight, gate = x.to(dtype), weight.to(dtype), gate.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    with torch.autocast(dev, enabled=False):
+        return _SwitchedConv.apply(x, weight, bias, gate.to(x.dtype), route, stride, padding, breadth)
 
 
 def switched_conv_naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, route: torch.Tensor,
@@ -135,6 +213,8 @@ class SwitchedConv2d(nn.Module):
     def _centres(self, x: torch.Tensor) -> torch.Tensor:
         """The input at the centre of every output pixel's window: (B, C, Ho, Wo)."""
         k, s, p = self.kernel_size, self.stride, self.padding
+        if s == 1 and 2 * p == k - 1:
+            return x  # a "same" convolution: every input pixel is a centre
         if p:
             x = F.pad(x, (p, p, p, p))
         ho, wo = (x.shape[-2] - k) // s + 1, (x.shape[-1] - k) // s + 1
@@ -148,14 +228,14 @@ class SwitchedConv2d(nn.Module):
             keep = torch.rand(self.breadth, device=x.device) >= self.dropout
             keep[torch.randint(self.breadth, (1,), device=x.device)] = True  # never all dropped
             probs = probs * keep.view(1, -1, 1, 1)
-        onehot = hard_route(probs)
-        route = onehot.argmax(dim=1)
-        return route, onehot.gather(1, route[:, None]).to(x.dtype)
+        route, gate = hard_route(probs)
+        return route, gate.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         route, gate = self.routing(x)
-        fn = switched_conv_naive if self.naive else switched_conv
-        return fn(x, self.weight, self.bias, route, self.stride, self.padding, self.breadth) * gate
+        if self.naive:
+            return switched_conv_naive(x, self.weight, self.bias, route, self.stride, self.padding, self.breadth) * gate
+        return switched_conv(x, self.weight, self.bias, route, self.stride, self.padding, self.breadth, gate)
 
 
 def convert(module: nn.Module, breadth: int, *, skip: tuple[str, ...] = (), **kw) -> nn.Module:
