@@ -53,7 +53,7 @@ def measure(desc, crop: np.ndarray, precision: str, runs: int) -> None:
     print(f"{precision} peak (matmul {n}x{n}):           {peak:8.1f} GFLOP/s")
     x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
     px = x.shape[2] * x.shape[3]
-    up = Upscaler(desc, device="cpu", precision=precision, tile=0)
+    up = Upscaler(desc, device="cpu", precision=precision, tile=0, backend="torch")
     flops = count_flops(lambda: up(x))
     results = {}
     for fmt in (torch.contiguous_format, torch.channels_last):

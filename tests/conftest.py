@@ -45,6 +45,13 @@ def _fp32_auto_precision(monkeypatch):
     monkeypatch.setattr("vsr.engine.device.cpu_has_native_bf16", lambda: False)
 
 
+@pytest.fixture(autouse=True)
+def _torch_auto_backend(monkeypatch):
+    """`auto` runs networks in PyTorch in tests, whether or not OpenVINO is installed; tests of the OpenVINO
+    backend ask for it by name."""
+    monkeypatch.setattr("vsr.engine.openvino.available", lambda: False)
+
+
 @pytest.fixture
 def tiny_weights(tmp_path) -> Path:
     """A tiny x2 compact network saved as safetensors."""

@@ -87,3 +87,43 @@ def test_self_ensemble_averages_the_flipped_passes():
     assert not torch.allclose(Upscaler(desc, tile=0, ensemble=8)(x), by_hand, atol=1e-3)
     with pytest.raises(ValueError, match="ensemble"):
         Upscaler(desc, ensemble=3)
+
+
+def _installed_openvino(monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr("vsr.engine.openvino.available", lambda: True)
+
+
+@pytest.mark.parametrize("name,params", [("compact", dict(nf=8, num_conv=2, upscale=4)),
+                                         ("rrdb", dict(nf=8, nb=1, gc=4, scale=2))])
+def test_openvino_backend_computes_what_pytorch_does(monkeypatch, name, params):
+    _installed_openvino(monkeypatch)
+    desc = tiny(name, **params)
+    x = torch.rand(2, 3, 40, 36)
+    ref = Upscaler(desc, device="cpu", precision="fp32", tile=0, backend="torch")(x)
+    ov = Upscaler(desc, device="cpu", precision="fp32", tile=16, backend="auto")
+    assert ov.backend == "openvino" and ov.identity()["backend"] == "openvino"
+    assert (ov(x) - ref).abs().max() < 1e-4  # tiled: several compiled shapes
+    bf16 = Upscaler(desc, device="cpu", precision="bf16", tile=0, backend="openvino")
+    assert (bf16(x) - ref).abs().max() < 0.05
+
+
+def test_backend_choice(monkeypatch):
+    from vsr.engine import openvino
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert openvino.choose("auto", device=cpu, contract="plain") == "torch"  # not installed (the tests' setting)
+    with pytest.raises(ValueError, match="needs OpenVINO"):
+        openvino.choose("openvino", device=cpu, contract="plain")
+    monkeypatch.setattr("vsr.engine.openvino.available", lambda: True)
+    assert openvino.choose("auto", device=cpu, contract="plain") == "openvino"
+    assert openvino.choose("auto", device=cpu, contract="sampled") == "torch"
+    assert openvino.choose("auto", device=cuda, contract="plain") == "torch"
+    assert openvino.choose("torch", device=cpu, contract="plain") == "torch"
+    with pytest.raises(ValueError, match="plain networks on the CPU only"):
+        openvino.choose("openvino", device=cpu, contract="recurrent")
+    assert openvino.choose("auto", device=cpu, contract="plain", traceable=False) == "torch"  # switched
+    with pytest.raises(ValueError, match="depends on the input"):
+        openvino.choose("openvino", device=cpu, contract="plain", traceable=False)
+    with pytest.raises(ValueError, match="unknown backend"):
+        openvino.choose("tensorrt", device=cpu, contract="plain")

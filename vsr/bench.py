@@ -59,6 +59,7 @@ class BenchResult:
     out_size: str
     precision: str
     device: str
+    backend: str  # torch, or openvino
     threads: int
     runs: int
     batch: int
@@ -82,7 +83,7 @@ class BenchResult:
     def lines(self) -> list[str]:
         tiles = f"tiles of {self.tile} px" if self.tile else "whole frames"
         return [
-            f"{self.model} {self.size} -> {self.out_size} on {self.device} ({self.precision}, {self.threads} "
+            f"{self.model} {self.size} -> {self.out_size} on {self.device} ({self.backend}, {self.precision}, {self.threads} "
             f"threads, batch {self.batch}, {tiles}); medians of {self.runs} runs",
             f"model-only  {self.seconds_per_frame:9.3f} s/frame  {self.model_fps:9.3f} frames/s  "
             f"{self.flops_per_frame / 1e9:10.4g} GFLOP/frame",
@@ -128,14 +129,14 @@ def read_frames(path: Path, count: int) -> np.ndarray:
 
 
 def pipeline_seconds(clip: Path, out: Path, *, frames: int, model: str, device: str, precision: str, batch: int,
-                     codec: str | None) -> float:
+                     codec: str | None, backend: str = "auto") -> float:
     """Wall time of `vsr upscale` on the first ``frames`` frames, with its defaults (resumable segments,
     archival encoder settings), options made the way the command line makes them."""
     from .upscale import options_with_preset, upscale
 
     given = dict.fromkeys(("scale", "temperature", "seed", "ensemble", "segment_frames", "crf", "encoder_preset",
                            "pix_fmt", "deinterlace", "double_rate", "crop", "colour"))
-    given.update(model=model, device=device, precision=precision, tile="auto", overwrite=True, batch=batch,
+    given.update(model=model, device=device, precision=precision, backend=backend, tile="auto", overwrite=True, batch=batch,
                  codec=codec, keep_sar=False, max_frames=frames)
     opts = options_with_preset(None, encoder_options={}, quiet=True, resume=True, **given)
     t = time.perf_counter()
@@ -148,7 +149,7 @@ def pipeline_seconds(clip: Path, out: Path, *, frames: int, model: str, device: 
 
 def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = None, precision: str = "auto",
             device: str = "auto", frames: int = 6, runs: int = 3, batch: int | None = None,
-            codec: str | None = None, clip: Path | None = None,
+            codec: str | None = None, clip: Path | None = None, backend: str = "auto",
             say: Callable[[str], None] = lambda line: None) -> BenchResult:
     """Everything `vsr bench` prints (see the module's docstring); ``say`` hears what is being measured."""
     from .upscale import default_batch
@@ -166,7 +167,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
     desc, _ = zoo.resolve(model)
     if desc.in_ch != 3 or desc.out_ch != 3:
         raise VsrError(f"model {model} has {desc.in_ch} input channels; only RGB models are supported")
-    engine = Upscaler(desc, device=device, precision=precision)
+    engine = Upscaler(desc, device=device, precision=precision, backend=backend)
     check_precision_runs(engine.dtype, engine.device)
     b = batch or default_batch(engine.device.type)
     if frames <= b:
@@ -186,10 +187,15 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         call = lambda: session.upscale_array(arr, indices=list(range(b)), resets=[False] * b)  # noqa: E731
         say(f"model-only: {model} {w}x{h} on {engine.device} ({name}), batch {b}")
         session.upscale_array(arr, indices=list(range(b)), resets=[True] * b)  # builds kernels; a recurrent state
-        flops = count_flops(call)
+        if engine.backend == "torch":
+            flops = count_flops(call)
+        else:  # the arithmetic is counted on PyTorch's operators: the same network through them, once
+            counter = Upscaler(desc, device=device, precision=precision, backend="torch").session()
+            flops = count_flops(lambda: counter.upscale_array(arr, indices=list(range(b)), resets=[True] * b))
+            del counter
         seconds = median_seconds(call, runs, device=engine.device, warmup=0) / b
         tile = engine.tile_for((b, desc.in_ch, h, w))
-        dev = engine.device
+        dev, used = engine.device, engine.backend
         del session, engine  # the pipeline loads its own; two copies of a large model need not coexist
         say(f"peak: {name} matmul on the same device")
         peak = matmul_peak_gflops(PRECISIONS[name], dev, runs=runs)
@@ -198,16 +204,16 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         whole, first = [], []
         for _ in range(runs):
             whole.append(pipeline_seconds(clip, out, frames=frames, model=model, device=device, precision=name,
-                                          batch=b, codec=codec))
+                                          batch=b, codec=codec, backend=backend))
             first.append(pipeline_seconds(clip, out, frames=b, model=model, device=device, precision=name,
-                                          batch=b, codec=codec))
+                                          batch=b, codec=codec, backend=backend))
     marginal = statistics.median(whole) - statistics.median(first)
     # timing noise can make the difference meaningless on very short runs: then the plain rate, which
     # includes the one-off costs and so errs low
     pipeline_fps = (frames - b) / marginal if marginal > 0 else frames / statistics.median(whole)
     gflops = flops / b / seconds / 1e9
     return BenchResult(model=model, size=f"{w}x{h}", out_size=f"{ow}x{oh}", precision=name,
-                       device=str(dev), threads=torch.get_num_threads(), runs=runs, batch=b, tile=tile,
+                       device=str(dev), backend=used, threads=torch.get_num_threads(), runs=runs, batch=b, tile=tile,
                        seconds_per_frame=seconds, model_fps=1 / seconds, flops_per_frame=flops / b, gflops=gflops,
                        peak_gflops=peak, peak_ratio=gflops / peak, matmul=matmul_size(dev), pipeline_frames=frames,
                        pipeline_codec=codec or "libx264", pipeline_fps=pipeline_fps,
@@ -222,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"vsr: bench: {line}", file=sys.stderr, flush=True)
 
     result = measure(model=args.model, size=size, precision=args.precision, device=args.device,
-                     frames=args.frames, runs=args.runs, batch=args.batch, codec=args.codec, clip=args.clip, say=say)
+                     frames=args.frames, runs=args.runs, batch=args.batch, codec=args.codec, clip=args.clip,
+                     backend=args.backend, say=say)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

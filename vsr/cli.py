@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scale", type=_positive_float, help="output scale if not the model's own")
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                    help="auto: OpenVINO for plain networks on the CPU where it is installed (vsr[openvino])")
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
     up.add_argument("--tau", "--temperature", dest="temperature", type=float,
                     help="sampled models (srflow): latent temperature, default 0 (the mean image, most faithful)")
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--model", default="esrgan", help="model name or weights file (default esrgan)")
     be.add_argument("--size", help="input frame size WxH (default 320x240; with --clip, the clip's)")
     be.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    be.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"], help="as vsr upscale's")
     be.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     be.add_argument("--frames", type=_positive_int, default=6, help="frames of the pipeline run (default 6)")
     be.add_argument("--runs", type=_positive_int, default=3, help="timed runs of each measurement (default 3)")
@@ -154,7 +157,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import options_with_preset, upscale
 
     given = {k: getattr(args, k) for k in (
-        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "tile", "overwrite", "batch",
+        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "tile", "overwrite", "batch",
         "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
     opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

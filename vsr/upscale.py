@@ -33,6 +33,7 @@ class UpscaleOptions:
     ensemble: int = 1  # 4 or 8: flipped (and transposed) passes averaged
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"  # auto: OpenVINO for plain networks on the CPU where it is installed
     tile: str | int = "auto"
     overwrite: bool = False
     quiet: bool = False
@@ -77,7 +78,8 @@ class _Job:
         desc, card = zoo.resolve(opts.model, opts.scale)
         if desc.in_ch != 3 or desc.out_ch != 3:
             raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
-        self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, tile=opts.tile,
+        self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, backend=opts.backend,
+                               tile=opts.tile,
                                temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
         batch = opts.batch or default_batch(self.engine.device.type)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
@@ -315,7 +317,7 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
     return UpscaleOptions(model=pick("model", preset.get("model"), zoo.DEFAULT_MODEL),
                           temperature=given["temperature"], seed=given["seed"], ensemble=given["ensemble"] or 1,
                           scale=float(scale) if scale is not None else None, device=given["device"],
-                          precision=given["precision"], tile=given["tile"], overwrite=given["overwrite"],
+                          precision=given["precision"], backend=given.get("backend") or "auto", tile=given["tile"], overwrite=given["overwrite"],
                           quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"])
 
 

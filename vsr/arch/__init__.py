@@ -42,6 +42,7 @@ class ModelDescriptor:
     tiling: str = "tiles"  # tiles; latent: tiles with the whole frame's latents sliced to match; whole frames only
     context_frames: int = 0  # recurrent: frames before a segment's first that rebuild the state
     settings: tuple[str, ...] = ()  # per-call settings the module takes, from SETTINGS
+    traceable: bool = True  # a plain network whose graph does not depend on its input (another runtime can run a trace)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -150,7 +151,7 @@ def _describe_switched(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     return ModelDescriptor(
         arch="switched", model=model, params=p, scale=p["upscale"], in_ch=p["in_ch"], out_ch=p["out_ch"],
         # the compact network's activations plus each switched layer's im2col patches and routing
-        size_multiple=1,
+        size_multiple=1, traceable=False,  # which pixels each kernel computes depends on the input
         bytes_per_px=4 * (12 * p["nf"] + 2 * p["breadth"] + 3 * p["out_ch"] * p["upscale"] ** 2),
         tile_overlap=8 * ((p["num_conv"] + 2) * 8 // 3 // 8 + 1),
     )

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from ..arch import ModelDescriptor
 from ..errors import VsrError
+from . import openvino
 from .device import select_device, select_precision
 from .tiling import tile_count, tiled
 
@@ -91,11 +92,13 @@ class Upscaler:
     ``tile``: ``"auto"`` (bounded by memory), ``0`` (never tile) or an input tile size in pixels.
     ``temperature``, ``seed``: settings of a sampled model (an error for a model that takes none).
     ``ensemble``: 1, or 4 / 8 flipped (and transposed) passes averaged (plain networks).
+    ``backend``: ``auto`` (OpenVINO for a plain network on the CPU where it is installed), ``torch`` or
+    ``openvino``.
     """
 
     def __init__(self, desc: ModelDescriptor, *, device: str = "auto", precision: str = "auto",
                  tile: str | int = "auto", overlap: int | None = None, temperature: float | None = None,
-                 seed: int | None = None, ensemble: int = 1) -> None:
+                 seed: int | None = None, ensemble: int = 1, backend: str = "auto") -> None:
         self.desc = desc
         if ensemble not in (1, 4, 8):
             raise VsrError(f"--ensemble must be 4 or 8, got {ensemble}")
@@ -116,9 +119,16 @@ class Upscaler:
         # channels_last feeds tensor cores on GPUs and oneDNN on CPUs (benchmarks/bench_cpu_throughput.py:
         # 1.1x faster in fp32, 2x in bf16 here); MPS supports it poorly
         self.memory_format = torch.contiguous_format if self.device.type == "mps" else torch.channels_last
-        # desc.model stays fp32: the source of the fp32 fallback for non-finite half-precision output
-        model = desc.model if self.dtype == torch.float32 else copy.deepcopy(desc.model)
-        self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
+        self.backend = openvino.choose(backend, device=self.device, contract=desc.contract,
+                                      traceable=desc.traceable)
+        self._call_dtype = self.dtype  # what the network is handed
+        if self.backend == "openvino":
+            self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=self.dtype,
+                                              threads=torch.get_num_threads())
+            self._call_dtype = torch.float32
+        else:  # desc.model stays fp32: the source of the fp32 fallback for non-finite half-precision output
+            model = desc.model if self.dtype == torch.float32 else copy.deepcopy(desc.model)
+            self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
         self._fp32_model: torch.nn.Module | None = None
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
@@ -139,7 +149,7 @@ class Upscaler:
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
             self._weights_sha256 = h.hexdigest()
         ident = {"arch": self.desc.arch, "weights_sha256": self._weights_sha256, "contract": self.desc.contract,
-                 "device": self.device.type, "dtype": str(self.dtype),
+                 "device": self.device.type, "dtype": str(self.dtype), "backend": self.backend,
                  "tile": self.learned_tile if self.learned_tile else str(self.tile), "overlap": self.overlap,
                  "ensemble": self.ensemble}
         if "temperature" in self.desc.settings:
@@ -236,7 +246,7 @@ class Upscaler:
     def _forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         """One part (a tile or a whole batch) -> float32 output, recovering from non-finite (or, for a flow,
         blown-up) values."""
-        out = self._call(self.model, x.to(self.dtype), *args)
+        out = self._call(self.model, x.to(self._call_dtype), *args)
         if usable(out, self.desc.contract):
             return out.float()
         if self.dtype != torch.float32:

@@ -51,7 +51,7 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
     if val[0][1].ndim == 4:  # moving clips (T, h, w, 3)
         return _validate_clips(desc, val, device=device, scale=scale, precision=precision)
     with _left_as_is(model):
-        up = Upscaler(desc, device=str(device), precision=precision, tile="auto")
+        up = Upscaler(desc, device=str(device), precision=precision, tile="auto", backend="torch")
         outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
         flow = likelihood(model, val, size_multiple=desc.size_multiple, scale=scale, device=device,
                           quant=quant, seed=seed) if desc.contract == "sampled" else {}
@@ -69,7 +69,7 @@ def _validate_clips(desc: ModelDescriptor, val: list[tuple[str, np.ndarray, np.n
     from ..engine import Upscaler
 
     with _left_as_is(desc.model):
-        up = Upscaler(desc, device=str(device), precision=precision, tile="auto")
+        up = Upscaler(desc, device=str(device), precision=precision, tile="auto", backend="torch")
         outs = [up.session().upscale_array(lq, indices=list(range(len(lq))),
                                            resets=[True] + [False] * (len(lq) - 1)) for _, lq, _ in val]
     p = [metrics.psnr(o, t, border=scale) for out, (_, _, hq) in zip(outs, val) for o, t in zip(out, hq)]
