@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scale", type=_positive_float, help="output scale if not the model's own")
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    up.add_argument("--cluster", metavar="ADDRESS", help="run each file as a task on a Ray cluster: auto (the "
+                    "running one), HOST:PORT or ray://HOST:PORT (pip install 'vsr[cluster]')")
     up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
                     help="auto: OpenVINO for plain networks on the CPU where it is installed (vsr[openvino])")
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
@@ -157,7 +159,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import options_with_preset, upscale
 
     given = {k: getattr(args, k) for k in (
-        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "tile", "overwrite", "batch",
+        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "tile", "overwrite", "batch",
         "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
     opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

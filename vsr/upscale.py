@@ -40,6 +40,7 @@ class UpscaleOptions:
     batch: int | None = None  # video frames per network call; default 1 on the CPU, 4 on a GPU
     video: VideoOptions = field(default_factory=VideoOptions)  # ingest, encoding and resume of video outputs
     segment_frames: int | None = None  # resumable videos are cut into segments of this many frames
+    cluster: str | None = None  # a Ray cluster's address (or auto): each file a task on it
 
 
 @dataclass
@@ -202,6 +203,14 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     _check_writable(dst if src.is_dir() else dst.parent)
     if not all(_is_image(s) for s, _ in pairs):
         check_encoder_options(opts.video)  # a wrong --codec, --crf or --pix-fmt fails before any work
+    if opts.cluster:  # the workers load the model; a bad one still fails here, before any file is touched
+        from . import cluster
+
+        zoo.resolve(opts.model, opts.scale)
+        with tqdm(total=len(pairs), desc="files", unit="file", disable=opts.quiet, file=sys.stderr) as bar:
+            cluster.run(pairs, opts, report, progress=bar.update)
+        report.wall_seconds = time.perf_counter() - start
+        return report
     job = _Job(opts)  # a bad model fails before any file is touched
     bar = tqdm(pairs, desc="files", unit="file", disable=opts.quiet or len(pairs) == 1, file=sys.stderr)
     for s, d in bar:
@@ -318,7 +327,8 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
                           temperature=given["temperature"], seed=given["seed"], ensemble=given["ensemble"] or 1,
                           scale=float(scale) if scale is not None else None, device=given["device"],
                           precision=given["precision"], backend=given.get("backend") or "auto", tile=given["tile"], overwrite=given["overwrite"],
-                          quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"])
+                          quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"],
+                          cluster=given.get("cluster"))
 
 
 def load_preset(name: str) -> dict[str, Any]:
