@@ -480,9 +480,9 @@ def wait_for_segments(work: Path, n: int, proc: subprocess.Popen, timeout: float
 
 
 def cli(src: Path, out: Path, model: Path) -> list[str]:
-    # fp32 named: a run in another process chooses `auto` without the tests' setting
+    # named: a run in another process chooses `auto` without the tests' settings (conftest.py)
     return ["upscale", str(src), "-o", str(out), "--model", str(model), "--codec", "ffv1", "--segment-frames", "4",
-            "--quiet", "--deinterlace", "off", "--precision", "fp32"]
+            "--quiet", "--deinterlace", "off", "--precision", "fp32", "--backend", "torch"]
 
 
 def test_two_runs_on_the_same_output_one_refuses(tmp_path, capsys, x2):

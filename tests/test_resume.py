@@ -163,7 +163,7 @@ def test_disk_full_is_one_line_and_resumable(clip, reference, tmp_path, monkeypa
 
 def _cli(src: Path, out: Path, model: Path) -> list[str]:
     return [sys.executable, "-m", "vsr", "upscale", str(src), "-o", str(out), "--model", str(model), "--codec",
-            "ffv1", "--segment-frames", "8", "--quiet", "--deinterlace", "off"]
+            "ffv1", "--segment-frames", "8", "--quiet", "--deinterlace", "off", "--backend", "torch"]
 
 
 def _wait_for_segments(work: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:

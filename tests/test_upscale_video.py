@@ -102,3 +102,21 @@ def test_output_is_planned_once_and_its_fallback_counts_as_done(tmp_path, tiny_w
     assert main(["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), *FAST]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["skipped"] == [str(out.with_suffix(".mkv"))] and not out.exists()
+
+
+def test_files_spread_over_several_devices_come_out_as_on_one(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "tapes"
+    src.mkdir()
+    for i in range(3):
+        media.make_mp4(src / f"clip{i}.mp4", width=32 + 4 * i, height=24, frames=8, audio=False)
+        images.write_image(src / f"still{i}.png", np.full((12, 10 + i, 3), 40 * i, np.uint8))
+    opts = ["--model", str(tiny_weights), "--codec", "ffv1", "--quiet", "--json"]
+    outs = {}
+    for name, extra in (("one", []), ("two", ["--devices", "cpu,cpu"])):
+        assert main(["upscale", str(src), "-o", str(tmp_path / name), *opts, *extra]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert len(report["outputs"]) == 6 and report["frames"] == 3 * 8 + 3
+        outs[name] = {p.name: (images.read_image(p).tobytes() if p.suffix == ".png" else
+                               [f.to_ndarray().tobytes() for f in av.open(str(p)).decode(video=0)])
+                      for p in (tmp_path / name).iterdir()}
+    assert outs["one"] == outs["two"] and len(outs["one"]) == 6

@@ -11,6 +11,14 @@ from . import __version__
 from .errors import VsrError
 
 
+def _devices(value: str) -> list[str]:
+    """0,1 -> cuda:0, cuda:1; names (cpu, cuda:2, mps) as they are."""
+    names = [f"cuda:{d}" if d.strip().isdigit() else d.strip() for d in value.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected a list such as 0,1 or cuda:0,cuda:1, got {value!r}")
+    return names
+
+
 def _tile(value: str) -> str | int:
     if value == "auto":
         return value
@@ -64,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scale", type=_positive_float, help="output scale if not the model's own")
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    up.add_argument("--devices", type=_devices, metavar="LIST",
+                    help="several devices, e.g. 0,1 (cuda:0, cuda:1): one engine each, the files spread across them")
     up.add_argument("--cluster", metavar="ADDRESS", help="run each file as a task on a Ray cluster: auto (the "
                     "running one), HOST:PORT or ray://HOST:PORT (pip install 'vsr[cluster]')")
     up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
@@ -159,7 +169,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import options_with_preset, upscale
 
     given = {k: getattr(args, k) for k in (
-        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "tile", "overwrite", "batch",
+        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "devices", "tile", "overwrite", "batch",
         "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
     opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

@@ -63,6 +63,8 @@ def run(pairs: list[tuple[Path, Path]], opts: UpscaleOptions, report: Report,
         progress: Callable[[], None]) -> None:
     """Every (input, output) pair as a task on the cluster at ``opts.cluster``; results merged into
     ``report`` as they finish (``progress`` is called after each)."""
+    from .upscale import merge
+
     connect(opts.cluster)
     import ray
 
@@ -86,13 +88,3 @@ def run(pairs: list[tuple[Path, Path]], opts: UpscaleOptions, report: Report,
     finally:
         ray.shutdown()
 
-
-def merge(report: Report, part: Report, src: str) -> None:
-    """One file's report into the job's, its row named as the user named the input."""
-    report.outputs += part.outputs
-    report.skipped += part.skipped
-    report.failed.update({src: reason for reason in part.failed.values()})
-    for name in ("frames", "decode_errors", "model_seconds", "nonfinite_recomputed", "nonfinite_fallback"):
-        setattr(report, name, getattr(report, name) + getattr(part, name))
-    report.notes += [n for n in part.notes if n not in report.notes]
-    report.rows += [(src, *row[1:]) for row in part.rows]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -41,6 +43,7 @@ class UpscaleOptions:
     video: VideoOptions = field(default_factory=VideoOptions)  # ingest, encoding and resume of video outputs
     segment_frames: int | None = None  # resumable videos are cut into segments of this many frames
     cluster: str | None = None  # a Ray cluster's address (or auto): each file a task on it
+    devices: list[str] | None = None  # several devices, one engine each, the files spread across them
 
 
 @dataclass
@@ -211,40 +214,78 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
             cluster.run(pairs, opts, report, progress=bar.update)
         report.wall_seconds = time.perf_counter() - start
         return report
-    job = _Job(opts)  # a bad model fails before any file is touched
-    bar = tqdm(pairs, desc="files", unit="file", disable=opts.quiet or len(pairs) == 1, file=sys.stderr)
-    for s, d in bar:
-        t0, frames0 = time.perf_counter(), report.frames
-        try:
-            _check_input(s)
-            # planned once: the check for a finished output looks where the output is written
-            plan = None if _is_image(s) else plan_output(s, d, job.video_options)
-            done = (d if d.exists() else None) if plan is None else plan.finished()
-            if done is not None and not opts.overwrite:
-                # a run stopped between renaming its output into place and removing its work folder
-                shutil.rmtree(work_dir_for(done), ignore_errors=True)
-                report.skipped.append(str(done))
-                report.rows.append((str(s), "skipped", 0, 0.0, str(done)))
-                continue
-            if plan is None:
-                report.frames += job.image(s, d)
-            else:
-                d = job.video(s, plan, report)
-            report.outputs.append(str(d))
-            report.rows.append((str(s), "done", report.frames - frames0, time.perf_counter() - t0, str(d)))
-        except Exception as e:  # a folder goes on past a failed file; one file reports it to the caller
-            if len(pairs) == 1:
-                raise
-            reason = " ".join(str(e).split())
-            if not isinstance(e, (VsrError, OSError)):
-                reason = f"{type(e).__name__}: {reason}"
-            report.failed[str(s)] = reason
-            report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, reason))
-    report.model_seconds = job.engine.stats.model_seconds
-    report.nonfinite_recomputed = job.engine.stats.nonfinite_recomputed
-    report.nonfinite_fallback = job.engine.stats.nonfinite_fallback
+    devices = opts.devices or [opts.device]
+    # one engine per device (a bad model fails before any file is touched); files bars only for one device
+    jobs = [_Job(replace(opts, device=dev, quiet=opts.quiet or len(devices) > 1)) for dev in devices]
+    todo = iter(pairs)
+    lock = threading.Lock()
+    with tqdm(total=len(pairs), desc="files", unit="file", disable=opts.quiet or len(pairs) == 1,
+              file=sys.stderr) as bar:
+        def work(job: _Job) -> None:
+            while True:
+                with lock:
+                    s, d = next(todo, (None, None))
+                if s is None:
+                    return
+                part = restore_one(job, s, d, raise_errors=len(pairs) == 1)
+                with lock:
+                    merge(report, part, str(s))
+                    bar.update()
+
+        if len(jobs) == 1:
+            work(jobs[0])
+        else:
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                list(pool.map(work, jobs))
+    for job in jobs:
+        report.model_seconds += job.engine.stats.model_seconds
+        report.nonfinite_recomputed += job.engine.stats.nonfinite_recomputed
+        report.nonfinite_fallback += job.engine.stats.nonfinite_fallback
     report.wall_seconds = time.perf_counter() - start
     return report
+
+
+def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool) -> Report:
+    """One file of a job: its own report (a failed file is a row saying why, unless ``raise_errors``)."""
+    report = Report()
+    t0 = time.perf_counter()
+    try:
+        _check_input(s)
+        # planned once: the check for a finished output looks where the output is written
+        plan = None if _is_image(s) else plan_output(s, d, job.video_options)
+        done = (d if d.exists() else None) if plan is None else plan.finished()
+        if done is not None and not job.opts.overwrite:
+            # a run stopped between renaming its output into place and removing its work folder
+            shutil.rmtree(work_dir_for(done), ignore_errors=True)
+            report.skipped.append(str(done))
+            report.rows.append((str(s), "skipped", 0, 0.0, str(done)))
+            return report
+        if plan is None:
+            report.frames += job.image(s, d)
+        else:
+            d = job.video(s, plan, report)
+        report.outputs.append(str(d))
+        report.rows.append((str(s), "done", report.frames, time.perf_counter() - t0, str(d)))
+    except Exception as e:  # a folder goes on past a failed file; one file reports it to the caller
+        if raise_errors:
+            raise
+        reason = " ".join(str(e).split())
+        if not isinstance(e, (VsrError, OSError)):
+            reason = f"{type(e).__name__}: {reason}"
+        report.failed[str(s)] = reason
+        report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, reason))
+    return report
+
+
+def merge(report: Report, part: Report, src: str) -> None:
+    """One file's report into the job's, its row named as the user named the input."""
+    report.outputs += part.outputs
+    report.skipped += part.skipped
+    report.failed.update({src: reason for reason in part.failed.values()})
+    for name in ("frames", "decode_errors", "model_seconds", "nonfinite_recomputed", "nonfinite_fallback"):
+        setattr(report, name, getattr(report, name) + getattr(part, name))
+    report.notes += [n for n in part.notes if n not in report.notes]
+    report.rows += [(src, *row[1:]) for row in part.rows]
 
 
 def _folder_pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
@@ -328,7 +369,7 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
                           scale=float(scale) if scale is not None else None, device=given["device"],
                           precision=given["precision"], backend=given.get("backend") or "auto", tile=given["tile"], overwrite=given["overwrite"],
                           quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"],
-                          cluster=given.get("cluster"))
+                          cluster=given.get("cluster"), devices=given.get("devices"))
 
 
 def load_preset(name: str) -> dict[str, Any]:
