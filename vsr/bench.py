@@ -83,8 +83,8 @@ class BenchResult:
     def lines(self) -> list[str]:
         tiles = f"tiles of {self.tile} px" if self.tile else "whole frames"
         return [
-            f"{self.model} {self.size} -> {self.out_size} on {self.device} ({self.backend}, {self.precision}, {self.threads} "
-            f"threads, batch {self.batch}, {tiles}); medians of {self.runs} runs",
+            f"{self.model} {self.size} -> {self.out_size} on {self.device} ({self.backend}, {self.precision}, "
+            f"{self.threads} threads, batch {self.batch}, {tiles}); medians of {self.runs} runs",
             f"model-only  {self.seconds_per_frame:9.3f} s/frame  {self.model_fps:9.3f} frames/s  "
             f"{self.flops_per_frame / 1e9:10.4g} GFLOP/frame",
             f"achieved    {self.gflops:9.4g} GFLOP/s = {self.peak_ratio:.1%} of the peak",
@@ -136,8 +136,8 @@ def pipeline_seconds(clip: Path, out: Path, *, frames: int, model: str, device: 
 
     given = dict.fromkeys(("scale", "temperature", "seed", "ensemble", "segment_frames", "crf", "encoder_preset",
                            "pix_fmt", "deinterlace", "double_rate", "crop", "colour"))
-    given.update(model=model, device=device, precision=precision, backend=backend, tile="auto", overwrite=True, batch=batch,
-                 codec=codec, keep_sar=False, max_frames=frames)
+    given.update(model=model, device=device, precision=precision, backend=backend, tile="auto", overwrite=True,
+                 batch=batch, codec=codec, keep_sar=False, max_frames=frames)
     opts = options_with_preset(None, encoder_options={}, quiet=True, resume=True, **given)
     t = time.perf_counter()
     report = upscale(clip, out, opts)

@@ -169,7 +169,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import options_with_preset, upscale
 
     given = {k: getattr(args, k) for k in (
-        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "devices", "tile", "overwrite", "batch",
+        "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "devices",
+        "tile", "overwrite", "batch",
         "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
     opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

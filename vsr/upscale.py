@@ -367,7 +367,8 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
     return UpscaleOptions(model=pick("model", preset.get("model"), zoo.DEFAULT_MODEL),
                           temperature=given["temperature"], seed=given["seed"], ensemble=given["ensemble"] or 1,
                           scale=float(scale) if scale is not None else None, device=given["device"],
-                          precision=given["precision"], backend=given.get("backend") or "auto", tile=given["tile"], overwrite=given["overwrite"],
+                          precision=given["precision"], backend=given.get("backend") or "auto", tile=given["tile"],
+                          overwrite=given["overwrite"],
                           quiet=quiet, batch=given["batch"], video=video, segment_frames=given["segment_frames"],
                           cluster=given.get("cluster"), devices=given.get("devices"))
 
