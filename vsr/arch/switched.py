@@ -111,7 +111,9 @@ class _SwitchedConv(torch.autograd.Function):
         ctx.save_for_backward(xp, w, g, out, order, index)
         ctx.shape = (n, c, hp, wp, padding, k, breadth, counts, bias is not None)
         ctx.gate_shape = gate.shape
-        return y.view(n, ho, wo, out_ch).permute(0, 3, 1, 2)  # NCHW in channels-last memory
+        ctx.channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        y = y.view(n, ho, wo, out_ch).permute(0, 3, 1, 2)  # NCHW in channels-last memory
+        return y if ctx.channels_last else y.contiguous()  # the input's layout, as a convolution's output
 
     @staticmethod
     def backward(ctx, grad):
@@ -135,6 +137,8 @@ class _SwitchedConv(torch.autograd.Function):
         if gx is not None:
             gx = gx.view(n, hp, wp, c)
             grad_x = gx[:, padding:hp - padding, padding:wp - padding].permute(0, 3, 1, 2)
+            grad_x = grad_x.contiguous(memory_format=torch.channels_last if ctx.channels_last else
+                                       torch.contiguous_format)
         grad_weight = grad_w.view(breadth, out_ch, k, k, c).permute(0, 1, 4, 2, 3).reshape(breadth * out_ch, c, k, k)
         return (grad_x, grad_weight, grad_b.view(-1) if has_bias else None, grad_gate.view(ctx.gate_shape),
                 None, None, None, None)
