@@ -45,18 +45,13 @@ def connect(address: str) -> None:
 
 
 def _restore(src: str, dst: str, opts: UpscaleOptions) -> Report:
-    """One file on a worker: `vsr upscale` itself; a file that fails is a failed row, not a retry."""
-    from .upscale import Report, upscale
+    """One file on a worker, as a local run restores it (a file that fails is a failed row, not a retry)."""
+    from .upscale import _Job, add_engine_stats, restore_one
 
-    try:
-        return upscale(Path(src), Path(dst), opts)
-    except Exception as e:  # noqa: BLE001 - reported like a local folder run reports a failed file
-        reason = " ".join(str(e).split())
-        if not isinstance(e, (VsrError, OSError)):
-            reason = f"{type(e).__name__}: {reason}"
-        report = Report(failed={src: reason})
-        report.rows.append((src, "failed", 0, 0.0, reason))
-        return report
+    job = _Job(opts)
+    report = restore_one(job, Path(src), Path(dst), raise_errors=False)
+    add_engine_stats(report, job)
+    return report
 
 
 def run(pairs: list[tuple[Path, Path]], opts: UpscaleOptions, report: Report,

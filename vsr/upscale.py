@@ -83,8 +83,7 @@ class _Job:
         if desc.in_ch != 3 or desc.out_ch != 3:
             raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
         self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, backend=opts.backend,
-                               tile=opts.tile,
-                               temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
+                               tile=opts.tile, temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
         batch = opts.batch or default_batch(self.engine.device.type)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
         self.faster = FasterOptions(desc=desc, model=opts.model, card_name=card.name if card else None,
@@ -238,9 +237,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
             with ThreadPoolExecutor(len(jobs)) as pool:
                 list(pool.map(work, jobs))
     for job in jobs:
-        report.model_seconds += job.engine.stats.model_seconds
-        report.nonfinite_recomputed += job.engine.stats.nonfinite_recomputed
-        report.nonfinite_fallback += job.engine.stats.nonfinite_fallback
+        add_engine_stats(report, job)
     report.wall_seconds = time.perf_counter() - start
     return report
 
@@ -275,6 +272,13 @@ def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool) -> Report:
         report.failed[str(s)] = reason
         report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, reason))
     return report
+
+
+def add_engine_stats(report: Report, job: _Job) -> None:
+    stats = job.engine.stats
+    report.model_seconds += stats.model_seconds
+    report.nonfinite_recomputed += stats.nonfinite_recomputed
+    report.nonfinite_fallback += stats.nonfinite_fallback
 
 
 def merge(report: Report, part: Report, src: str) -> None:

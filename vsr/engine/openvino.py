@@ -1,8 +1,8 @@
 """OpenVINO as the CPU backend of plain networks (the optional extra ``vsr[openvino]``).
 
-On the CPU, OpenVINO runs realesrgan-x4plus faster than PyTorch in both precisions
-(benchmarks/bench_cpu_runtimes.py, two runs: 1.12-1.17x in bf16, 1.24-1.36x in fp32), so the engine uses it for plain
-networks when it is installed (``--backend auto``). The network is converted from the PyTorch module
+On the CPU, OpenVINO runs realesrgan-x4plus faster than PyTorch in both precisions (two runs of
+benchmarks/bench_cpu_runtimes.py: 1.12-1.17x in bf16, 1.24-1.36x in fp32), so the engine uses it for
+plain networks when it is installed (``--backend auto``). The network is converted from the PyTorch module
 itself (no file is written) and compiled once per input shape: the tiles and frames of a video share one.
 """
 from __future__ import annotations
