@@ -445,6 +445,23 @@ def test_non_finite_reverse_passes_fall_back_to_the_mean_then_to_the_rrdb(monkey
     assert eng.stats.nonfinite_fallback == 1
 
 
+def test_in_bf16_only_the_encoder_runs_in_half_precision():
+    desc = gentle(**dict(TINY_X4, residual=True))
+    x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    seen: dict[str, set] = {"encoder": set(), "flow": set()}
+    for part in ("encoder", "flow"):
+        for m in getattr(desc.model, part).modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda mod, inp, out, part=part: seen[part].add(out.dtype))
+    half = Upscaler(desc, device="cpu", precision="bf16", tile=0, temperature=0.5, seed=3)
+    out = half(x)
+    assert seen == {"encoder": {torch.bfloat16}, "flow": {torch.float32}}
+    assert all(p.dtype == torch.float32 for p in desc.model.parameters())  # weights stay fp32 (and shared)
+    full = Upscaler(desc, device="cpu", precision="fp32", tile=0, temperature=0.5, seed=3)(x)
+    assert half.identity()["dtype"] == "torch.bfloat16"
+    assert 0 < (out - full).abs().max() < 0.05
+
+
 def test_the_shipped_srflow_model_takes_its_encoder_from_esrgan_vhs_and_is_deterministic(tmp_path):
     from vsr import zoo
 

@@ -43,6 +43,9 @@ class ModelDescriptor:
     context_frames: int = 0  # recurrent: frames before a segment's first that rebuild the state
     settings: tuple[str, ...] = ()  # per-call settings the module takes, from SETTINGS
     traceable: bool = True  # a plain network whose graph does not depend on its input (another runtime can run a trace)
+    # half precision by autocast: the engine keeps the weights in fp32 and calls the module under autocast in
+    # the half type it picked; the module runs in fp32 what must stay so (SRFlow: its flow)
+    autocast: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,9 +132,9 @@ def _describe_srflow(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     return ModelDescriptor(
         arch="srflow", model=model, params=p, scale=p["scale"], in_ch=3, out_ch=3,
         size_multiple=model.size_multiple,
-        # fp16/bf16: the reverse pass divides by coupling scales down to 1e-4 and inverts the 1x1 convs;
-        # not trusted in half precision
-        supports_fp16=False, supports_bf16=False,
+        # fp16/bf16 for the encoder only (an RRDBNet, as esrgan), by autocast: the flow's reverse pass divides
+        # by coupling scales down to 1e-4 and inverts the 1x1 convs, so it stays fp32 (SRFlowNet does so)
+        autocast=True,
         # the conditioning of every level (~4/3 of level 1's) and a coupling's hidden activations, fp32
         # (a residual flow adds its encoder's SR head: two nf-channel maps at the output size)
         bytes_per_px=4 * (s2 * (2 * cond + 3 * p["hidden"] + 48) + 2 * cond + 2 * p["nf"] + 4 * p["gc"]

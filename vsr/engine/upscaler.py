@@ -34,6 +34,11 @@ sampled part is usable when finite and within +-16 (a flow's reverse pass can bl
 huge, on latents far from those it learnt). A sampled module may offer ``fallback(x)``, a plain
 deterministic output (SRFlow: its RRDB's own SR image), for a part still not usable at temperature 0
 (counted in ``nonfinite_fallback``).
+
+Half precision by autocast (``ModelDescriptor.autocast``): the weights stay fp32 and the module is called
+under ``torch.autocast`` in the half type the engine picked, so that the module decides which of its parts
+run in half precision (SRFlow: its RRDB encoder; the flow turns autocast off). Its fp32 recomputation is
+the same module called without autocast.
 """
 from __future__ import annotations
 
@@ -126,6 +131,9 @@ class Upscaler:
             self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=self.dtype,
                                               threads=torch.get_num_threads())
             self._call_dtype = torch.float32
+        elif desc.autocast:  # fp32 weights, called under autocast (see _call)
+            self.model = desc.model.to(self.device, memory_format=self.memory_format).eval()
+            self._call_dtype = torch.float32
         else:  # desc.model stays fp32: the source of the fp32 fallback for non-finite half-precision output
             model = desc.model if self.dtype == torch.float32 else copy.deepcopy(desc.model)
             self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
@@ -205,7 +213,8 @@ class Upscaler:
             budget = torch.cuda.get_device_properties(self.device).total_memory * 2 // 5
         else:  # a quarter of the machine's memory
             budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-        per_px = self.desc.bytes_per_px * torch.finfo(self.dtype).bits // 32 * shape[0]
+        bits = 32 if self.desc.autocast else torch.finfo(self.dtype).bits
+        per_px = self.desc.bytes_per_px * bits // 32 * shape[0]
         side = max(MIN_TILE, int(math.sqrt(budget / per_px)))
         longest = max(shape[-2:])
         if longest <= side:
@@ -227,8 +236,13 @@ class Upscaler:
         """(N, H, W, C) uint8 / uint16 / float32 RGB -> (N, sH, sW, C) of the same dtype; each image on its own."""
         return self.session().upscale_array(arr, indices=[0] * len(arr), resets=[True] * len(arr))
 
-    def _call(self, model: torch.nn.Module, x: torch.Tensor, *args: torch.Tensor | list | None) -> torch.Tensor:
-        """One call of the module by its contract; ``x`` is in the module's dtype, ``args`` are cast to it."""
+    def _call(self, model: torch.nn.Module, x: torch.Tensor, *args: torch.Tensor | list | None,
+              half: bool = True) -> torch.Tensor:
+        """One call of the module by its contract; ``x`` is in the module's dtype, ``args`` are cast to it.
+        An autocast module runs under autocast in the engine's half type unless ``half`` is False."""
+        if self.desc.autocast and half and self.dtype != torch.float32:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                return self._call(model, x, *args, half=False)
         def cast(a):
             if a is None:
                 return None
@@ -251,10 +265,10 @@ class Upscaler:
             return out.float()
         if self.dtype != torch.float32:
             if self._fp32_model is None:
-                self._fp32_model = copy.deepcopy(self.desc.model).to(self.device, torch.float32,
-                                                                     memory_format=self.memory_format)
+                self._fp32_model = self.model if self.desc.autocast else copy.deepcopy(self.desc.model).to(
+                    self.device, torch.float32, memory_format=self.memory_format)
             self.stats.nonfinite_recomputed += 1
-            out = self._call(self._fp32_model, x.float(), *args)
+            out = self._call(self._fp32_model, x.float(), *args, half=False)
             if usable(out, self.desc.contract) or self.desc.contract != "sampled":
                 return out.float()
         if self.desc.contract == "sampled":  # latents far from what the flow knows: its mean instead
@@ -262,7 +276,7 @@ class Upscaler:
                 self.stats.nonfinite_recomputed += 1
             zeros = [torch.zeros_like(z) for z in args[0]]
             model = self._fp32_model or self.model
-            out = self._call(model, x.float(), zeros)
+            out = self._call(model, x.float(), zeros, half=False)
             if not usable(out, self.desc.contract) and callable(getattr(model, "fallback", None)):
                 self.stats.nonfinite_fallback += 1
                 out = model.fallback(x.to(self.device, torch.float32))

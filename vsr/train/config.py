@@ -73,6 +73,9 @@ class DataConfig:
     holdout: list[str] = field(default_factory=list)  # file names never trained on, used for validation
     val_frames: str | None = None  # separate validation folder (instead of or besides holdout)
     prescale: float = 1.0  # resize ground truth by this first (0.5 for JPEG photos)
+    # scale augmentation: each patch is cut from a region 1/f times larger and shrunk by f (area), f drawn
+    # per patch from this range, so the same photos give their content at many sizes ([1, 1] = off)
+    rescale: tuple[float, float] = (1.0, 1.0)
     max_frames: int = 400  # frames taken from a video (evenly spaced)
     patch: int = 32  # low-resolution patch size
     batch: int = 4  # per process
@@ -213,6 +216,10 @@ class RecipeConfig:
                 raise ValueError(f"data.{key}: expected a positive number, got {getattr(d, key)}")
         if not 0 < d.prescale <= 1:
             raise ValueError(f"data.prescale: expected a factor in (0, 1], got {d.prescale}")
+        if not 0 < d.rescale[0] <= d.rescale[1] <= 1:
+            raise ValueError(f"data.rescale: expected [low, high] with 0 < low <= high <= 1, got {list(d.rescale)}")
+        if d.rescale != (1.0, 1.0) and (d.lq is not None or d.clips is not None):
+            raise ValueError("data.rescale: applies to single patches degraded on the fly, not to data.lq or data.clips")
         for name, loss in self.losses.items():
             if loss.type == "pingpong" and d.clips is None:
                 raise ValueError(f"losses.{name}: the ping-pong loss runs a clip forward and back; "

@@ -154,9 +154,16 @@ class TrainData:
         else:
             m = MARGIN
             h, w = frame.hq.shape[:2]
-            y = int(rng.integers(h // s - p - 2 * m + 1)) * s
-            x = int(rng.integers(w // s - p - 2 * m + 1)) * s
-            big = frame.hq[y:y + (p + 2 * m) * s, x:x + (p + 2 * m) * s]
+            size = (p + 2 * m) * s
+            lo, hi = self.cfg.rescale
+            if hi < 1.0 or lo < hi:  # a region 1/f larger, shrunk to the patch
+                src = min(h, w, int(np.ceil(size / rng.uniform(lo, hi))))
+                y, x = int(rng.integers(h - src + 1)), int(rng.integers(w - src + 1))
+                big = cv2.resize(frame.hq[y:y + src, x:x + src], (size, size), interpolation=cv2.INTER_AREA)
+            else:
+                y = int(rng.integers(h // s - p - 2 * m + 1)) * s
+                x = int(rng.integers(w // s - p - 2 * m + 1)) * s
+                big = frame.hq[y:y + size, x:x + size]
             # flips before degrading: the tape's artefacts are horizontal and must stay so
             big = big[::-1 if vflip else 1, ::-1 if hflip else 1]
             lq = self.degrade(np.ascontiguousarray(big), self.degrade.sample(rng), rng)[m:m + p, m:m + p]

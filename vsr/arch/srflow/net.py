@@ -141,6 +141,12 @@ class FlowUpsampler(nn.Module):
         return z
 
 
+def fp32(t: torch.Tensor) -> torch.autocast:
+    """The flow runs in fp32 even under autocast: its reverse pass divides by coupling scales down to 1e-4
+    and inverts the 1x1 convolutions (the engine runs only the encoder in half precision)."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 class SRFlowNet(nn.Module):
     """SRFlow. ``forward(hr, lr) -> (latents, nll)`` for training; ``reverse(lr, latents) -> hr`` and
     ``latent_shapes(h, w)`` for the engine's sampled contract. Latents, in order: the top z, then each
@@ -204,7 +210,8 @@ class SRFlowNet(nn.Module):
         encoder's SR image for a ``residual`` flow, else None)."""
         with torch.no_grad() if self.encoder_frozen else contextlib.nullcontext():
             by_k, base = self.encoder(lr, sorted(set(self.level_k.values())), sr=self.residual)
-        return {i: by_k[k] for i, k in self.level_k.items()}, base
+        # the encoder may have run in half precision (autocast); the flow takes fp32
+        return {i: by_k[k].float() for i, k in self.level_k.items()}, None if base is None else base.float()
 
     def latent_shapes(self, h: int, w: int) -> list[tuple[int, int, int]]:
         m = self.size_multiple
@@ -242,7 +249,8 @@ class SRFlowNet(nn.Module):
         fts, base = self.conditioning(lr)
         if base is not None:
             z = z - base
-        z, d, eps = self.flow.encode(z, fts)
+        with fp32(z):
+            z, d, eps = self.flow.encode(z.float(), fts)
         objective = logdet + d + gaussian_logp(z)
         return [z] + eps[::-1], -objective / (math.log(2.0) * pixels)
 
@@ -253,5 +261,6 @@ class SRFlowNet(nn.Module):
         if got != shapes:
             raise ValueError(f"SRFlow latents for a {lr.shape[-2]}x{lr.shape[-1]} input: expected {shapes}, got {got}")
         fts, base = self.conditioning(lr)
-        hr = self.flow.decode(latents[0], latents[1:], fts)
+        with fp32(lr):
+            hr = self.flow.decode(latents[0].float(), [z.float() for z in latents[1:]], fts)
         return hr if base is None else hr + base
