@@ -85,6 +85,7 @@ def test_shipped_recipes_load():
     ({"networks": _DELETE}, "missing key 'networks'"),
     ({"data.batch": 0}, "data.batch: expected a positive number, got 0"),
     ({"data.degradation.luma_cutoff": [0.5]}, "data.degradation.luma_cutoff: expected a list of 2 numbers"),
+    ({"data.rescale": [0.8, 1.2]}, "data.rescale: expected [low, high] with 0 < low <= high <= 1"),
 ])
 def test_bad_recipe_is_one_line_error(tmp_path, changes, expected):
     write_frames(tmp_path / "frames")
@@ -179,3 +180,21 @@ def test_video_source_and_paired_folders(tmp_path):
     cv2.imwrite(str(tmp_path / "lq" / "img0.png"), np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(VsrError, match="expected 16x16"):
         load_frames(cfg, scale=4)
+
+
+def test_rescale_cuts_patches_from_larger_regions_reproducibly(tmp_path):
+    from vsr.train.data import TrainData, load_frames
+
+    write_frames(tmp_path / "frames", size=256)
+    cfg = load_recipe(recipe(tmp_path, **{"data.rescale": [0.5, 0.5]}))
+    frames, _ = load_frames(cfg.data, scale=cfg.scale)
+    data = TrainData(frames=frames, cfg=cfg.data, scale=cfg.scale, seed=3)
+    lq, hq, _, _ = data.sample(5, 1)
+    p, s = cfg.data.patch, cfg.scale
+    assert lq.shape == (p, p, 3) and hq.shape == (p * s, p * s, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(data.sample(5, 1)[:2], (lq, hq)))  # (step, index) decide
+    # the ground truth is a region twice the patch, shrunk: its detail is twice as fine as the photo's
+    plain = TrainData(frames=frames, cfg=load_recipe(recipe(tmp_path)).data, scale=cfg.scale, seed=3)
+    grad = [np.abs(np.diff(np.stack([d.sample(k, 0)[1] for k in range(8)]).astype(float), axis=2)).mean()
+            for d in (plain, data)]
+    assert grad[1] > 1.5 * grad[0]
