@@ -120,3 +120,30 @@ def test_files_spread_over_several_devices_come_out_as_on_one(tmp_path, tiny_wei
                                [f.to_ndarray().tobytes() for f in av.open(str(p)).decode(video=0)])
                       for p in (tmp_path / name).iterdir()}
     assert outs["one"] == outs["two"] and len(outs["one"]) == 6
+
+
+def test_one_video_spread_over_several_devices_comes_out_as_on_one(tmp_path, tiny_weights, capsys, monkeypatch):
+    from vsr.engine.upscaler import Session
+
+    src = tmp_path / "tape.mp4"
+    media.make_mp4(src, width=40, height=24, frames=12, audio=True)
+    engines = set()
+    true_call = Session.upscale_array
+
+    def counted(self, arr, **kw):
+        engines.add(id(self.engine))
+        return true_call(self, arr, **kw)
+
+    monkeypatch.setattr(Session, "upscale_array", counted)
+    frames = {}
+    for name, extra in (("one", []), ("two", ["--devices", "cpu,cpu"])):
+        engines.clear()
+        out = tmp_path / f"{name}.mkv"
+        assert main(["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), "--codec", "ffv1",
+                     "--batch", "1", "--quiet", "--json", *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["frames"] == 12
+        assert len(engines) == (1 if name == "one" else 2)  # both devices took batches of the one video
+        with av.open(str(out)) as c:
+            assert c.streams.audio
+            frames[name] = [(f.pts, f.to_ndarray().tobytes()) for f in c.decode(video=0)]
+    assert frames["one"] == frames["two"] and len(frames["one"]) == 12  # in order, timestamps kept

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     up.add_argument("--devices", type=_devices, metavar="LIST",
-                    help="several devices, e.g. 0,1 (cuda:0, cuda:1): one engine each, the files spread across them")
+                    help="several devices, e.g. 0,1 (cuda:0, cuda:1): one engine each, the files spread across "
+                    "them (one video: its batches)")
     up.add_argument("--cluster", metavar="ADDRESS", help="run each file as a task on a Ray cluster: auto (the "
                     "running one), HOST:PORT or ray://HOST:PORT (pip install 'vsr[cluster]')")
     up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import sys
 import threading
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -105,22 +107,35 @@ class _Job:
         segments of two models, precisions, devices, tiles or temperatures."""
         return {**self.engine.identity(), "scale": self.scale}
 
-    def video(self, src: Path, plan: OutputPlan, report: Report) -> Path:
+    def video(self, src: Path, plan: OutputPlan, report: Report, helpers: Sequence[_Job] = ()) -> Path:
+        """``helpers``: jobs on other devices that take batches of this video too (a network without
+        memory only: its output does not depend on which engine computed which batch)."""
         resume = self.video_options.resume
+        jobs = [self, *helpers] if not self.engine.stateful else [self]
         if resume:  # continue unfinished work with what it was run with
-            self.engine.adopt((recorded_identity(work_dir_for(plan.path)) or {}).get("process"))
-        session = self.engine.session()  # one video: frame numbers and the recurrent state
+            for job in jobs:
+                job.engine.adopt((recorded_identity(work_dir_for(plan.path)) or {}).get("process"))
+        # one video: frame numbers and the recurrent state; a free session per batch in flight
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for job in jobs:
+            free.put(job.engine.session())
         grey = chroma(plan.source.pix_fmt) == ""
 
         def process(frames: np.ndarray, indices: list[int], resets: list[bool]) -> np.ndarray:
-            out = self._resized(session.upscale_array(frames, indices=indices, resets=resets), *frames.shape[1:3])
+            session = free.get()
+            try:
+                out = session.upscale_array(frames, indices=indices, resets=resets)
+            finally:
+                free.put(session)
+            out = self._resized(out, *frames.shape[1:3])
             # grey in, grey out: the network's faint colour would become chroma the input never had
             return np.repeat(_mean_channels(out)[..., None], 3, axis=-1) if grey else out
 
         desc = self.engine.desc
         result = transcode(src, plan.path, process, self.scale, self._projected(src.name), plan=plan,
                            identity=self.identity if resume else None, segment_frames=self.opts.segment_frames,
-                           context_frames=desc.context_frames, detect_cuts=self.engine.stateful)
+                           context_frames=desc.context_frames, detect_cuts=self.engine.stateful,
+                           parallel=len(jobs))
         report.frames += result.frames
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]
@@ -226,7 +241,9 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
                     s, d = next(todo, (None, None))
                 if s is None:
                     return
-                part = restore_one(job, s, d, raise_errors=len(pairs) == 1)
+                # one file: every device takes batches of it; several: each device its own files
+                part = restore_one(job, s, d, raise_errors=len(pairs) == 1,
+                                   helpers=[j for j in jobs if j is not job] if len(pairs) == 1 else ())
                 with lock:
                     merge(report, part, str(s))
                     bar.update()
@@ -242,7 +259,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     return report
 
 
-def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool) -> Report:
+def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool, helpers: Sequence[_Job] = ()) -> Report:
     """One file of a job: its own report (a failed file is a row saying why, unless ``raise_errors``)."""
     report = Report()
     t0 = time.perf_counter()
@@ -260,7 +277,7 @@ def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool) -> Report:
         if plan is None:
             report.frames += job.image(s, d)
         else:
-            d = job.video(s, plan, report)
+            d = job.video(s, plan, report, helpers)
         report.outputs.append(str(d))
         report.rows.append((str(s), "done", report.frames, time.perf_counter() - t0, str(d)))
     except Exception as e:  # a folder goes on past a failed file; one file reports it to the caller

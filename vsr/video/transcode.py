@@ -16,7 +16,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -91,7 +93,7 @@ class TranscodeResult:
 def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float,
               options: VideoOptions | None = None, *, segment_frames: int | None = None,
               identity: dict | Identity | None = None, plan: OutputPlan | None = None,
-              context_frames: int = 0, detect_cuts: bool = False) -> TranscodeResult:
+              context_frames: int = 0, detect_cuts: bool = False, parallel: int = 1) -> TranscodeResult:
     """Restore one video: every frame through `process`, every other stream copied, timestamps kept.
 
     process: (frames, indices, resets) -> frames: (N, H, W, 3) RGB -> (N, round(H*scale),
@@ -103,6 +105,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     context_frames: before each segment, `process` is given the K frames before it again (their output
         is not encoded), so a process with memory rebuilds it the same way in a resumed run.
     detect_cuts: mark scene cuts as resets (vsr.video.scenes).
+    parallel: run `process` on up to this many batches at once, each in a thread of its own (a process
+        without memory that spreads its calls over devices); their outputs are encoded in order.
     scale: the factor `process` applies (fractional allowed); output sizes within one pixel are accepted.
     segment_frames: encode the video as independent segments of this many frames (each starts with a
         keyframe), joined losslessly at the end; the result equals the unsegmented one in frames and pts.
@@ -158,7 +162,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
             result = _disk_full_guard(
                 lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
                                  segment_frames, manifest, notes, identity=identity if callable(identity) else None,
-                                 context_frames=context_frames, detect_cuts=detect_cuts), plan.path, manifest)
+                                 context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel),
+                plan.path, manifest)
             ok = True
             result.wall_seconds = time.perf_counter() - started
             return result
@@ -187,7 +192,7 @@ def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | N
 def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.IngestPlan, process: ProcessFn,
              scale: float, options: VideoOptions, encoder: EncoderChoice, plan, work: Path, seg_ext: str,
              segment_frames: int | None, manifest: Manifest | None, notes: list[str], *, identity: Identity | None,
-             context_frames: int, detect_cuts: bool) -> TranscodeResult:
+             context_frames: int, detect_cuts: bool, parallel: int) -> TranscodeResult:
     """Encode what is not yet encoded, then join the segments and mux them with the other streams."""
     done_before = manifest.frames if manifest else 0
     pipe = None
@@ -199,7 +204,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
             start = StartPoint(index=manifest.frames, after_pts=manifest.segments[-1].last_pts)
         pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames,
                          source=source, filters=filters, start=start, manifest=manifest, identity=identity,
-                         context_frames=context_frames, detect_cuts=detect_cuts)
+                         context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel)
         pipe.run()
         dec = pipe.decoder
         decode_errors, model_seconds = dec.errors, pipe.model_seconds
@@ -274,8 +279,9 @@ class _Pipeline:
                  encoder: EncoderChoice, work: Path, seg_ext: str, segment_frames: int | None, *,
                  source: VideoInfo, filters: ingest.IngestPlan, start: StartPoint | None,
                  manifest: Manifest | None, identity: Identity | None, context_frames: int,
-                 detect_cuts: bool) -> None:
+                 detect_cuts: bool, parallel: int = 1) -> None:
         self.info, self.process, self.scale, self.options = info, process, scale, options
+        self.parallel = parallel
         self.encoder, self.work, self.seg_ext, self.segment_frames = encoder, work, seg_ext, segment_frames
         self.manifest = manifest
         self.identity = identity
@@ -305,20 +311,21 @@ class _Pipeline:
         self.decoder.start()
         if self.options.progress is not None:  # the start: a caller timing the frames knows when they began
             self.options.progress(self.first_index, self.total)
+        pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="vsr-process") if self.parallel > 1 else None
         try:
-            while (batch := self._next_batch()) is not None:
-                t0 = time.perf_counter()
-                out = self.process(batch.frames, batch.indices, batch.resets)
-                self.model_seconds += time.perf_counter() - t0
-                self._check_output(batch, out)
-                if batch.context:  # warm-up only
-                    continue
-                if self.layout is None:
-                    self.layout = plan_layout(out_h=out.shape[1], out_w=out.shape[2], dtype=out.dtype,
-                                              info=self.info, encoder=self.encoder,
-                                              keep_sar=self.options.keep_sar)
-                    self.encode_thread.start()
-                self._to_encoder((out, batch.pts, batch.durations))
+            if pool is None:
+                while (batch := self._next_batch()) is not None:
+                    self._emit(batch, self._process(batch))
+            else:  # up to `parallel` batches in flight, emitted in order
+                pending: deque = deque()
+                while (batch := self._next_batch()) is not None:
+                    pending.append((batch, pool.submit(self._process, batch)))
+                    if len(pending) >= self.parallel:
+                        b, fut = pending.popleft()
+                        self._emit(b, fut.result())
+                while pending:
+                    b, fut = pending.popleft()
+                    self._emit(b, fut.result())
             if self.encode_thread.is_alive():
                 self._to_encoder(None)
                 while self.encode_thread.is_alive():  # join in slices so Ctrl-C is seen promptly
@@ -327,10 +334,28 @@ class _Pipeline:
                 raise self.encode_error
         finally:
             self.stop.set()  # releases the other threads if we leave early; harmless when done
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             self.bar.close()
             self.decoder.thread.join(timeout=10)
             if self.encode_thread.is_alive():
                 self.encode_thread.join(timeout=10)
+
+    def _process(self, batch: Batch) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        return self.process(batch.frames, batch.indices, batch.resets), time.perf_counter() - t0
+
+    def _emit(self, batch: Batch, done: tuple[np.ndarray, float]) -> None:
+        out, seconds = done
+        self.model_seconds += seconds  # summed over parallel calls
+        self._check_output(batch, out)
+        if batch.context:  # warm-up only
+            return
+        if self.layout is None:
+            self.layout = plan_layout(out_h=out.shape[1], out_w=out.shape[2], dtype=out.dtype,
+                                      info=self.info, encoder=self.encoder, keep_sar=self.options.keep_sar)
+            self.encode_thread.start()
+        self._to_encoder((out, batch.pts, batch.durations))
 
     def _next_batch(self) -> Batch | None:
         while True:
