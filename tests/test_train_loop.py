@@ -261,6 +261,17 @@ def test_validation_is_what_the_engine_produces(tmp_path):
     assert run.metrics == {"psnr_y": psnr, "ssim_y": ssim}
 
 
+def test_validation_at_start_gives_the_curve_its_first_point_once(tmp_path):
+    import json
+
+    cfg = _cfg(tmp_path, **{"eval.at_start": True})
+    train(cfg, stop_after=4, progress=False)
+    train(cfg, resume=True, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in lines if "val/psnr_y" in r]
+    assert steps[0] == 0 and steps.count(0) == 1 and steps[-1] == 6
+
+
 def test_validation_leaves_the_training_module_as_it_was():
     import numpy as np
 

@@ -154,6 +154,7 @@ class LossConfig:
 @dataclass
 class EvalConfig:
     every: int = 500  # validation every N steps (0 = only at the end)
+    at_start: bool = False  # also before the first step of a new run: where the curve starts
     max_images: int = 8
     crop: int = 512  # ground-truth centre crop (keeps validation quick); 0 = whole images
     seed: int = 1234  # degradation draw of the validation images (fixed across runs)

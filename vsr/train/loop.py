@@ -168,6 +168,17 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     bar = tqdm(range(start, end), initial=start, total=cfg.total_steps, disable=not (progress and dist.main),
                desc=cfg.name, dynamic_ncols=True)
     last_ckpt, streak = time.monotonic(), 0
+
+    def validation(done: int) -> None:
+        gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
+        result.metrics, outs = validate(gen, val, arch=cfg.networks[cfg.generator].arch,
+                                        params=params[cfg.generator], device=device, scale=cfg.scale,
+                                        quant=_quant(cfg), seed=cfg.eval.seed)
+        if dist.main:
+            log.validation(result.metrics, done, seconds, outs[0], val, grids=cfg.eval.grids, scale=cfg.scale)
+
+    if val and cfg.eval.at_start and start == 0:
+        validation(0)
     for step in bar:
         t0 = time.monotonic()
         for n in freeze_encoders(nets, cfg.networks, step):  # stage 3: the encoder trains from here on
@@ -236,13 +247,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         if dist.main and (done % cfg.log.every == 0 or done == end):
             log.scalars(record, done)
         if val and (cfg.eval.every and done % cfg.eval.every == 0 or done == cfg.total_steps):
-            gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
-            result.metrics, outs = validate(gen, val, arch=cfg.networks[cfg.generator].arch,
-                                            params=params[cfg.generator], device=device, scale=cfg.scale,
-                                            quant=_quant(cfg), seed=cfg.eval.seed)
-            if dist.main:
-                log.validation(result.metrics, done, seconds, outs[0], val, grids=cfg.eval.grids,
-                               scale=cfg.scale)
+            validation(done)
         minutes = (time.monotonic() - last_ckpt) / 60
         due = (cfg.log.checkpoint_every and done % cfg.log.checkpoint_every == 0
                or cfg.log.checkpoint_minutes and minutes >= cfg.log.checkpoint_minutes or done == end)
