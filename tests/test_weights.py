@@ -80,3 +80,31 @@ def test_wrong_shape_is_reported():
     sd["conv_hr.weight"] = torch.zeros(8, 8, 1, 1)
     with pytest.raises(VsrError, match=r"conv_hr.weight has shape \(8, 8, 1, 1\), expected \(8, 8, 3, 3\)"):
         weights.detect(sd)
+
+
+def test_average_is_the_weighted_mean_of_one_networks_fine_tunes(tmp_path, capsys):
+    from vsr.cli import main
+
+    a, b = tiny("compact", nf=8, num_conv=1, upscale=2), tiny("compact", nf=8, num_conv=1, upscale=2)
+    with torch.no_grad():
+        for p in b.model.parameters():
+            p.add_(torch.randn_like(p))
+    weights.save(a, tmp_path / "a.safetensors")
+    weights.save(b, tmp_path / "b.safetensors")
+    out = tmp_path / "soup.safetensors"
+    assert main(["average", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                 "--weights", "1", "3", "-o", str(out)]) == 0
+    soup = weights.load(out)
+    for k, v in soup.model.state_dict().items():
+        expected = 0.25 * a.model.state_dict()[k] + 0.75 * b.model.state_dict()[k]
+        assert torch.allclose(v, expected.half().float(), atol=1e-3), k
+    other = tmp_path / "other.safetensors"
+    weights.save(tiny("compact", nf=16, num_conv=1, upscale=2), other)
+    capsys.readouterr()
+    for argv, message in (([str(out), str(other)], "is not the same network as"),
+                          ([str(out), str(other), "--weights", "1"], "1 weights for 2 models"),
+                          ([str(out), str(out)], "is one of the models")):
+        dst = str(out) if message == "is one of the models" else str(tmp_path / "x.safetensors")
+        assert main(["average", *argv, "-o", dst]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
     sub.add_parser("models", help="list the named models")
+    av = sub.add_parser("average", help="average the weights of fine-tunes of one network (a model soup): "
+                        "the average often keeps what each of them is good at")
+    av.add_argument("models", nargs="+", metavar="MODEL", help="model names or weights files, all one network")
+    av.add_argument("--weights", type=float, nargs="+", metavar="W",
+                    help="one weight per model (default equal), scaled to sum to 1")
+    av.add_argument("-o", "--output", type=Path, required=True, help="weights file to write (.safetensors)")
 
     demo = sub.add_parser("demo", help="restore a generated, degraded video clip")
     demo.add_argument("-o", "--output", type=Path, default=Path("vsr-demo"), help="folder (default vsr-demo)")
@@ -203,6 +209,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    zoo.average(args.models, args.weights, args.output)
+    print(f"wrote {args.output} (use it with: vsr upscale INPUT --model {args.output})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -235,7 +249,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"upscale": cmd_upscale, "models": cmd_models, "demo": cmd_demo, "srflow": cmd_srflow,
+    commands = {"upscale": cmd_upscale, "models": cmd_models, "average": cmd_average, "demo": cmd_demo,
+                "srflow": cmd_srflow,
                 "inspect": cmd_inspect, "compare": cmd_compare, "bench": cmd_bench}
     try:
         with warnings.catch_warnings():

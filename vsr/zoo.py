@@ -226,3 +226,37 @@ def parameter_count(card: ModelCard) -> int | None:
         except (VsrError, OSError):
             return None
     return None
+
+
+def average(models: list[str], weights_: list[float] | None, output: Path) -> None:
+    """The weighted mean of the weights of several models of one network (same architecture, parameters and
+    tensors: fine-tunes of one model), written as fp16 safetensors."""
+    if weights_ is None:
+        weights_ = [1.0] * len(models)
+    if len(weights_) != len(models):
+        raise VsrError(f"--weights: {len(weights_)} weights for {len(models)} models; give one per model")
+    if any(w < 0 for w in weights_) or sum(weights_) <= 0:
+        raise VsrError(f"--weights: expected weights >= 0 with a positive sum, got {weights_}")
+    if output.suffix != ".safetensors":
+        raise VsrError(f"{output}: the output is a .safetensors file")
+    if any(Path(m).expanduser().resolve() == output.expanduser().resolve() for m in models):
+        raise VsrError(f"the output {output} is one of the models; choose another -o")
+    import torch
+
+    total = sum(weights_)
+    mean: weights.StateDict = {}
+    first = None
+    for spec, w in zip(models, weights_):
+        desc, _ = resolve(spec)
+        if desc.contract != "plain":
+            raise VsrError(f"{spec} is a {desc.arch} model ({desc.contract}); only plain networks are averaged")
+        sd = desc.model.state_dict()
+        if first is None:
+            first = (spec, desc.arch, desc.params, {k: v.shape for k, v in sd.items()})
+        elif (desc.arch, desc.params, {k: v.shape for k, v in sd.items()}) != first[1:]:
+            raise VsrError(f"{spec} is not the same network as {first[0]} ({desc.arch} {desc.params} against "
+                           f"{first[1]} {first[2]}); only fine-tunes of one model can be averaged")
+        for k, v in sd.items():
+            v = v.detach().float() * (w / total) if v.is_floating_point() else v
+            mean[k] = mean[k] + v if k in mean and v.is_floating_point() else v
+    weights.save(mean, output, dtype=torch.float16)
