@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -313,19 +313,13 @@ class _Pipeline:
             self.options.progress(self.first_index, self.total)
         pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="vsr-process") if self.parallel > 1 else None
         try:
-            if pool is None:
-                while (batch := self._next_batch()) is not None:
-                    self._emit(batch, self._process(batch))
-            else:  # up to `parallel` batches in flight, emitted in order
-                pending: deque = deque()
-                while (batch := self._next_batch()) is not None:
-                    pending.append((batch, pool.submit(self._process, batch)))
-                    if len(pending) >= self.parallel:
-                        b, fut = pending.popleft()
-                        self._emit(b, fut.result())
-                while pending:
-                    b, fut = pending.popleft()
-                    self._emit(b, fut.result())
+            pending: deque = deque()  # up to `parallel` batches in flight, emitted in order
+            while (batch := self._next_batch()) is not None:
+                pending.append((batch, pool.submit(self._process, batch) if pool else self._process(batch)))
+                while len(pending) >= self.parallel:
+                    self._emit(*pending.popleft())
+            while pending:
+                self._emit(*pending.popleft())
             if self.encode_thread.is_alive():
                 self._to_encoder(None)
                 while self.encode_thread.is_alive():  # join in slices so Ctrl-C is seen promptly
@@ -345,8 +339,8 @@ class _Pipeline:
         t0 = time.perf_counter()
         return self.process(batch.frames, batch.indices, batch.resets), time.perf_counter() - t0
 
-    def _emit(self, batch: Batch, done: tuple[np.ndarray, float]) -> None:
-        out, seconds = done
+    def _emit(self, batch: Batch, done: tuple[np.ndarray, float] | Future) -> None:
+        out, seconds = done.result() if isinstance(done, Future) else done
         self.model_seconds += seconds  # summed over parallel calls
         self._check_output(batch, out)
         if batch.context:  # warm-up only
