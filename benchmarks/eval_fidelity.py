@@ -6,6 +6,7 @@ degradation families that were not all designed by us, with the per-image spread
     python benchmarks/eval_fidelity.py --family capture-h264 --images 3
     python benchmarks/eval_fidelity.py --model srflow --tau 0 --tau 0.4 --tau 0.8 --picture sweep.png
     python benchmarks/eval_fidelity.py --model esrgan --ensemble 8                 # self-ensemble gain and cost
+    python benchmarks/eval_fidelity.py --model A --model B --holdout-of pipelines/photos-esrgan.yml  # choose
 
 Families (x4, each image its own fixed draw):
   vhs           ours, as esrgan-vhs was trained (pipelines/vhs-esrgan.yml's degradation)
@@ -13,7 +14,8 @@ Families (x4, each image its own fixed draw):
   bicubic-jpeg  antialiased bicubic downscale (MATLAB imresize-like) + JPEG quality 75
   capture-h264  optics blur (Gaussian 0.8 px), area downscale, H.264 CRF 26 (4:2:0), as a capture card
   heavy-noise   bilinear downscale, Gaussian RGB noise sigma 10/255, JPEG quality 85
-Ground truth: centre 640 px crops of the recipe's held-out photos at half size; metrics on Y, border 4.
+Ground truth: centre 640 px crops of pipelines/vhs-esrgan.yml's held-out photos at half size (or, with
+--holdout-of RECIPE, that recipe's: choose on those, report on these); metrics on Y, border 4.
 """
 from __future__ import annotations
 
@@ -75,6 +77,9 @@ def main() -> int:
                     help="temperatures for sampled models such as srflow (repeatable; default 0), seed 0")
     ap.add_argument("--ensemble", type=int, choices=[4, 8],
                     help="also score each plain model with this self-ensemble (and print its time)")
+    ap.add_argument("--holdout-of", type=Path, metavar="RECIPE",
+                    help="score on this recipe's held-out photos instead of the matrix's: a validation set for "
+                         "choosing between models (e.g. pipelines/photos-esrgan.yml; run from the repository root)")
     ap.add_argument("--picture", type=Path,
                     help="also write a PNG: a crop of the first image under the first family, one panel per row")
     args = ap.parse_args()
@@ -86,10 +91,12 @@ def main() -> int:
     families = {"vhs": ours(vhs.data.degradation), "wide": ours(DegradeConfig()), "bicubic-jpeg": bicubic_jpeg,
                 "capture-h264": capture_h264, "heavy-noise": heavy_noise}
     families = {k: v for k, v in families.items() if not args.family or k in args.family}
-    vhs.eval.max_images = args.images
-    _, held = load_frames(vhs.data, scale=SCALE)
-    truth = [(name, hq) for name, _, hq in validation_set(held, cfg=vhs.data, ev=vhs.eval, scale=SCALE)]
-    print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {vhs.eval.crop} px at half size")
+    held_of = vhs if args.holdout_of is None else load_recipe(args.holdout_of)
+    held_of.eval.max_images = args.images
+    _, held = load_frames(held_of.data, scale=SCALE)
+    truth = [(name, hq) for name, _, hq in validation_set(held, cfg=held_of.data, ev=held_of.eval, scale=SCALE)]
+    print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {held_of.eval.crop} px at "
+          f"{held_of.data.prescale:g} of their size")
     lqs = {f: [fn(hq, np.random.default_rng([1234, i])) for i, (_, hq) in enumerate(truth)]
            for f, fn in families.items()}
 
