@@ -2,7 +2,8 @@
 matrix (benchmarks/eval_fidelity.py) does not hold out, and 26 more real photographs from three Debian 12
 wallpaper packages, fetched with `apt-get download` (run `apt-get update` first) and unpacked with
 `dpkg-deb -x`. Drawings, renders and logos in those packages are left out; so is every file of
-../shared/data/photos (by content), so the matrix's held-out photos can never be trained on.
+../shared/data/photos (by content), so the matrix's held-out photos can never be trained on. Licences (each
+package's copyright file): mate-backgrounds' nature photos GPL-2+ and CC, lomiri's CC-BY(-SA) 3.0/4.0.
 
     python pipelines/photos.py                  # writes runs/photos/ (44 images; the shared ones linked)
 """

@@ -259,4 +259,5 @@ def average(models: list[str], weights_: list[float] | None, output: Path) -> No
         for k, v in sd.items():
             v = v.detach().float() * (w / total) if v.is_floating_point() else v
             mean[k] = mean[k] + v if k in mean and v.is_floating_point() else v
-    weights.save(mean, output, dtype=torch.float16)
+    # the parameters the tensors do not show (a compact x2's out_scale) travel with the file
+    weights.save(mean, output, dtype=torch.float16, metadata={"vsr.params": json.dumps(first[2])})
