@@ -79,8 +79,8 @@ def main() -> int:
             (tmp_out / p.name).symlink_to(p.resolve())
     shutil.rmtree(args.out, ignore_errors=True)
     tmp_out.rename(args.out)
-    n = len(list(args.out.iterdir()))
-    print(f"{args.out}: {n} photographs ({n - len(shared) + len(MATRIX)} from Debian's wallpaper packages)")
+    fetched = sum(len(names) for _, _, names in PACKAGES.values())
+    print(f"{args.out}: {len(list(args.out.iterdir()))} photographs ({fetched} from Debian's wallpaper packages)")
     return 0
 
 
