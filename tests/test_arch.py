@@ -18,6 +18,9 @@ def training_loss(desc, x):
     if desc.contract == "sampled":  # a flow trains on the likelihood of the HR image
         hr = torch.rand(x.shape[0], 3, round(x.shape[-2] * desc.scale), round(x.shape[-1] * desc.scale))
         return desc.model(hr, x)[1].mean() + call(desc, x).mean()
+    if desc.contract == "recurrent":  # with a previous frame and output, so its own weights count
+        prev_y = torch.rand(x.shape[0], 3, x.shape[-2] * desc.scale, x.shape[-1] * desc.scale)
+        return desc.model(x, x, prev_y).mean()
     return desc.model(x).mean()
 
 

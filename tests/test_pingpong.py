@@ -16,9 +16,9 @@ from vsr import arch
 from vsr.errors import VsrError
 from vsr.train import clips, losses
 from vsr.train.clipdata import ClipData
-from vsr.train.config import load_recipe, to_dict
+from vsr.train.config import OptimizerConfig, TrainStepConfig, load_recipe, to_dict
 from vsr.train.data import load_frames
-from vsr.train.loop import train
+from vsr.train.loop import _optimizer, train
 from vsr.train.temporal import ClipRunner
 
 from conftest import tiny
@@ -30,7 +30,7 @@ CLIPS = {  # 3 frames of 8 LR px; held-out clips of 4 frames of 48 HR px (tOF's 
     "networks.generator": TINY_REC, "data.patch": 8, "data.batch": 2, "data.clips": {"frames": 3},
     "losses.trans.crop": 6, "losses.pp": {"type": "pingpong", "weight": 0.5, "start": 3},
     "steps": [{"network": "generator", "losses": ["pixel", "trans", "pp"],
-               "optimizer": {"type": "adam", "lr": 1.0e-3}, "clip_grad": 1.0}],
+               "optimizer": {"type": "adam", "lr": 1.0e-3, "lr_mult": {"conv_prev": 10}}, "clip_grad": 1.0}],
     "eval": {"every": 3, "crop": 48, "frames": 4, "grids": False},
 }
 
@@ -71,13 +71,30 @@ def test_pingpong_is_zero_without_the_previous_frame_and_positive_with_it(one_th
     plain = ClipRunner(net=tiny("rrdb", nf=8, nb=1, gc=4, scale=4).model, recurrent=False)
     assert losses.pingpong(plain(lq, pingpong=True), 4).item() == 0.0
     # the frame's own weights are unchanged; the previous output's now count
-    k = 3
     with torch.no_grad():
-        desc.model.conv_first.weight[:, k:] = torch.randn_like(desc.model.conv_first.weight[:, k:]) * 0.05
+        desc.model.conv_prev.weight.copy_(torch.randn_like(desc.model.conv_prev.weight) * 0.05)
     loss = losses.pingpong(ClipRunner(net=desc.model, recurrent=True)(lq, pingpong=True), 4)
     assert loss.item() > 1e-4
     loss.backward()  # it trains what the network takes from its previous output
-    assert desc.model.conv_first.weight.grad[:, k:].abs().sum() > 0
+    assert desc.model.conv_prev.weight.grad.abs().sum() > 0
+
+
+def test_the_previous_output_weights_train_at_their_own_rate():
+    """Adam's first step moves every weight by its learning rate: 20x for conv_prev, 1x elsewhere."""
+    desc = arch.from_rrdb(tiny("rrdb", nf=8, nb=1, gc=4, scale=4))
+    net = desc.model.train().requires_grad_(True)
+    ts = TrainStepConfig(network="generator", losses=["pixel"],
+                         optimizer=OptimizerConfig(lr=1e-4, lr_mult={"conv_prev": 20}))
+    opt = _optimizer(ts, net)
+    assert sorted(g["lr"] for g in opt.param_groups) == [1e-4, 2e-3]
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    lq = _clips(2)
+    net(lq[:, 1], lq[:, 0], torch.rand(2, 3, 64, 64)).abs().mean().backward()
+    opt.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in net.named_parameters()}
+    assert moved["conv_prev.weight"] == pytest.approx(2e-3, rel=0.01)
+    assert moved["conv_first.weight"] == pytest.approx(1e-4, rel=0.01)
+    assert max(moved.values()) == moved["conv_prev.weight"]
 
 
 def test_the_run_feeds_the_previous_frame_and_output():
@@ -178,6 +195,8 @@ def test_a_single_frame_generator_trains_on_clips_per_frame(tmp_path, one_thread
     ({"losses.pp.distance": "l3"}, "losses.pp.distance: expected 'l1' | 'l2' | null, got 'l3'"),
     ({"losses.pixel.distance": "l1"}, "losses.pixel: key 'distance' does not apply to a loss of type l1"),
     ({"eval.frames": 1}, "eval.frames: a validation clip needs at least 2 frames"),
+    ({"steps": [{"network": "generator", "losses": ["pixel"], "optimizer": {"lr_mult": {"conv_prev": 0}}}]},
+     "steps[0].optimizer: lr_mult.conv_prev: expected a multiplier above 0, got 0.0"),
 ])
 def test_bad_clip_recipe_is_one_line(tmp_path, changes, expected):
     write_frames(tmp_path / "frames")
@@ -192,6 +211,8 @@ def test_bad_clip_recipe_is_one_line(tmp_path, changes, expected):
     ({"data.clips": None, "losses.pp": {"type": "l1"}},
      "data.clips: a rrdb-recurrent generator learns from its previous output; train it on clips"),
     ({"data.clips": {"frames": 3, "videos": ["nope.mkv"]}}, "data.clips.videos: nope.mkv does not exist"),
+    ({"steps": [{"network": "generator", "losses": ["pixel"], "optimizer": {"lr_mult": {"conv_next": 10}}}]},
+     "optimizer.lr_mult.conv_next: no parameter of network 'generator' starts with 'conv_next'"),
 ])
 def test_clip_mistakes_fail_before_training(tmp_path, changes, expected):
     write_frames(tmp_path / "frames", size=160)

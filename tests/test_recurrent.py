@@ -34,7 +34,8 @@ def test_starts_identical_to_the_single_frame_rrdb(scale):
     single = tiny("rrdb", **TINY_RRDB, scale=scale)
     desc = arch.from_rrdb(single)
     assert desc.arch == "rrdb-recurrent" and desc.contract == "recurrent" and desc.scale == scale
-    assert desc.model.conv_first.in_channels == {4: 3 + 3 * 16, 2: (3 + 3 * 4) * 4}[scale]
+    assert desc.model.conv_first.in_channels == {4: 3, 2: 3 * 4}[scale]
+    assert desc.model.conv_prev.in_channels == {4: 3 * 16, 2: 3 * 4 * 4}[scale]
     g = torch.Generator().manual_seed(1)
     x, prev_x = torch.rand(2, 1, 3, 16, 24, generator=g)
     with torch.no_grad():

@@ -100,7 +100,7 @@ def _describe_rrdb_recurrent(p: dict[str, Any], model: nn.Module) -> ModelDescri
 
 def from_rrdb(desc: ModelDescriptor) -> ModelDescriptor:
     """The recurrent RRDB that starts out as the single-frame RRDB ``desc``: its weights, with zero
-    weights for the previous output's channels of conv_first, so the output is the same."""
+    weights for the previous output's convolution (conv_prev), so the output is the same."""
     if desc.arch != "rrdb":
         raise ValueError(f"expected a single-frame rrdb model, got {desc.arch}")
     if desc.params["in_ch"] != desc.params["out_ch"]:
@@ -161,7 +161,7 @@ def _describe_switched(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
 
 
 ARCHS: list[Arch] = [
-    # before rrdb, whose detector refuses conv_first widths it does not know
+    # before rrdb: its weights are an RRDB's plus conv_prev
     Arch("rrdb-recurrent", _detect_rrdb_recurrent, _describe_rrdb_recurrent, recurrent.RecurrentRRDBNet),
     Arch("rrdb", _detect_rrdb, _describe_rrdb, rrdb.RRDBNet),
     Arch("compact", _detect_compact, _describe_compact, compact.CompactNet),

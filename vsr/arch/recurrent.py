@@ -8,12 +8,13 @@ OpenCV's DIS optical flow on the grey LR frames, refined down to their own pixel
 warping error on real footage and on the training clips' virtual camera), upscaled to HR and
 multiplied by the scale. It has no weights, so the network's weights are the RRDB's alone.
 
-Weights and names are RRDBNet's (BasicSR layout); only ``conv_first`` is wider: it takes
-``(in_ch + out_ch * scale**2) * unshuffle**2`` channels, the LR frame's first (exactly the RRDB's
-input, in the same order), then the warped previous output's (each part pixel-unshuffled on its own,
-as the x2 and x1 trunks need). :func:`from_rrdb_state_dict` widens a single-frame RRDB's weights with
-zeros there, so the recurrent network starts out as exactly that RRDB (bit for bit) whatever the
-previous output is; training then teaches it to use the previous frame.
+Weights and names are RRDBNet's (BasicSR layout) plus one convolution, ``conv_prev`` (no bias): it
+takes the warped previous output's ``out_ch * scale**2 * unshuffle**2`` channels (pixel-unshuffled
+again as the x2 and x1 trunks need) and its features are added to ``conv_first``'s of the LR frame.
+:func:`from_rrdb_state_dict` adds it to a single-frame RRDB's weights with zeros, so the recurrent
+network starts out as exactly that RRDB (bit for bit) whatever the previous output is; training then
+teaches it to use the previous frame. Being its own parameter, it can train at its own learning rate
+(a recipe's ``optimizer.lr_mult``): from zero, at the RRDB's fine-tuning rate, it would hardly move.
 
 The call follows the engine's "recurrent" contract: ``model(x, prev_x, prev_y) -> y``, prev_x and
 prev_y the previous frame's (padded) input and output, None after a reset.
@@ -119,7 +120,7 @@ class RecurrentRRDBNet(RRDBNet):
                              f"got {in_ch} and {out_ch}")
         self.out_ch = out_ch
         self.motion = "dis"
-        self.conv_first = nn.Conv2d((in_ch + out_ch * scale ** 2) * self.unshuffle ** 2, nf, 3, 1, 1)
+        self.conv_prev = nn.Conv2d(prev_in_channels(out_ch, scale), nf, 3, 1, 1, bias=False)
 
     def previous(self, x: torch.Tensor, prev_x: torch.Tensor | None, prev_y: torch.Tensor) -> torch.Tensor:
         """The previous output warped onto this frame, space-to-depth: (B, out_ch * s * s, h, w)."""
@@ -134,34 +135,34 @@ class RecurrentRRDBNet(RRDBNet):
 
     def forward(self, x: torch.Tensor, prev_x: torch.Tensor | None = None,
                 prev_y: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W) -> (B, C, sH, sW)
-        # conv_first over [frame, previous] as two convolutions: the frame's is exactly the single-frame
-        # RRDB's, and the previous output's (zero weights at first) adds exactly nothing until trained
+        # the frame's features are exactly the single-frame RRDB's; the previous output's (zero weights
+        # at first) add exactly nothing until trained
         u = self.unshuffle
-        k = x.shape[1] * u * u  # the frame's input channels of conv_first
-        weight, bias = self.conv_first.weight, self.conv_first.bias
-        feat = F.conv2d(F.pixel_unshuffle(x, u) if u > 1 else x, weight[:, :k], bias, padding=1)
+        feat = self.conv_first(F.pixel_unshuffle(x, u) if u > 1 else x)
         if prev_y is not None:
             prev = self.previous(x, prev_x, prev_y)
-            feat = feat + F.conv2d(F.pixel_unshuffle(prev, u) if u > 1 else prev, weight[:, k:], padding=1)
+            feat = feat + self.conv_prev(F.pixel_unshuffle(prev, u) if u > 1 else prev)
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
 
-def first_in_channels(ch: int, scale: int) -> int:
-    return (ch + ch * scale ** 2) * (4 // scale) ** 2
+def prev_in_channels(ch: int, scale: int) -> int:
+    return ch * scale ** 2 * (4 // scale) ** 2
 
 
 def params_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, int] | None:
-    """Constructor arguments of a BasicSR-layout state dict whose conv_first is the recurrent one
-    (LR frame plus the previous output's space-to-depth); None for any other RRDBNet."""
-    if "conv_first.weight" not in sd or "conv_last.weight" not in sd or "body.0.rdb1.conv1.weight" not in sd:
+    """Constructor arguments of a BasicSR-layout state dict with the recurrent ``conv_prev`` (the
+    previous output's space-to-depth); None for any other RRDBNet."""
+    keys = ("conv_first.weight", "conv_prev.weight", "conv_last.weight", "body.0.rdb1.conv1.weight")
+    if any(k not in sd for k in keys):
         return None
-    nf, first_in = sd["conv_first.weight"].shape[:2]
+    nf, prev_in = sd["conv_prev.weight"].shape[:2]
     out_ch = sd["conv_last.weight"].shape[0]
     for scale in (4, 2, 1):
-        if first_in == first_in_channels(out_ch, scale):
+        frame_in = out_ch * (4 // scale) ** 2
+        if prev_in == prev_in_channels(out_ch, scale) and sd["conv_first.weight"].shape[1] == frame_in:
             nb = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("body."))
             gc = sd["body.0.rdb1.conv1.weight"].shape[0]
             return {"in_ch": out_ch, "out_ch": out_ch, "nf": nf, "nb": nb, "gc": gc, "scale": scale}
@@ -169,10 +170,8 @@ def params_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, int] | None
 
 
 def from_rrdb_state_dict(sd: dict[str, torch.Tensor], *, scale: int) -> dict[str, torch.Tensor]:
-    """A single-frame RRDBNet's state dict (BasicSR layout) widened for :class:`RecurrentRRDBNet`: the
-    new conv_first channels (the previous output's) are zero, so the output does not change."""
+    """A single-frame RRDBNet's state dict (BasicSR layout) for :class:`RecurrentRRDBNet`: conv_prev
+    (the previous output's) is zero, so the output does not change."""
     w = sd["conv_first.weight"]  # (nf, in_ch * u * u, 3, 3)
     out_ch = sd["conv_last.weight"].shape[0]
-    wide = w.new_zeros(w.shape[0], first_in_channels(out_ch, scale), *w.shape[2:])
-    wide[:, :w.shape[1]] = w
-    return {**sd, "conv_first.weight": wide}
+    return {**sd, "conv_prev.weight": w.new_zeros(w.shape[0], prev_in_channels(out_ch, scale), *w.shape[2:])}

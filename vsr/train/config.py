@@ -91,6 +91,15 @@ class OptimizerConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
+    # parameter-name prefix -> learning-rate multiplier, e.g. {conv_prev: 20} for weights that start
+    # at zero beside fine-tuned ones (Adam moves each weight by about its rate per step, whatever the
+    # gradient's size, so only a rate of their own lets them grow)
+    lr_mult: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [k for k, v in self.lr_mult.items() if not v > 0]
+        if bad:
+            raise ValueError(f"lr_mult.{bad[0]}: expected a multiplier above 0, got {self.lr_mult[bad[0]]}")
 
 
 @dataclass

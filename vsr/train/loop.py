@@ -147,7 +147,10 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         for n, sd in state["ema"].items():
             emas[n].model.load_state_dict(sd)
         for o, sd in zip(opts, state["optimizers"]):
+            mults = [g["lr_mult"] for g in o.param_groups]
             o.load_state_dict(sd)
+            for g, m in zip(o.param_groups, mults):  # the recipe's (a checkpoint may predate them)
+                g["lr_mult"] = m
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -196,7 +199,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
                 continue
             net, opt = wrapped[ts.network], opts[i]
             for g in opt.param_groups:
-                g["lr"] = ts.optimizer.lr * lr_factor(step, ts.schedule, cfg.total_steps)
+                g["lr"] = ts.optimizer.lr * g["lr_mult"] * lr_factor(step, ts.schedule, cfg.total_steps)
             opt.zero_grad(set_to_none=True)
             names: list[str] = []
             sums = torch.zeros(0, dtype=acc_dtype, device=device)
@@ -279,9 +282,22 @@ def _quant(cfg: RecipeConfig) -> int:
 
 
 def _optimizer(ts: TrainStepConfig, net: torch.nn.Module) -> torch.optim.Optimizer:
+    """One parameter group per learning-rate multiplier (``optimizer.lr_mult``, by name prefix; the
+    longest prefix that matches wins), each group's multiplier kept as its "lr_mult"."""
     o = ts.optimizer
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    used = set()
+    for name, p in net.named_parameters():
+        prefix = max((k for k in o.lr_mult if name.startswith(k)), key=len, default=None)
+        used.add(prefix)
+        groups.setdefault(o.lr_mult.get(prefix, 1.0), []).append(p)
+    unused = sorted(set(o.lr_mult) - used)
+    if unused:
+        raise VsrError(f"optimizer.lr_mult.{unused[0]}: no parameter of network '{ts.network}' starts with "
+                       f"'{unused[0]}'")
     cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
-    return cls(net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return cls([{"params": ps, "lr": o.lr * m, "lr_mult": m} for m, ps in groups.items()],
+               lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
 def _perceptual(cfg: RecipeConfig, device: torch.device) -> dict[str, losses.VGGFeatures]:
