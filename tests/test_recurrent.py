@@ -46,6 +46,24 @@ def test_starts_identical_to_the_single_frame_rrdb(scale):
             assert torch.equal(desc.model(x, prev_x, prev_y), ref)
 
 
+def test_the_gate_blends_in_the_warped_previous_output():
+    """Closed (as built from an RRDB), the output is the trunk's; fully open, it is the previous output
+    warped onto the frame; the new weights are the same whenever the same RRDB is converted."""
+    single = tiny("rrdb", **TINY_RRDB, scale=4)
+    a, b = arch.from_rrdb(single).model, arch.from_rrdb(single).model
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert a.gate[0].weight.abs().sum() > 0 and a.gate[2].weight.abs().sum() == 0
+    a.motion = "none"  # no motion: the warped previous output is the previous output itself
+    x = moving_frames(1)
+    prev_y = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        trunk = single.model(x)
+        a.gate[2].bias.fill_(10.0)  # clamped to 1: take the previous output
+        torch.testing.assert_close(a(x, x, prev_y), prev_y, rtol=0, atol=1e-6)
+        a.gate[2].bias.fill_(0.5)  # half and half
+        torch.testing.assert_close(a(x, x, prev_y), (trunk + prev_y) / 2, rtol=0, atol=1e-5)
+
+
 def test_only_rrdb_models_convert():
     with pytest.raises(ValueError, match="expected a single-frame rrdb"):
         arch.from_rrdb(tiny("compact", nf=8, num_conv=1, upscale=2))
