@@ -56,6 +56,9 @@ def test_the_gate_blends_in_the_warped_previous_output():
     a.motion = "none"  # no motion: the warped previous output is the previous output itself
     x = moving_frames(1)
     prev_y = torch.rand(1, 3, 96, 128)
+    a.train().requires_grad_(True)
+    a(x, x, prev_y).sub(prev_y).abs().mean().backward()  # closed, the gate still learns to open
+    assert a.gate[2].bias.grad.abs().sum() > 0 and a.gate[2].weight.grad.abs().sum() > 0
     with torch.no_grad():
         trunk = single.model(x)
         a.gate[2].bias.fill_(10.0)  # clamped to 1: take the previous output

@@ -174,8 +174,11 @@ class RecurrentRRDBNet(RRDBNet):
         if warped is None:
             return y
         diff = warped - y
-        g = F.pixel_shuffle(self.gate(torch.cat([x, F.pixel_unshuffle(diff, s)], 1)), s).clamp(0, 1)
-        return y + g * diff  # (B, C, sH, sW); g (B, 1, sH, sW)
+        z = F.pixel_shuffle(self.gate(torch.cat([x, F.pixel_unshuffle(diff, s)], 1)), s)  # (B, 1, sH, sW)
+        # clamped to [0, 1], with the gradient of z itself (straight through): clamp's gradient is 0 at
+        # its bounds, where the closed gate starts, so it would never open
+        g = z - (z - z.clamp(0, 1)).detach()
+        return y + g * diff  # (B, C, sH, sW)
 
 
 def prev_in_channels(ch: int, scale: int) -> int:
