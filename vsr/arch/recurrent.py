@@ -17,9 +17,9 @@ Weights and names are RRDBNet's (BasicSR layout) plus two parts for the previous
   previous output - the trunk's output), gives each output pixel a weight g in [0, 1], and the output is
   ``y + g * (warped - y)``: where the motion holds, the previous output's detail carries over instead of
   being invented again (flicker); where it fails (occlusions, new content) the two disagree and g can
-  close. Measured on the validation clips of pipelines/finetune-esrgan-temporal.yml, blending esrgan's
-  output with its warped previous output at a constant 0.5 gave +0.43 dB PSNR-Y, tOF -21% and warping
-  error -77%; the gate learns where and how much.
+  close. On the validation clips of pipelines/finetune-esrgan-temporal.yml, blending esrgan's output
+  with its warped previous output at a constant 0.5 gives +0.44 dB PSNR-Y, tOF -22% and warping error
+  -77% (benchmarks/bench_temporal_blend.py); the gate learns where and how much.
 
 :func:`from_rrdb_state_dict` adds both to a single-frame RRDB's weights with ``conv_prev`` and the gate's
 last convolution zero, so the recurrent network starts out as exactly that RRDB (bit for bit) whatever the
