@@ -222,7 +222,7 @@ def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name:
         "initial_weights": f"encoder from {start}" if net_cfg.init_encoder else start or "random",
     }
     if metrics:
-        provenance["validation"] = {k: round(v, 3) for k, v in metrics.items()}
+        provenance["validation"] = {k: float(f"{v:.5g}") for k, v in metrics.items()}  # 1.2e-4 stays 1.2e-4
     licence, source = starting_licence(start)
     card = {
         "name": name, "architecture": net_cfg.arch, "scale": cfg.scale, "license": licence, "source": source,
