@@ -91,7 +91,7 @@ class OptimizerConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    # parameter-name prefix -> learning-rate multiplier, e.g. {conv_prev: 20} for weights that start
+    # parameter-name prefix -> learning-rate multiplier, e.g. {gate: 40} for layers that start
     # at zero beside fine-tuned ones (Adam moves each weight by about its rate per step, whatever the
     # gradient's size, so only a rate of their own lets them grow)
     lr_mult: dict[str, float] = field(default_factory=dict)
