@@ -99,8 +99,8 @@ def _describe_rrdb_recurrent(p: dict[str, Any], model: nn.Module) -> ModelDescri
 
 
 def from_rrdb(desc: ModelDescriptor) -> ModelDescriptor:
-    """The recurrent RRDB that starts out as the single-frame RRDB ``desc``: its weights, with zero
-    weights for the previous output's convolution (conv_prev), so the output is the same."""
+    """The recurrent RRDB that starts out as the single-frame RRDB ``desc``: its weights, with the
+    previous output's convolution (conv_prev) at zero and the gate closed, so the output is the same."""
     if desc.arch != "rrdb":
         raise ValueError(f"expected a single-frame rrdb model, got {desc.arch}")
     if desc.params["in_ch"] != desc.params["out_ch"]:
