@@ -29,7 +29,8 @@ TINY_REC = {"arch": "rrdb-recurrent", "params": {"nf": 8, "nb": 1, "gc": 4, "sca
 CLIPS = {  # 3 frames of 8 LR px; held-out clips of 4 frames of 48 HR px (tOF's smallest)
     "networks.generator": TINY_REC, "data.patch": 8, "data.batch": 2, "data.clips": {"frames": 3},
     "losses.trans.crop": 6, "losses.pp": {"type": "pingpong", "weight": 0.5, "start": 3},
-    "steps": [{"network": "generator", "losses": ["pixel", "trans", "pp"],
+    "losses.flicker": {"type": "temporal", "weight": 0.5},
+    "steps": [{"network": "generator", "losses": ["pixel", "trans", "pp", "flicker"],
                "optimizer": {"type": "adam", "lr": 1.0e-3, "lr_mult": {"conv_prev": 10}}, "clip_grad": 1.0}],
     "eval": {"every": 3, "crop": 48, "frames": 4, "grids": False},
 }
@@ -60,6 +61,20 @@ def test_visit_order():
     out[:, 5] = 1.0  # the backward estimate of frame 1 (order 0 1 2 3 2 [1] 0)
     assert losses.pingpong(out, 4).item() == pytest.approx(1 / 3)
     assert losses.pingpong(out * 2, 4, "l2").item() == pytest.approx(4 / 3)
+
+
+def test_temporal_loss_costs_flicker_not_motion(one_thread):
+    truth = moving_frames(5, 64, 64)[None]  # (1, 5, 3, 64, 64), panning 1 px per frame
+    g = torch.Generator().manual_seed(3)
+    still_error = moving_frames(5, 64, 64)[None].roll(7, dims=-1) * 0.1  # moves with the picture
+    flicker = torch.rand(1, 5, 3, 64, 64, generator=g) * 0.1  # a new error every frame
+    assert losses.temporal(truth, truth).item() == 0.0
+    moving = losses.temporal(truth + still_error, truth).item()
+    flickering = losses.temporal(truth + flicker, truth).item()
+    assert flickering > 0.02 and moving < flickering / 10, (moving, flickering)
+    # a per-frame error of the same size costs the same in the pixel loss: only this loss tells them apart
+    assert losses.pixel(truth + still_error, truth, "l1").item() > 0.5 * losses.pixel(truth + flicker, truth, "l1").item()
+    assert losses.temporal(truth + flicker, truth, "l2").item() < flickering
 
 
 def test_pingpong_is_zero_without_the_previous_frame_and_positive_with_it(one_thread):
@@ -187,7 +202,9 @@ def test_a_single_frame_generator_trains_on_clips_per_frame(tmp_path, one_thread
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"data.clips": None}, "losses.pp: the ping-pong loss runs a clip forward and back; give data.clips"),
+    ({"data.clips": None, "losses.flicker.type": "l1"}, "losses.pp: the ping-pong loss runs a clip forward and back; give data.clips"),
+    ({"data.clips": None, "losses.pp.type": "l1"},
+     "losses.flicker: the temporal loss compares consecutive frames; give data.clips"),
     ({"data.clips": {"frame": 3}}, "unknown key 'data.clips.frame'; allowed in data.clips: frames,"),
     ({"data.clips": {"frames": 1}}, "data.clips.frames: a clip needs at least 2 frames, got 1"),
     ({"data.clips": {"video_share": 2}}, "data.clips.video_share: expected a share in [0, 1]"),
@@ -208,7 +225,7 @@ def test_bad_clip_recipe_is_one_line(tmp_path, changes, expected):
 @pytest.mark.parametrize("changes, expected", [
     ({"networks.generator": {"arch": "rrdb", "params": {"nf": 8, "nb": 1, "gc": 4}}},
      "losses.pp: the ping-pong loss needs a frame-recurrent generator (rrdb-recurrent); rrdb sees one frame"),
-    ({"data.clips": None, "losses.pp": {"type": "l1"}},
+    ({"data.clips": None, "losses.pp": {"type": "l1"}, "losses.flicker": {"type": "l1"}},
      "data.clips: a rrdb-recurrent generator learns from its previous output; train it on clips"),
     ({"data.clips": {"frames": 3, "videos": ["nope.mkv"]}}, "data.clips.videos: nope.mkv does not exist"),
     ({"steps": [{"network": "generator", "losses": ["pixel"], "optimizer": {"lr_mult": {"conv_next": 10}}}]},
@@ -237,7 +254,7 @@ def test_the_temporal_recipe_loads():
     assert gen.arch == "rrdb-recurrent" and gen.weights == "esrgan" and gen.ema > 0
     assert cfg.data.clips is not None and cfg.data.clips.frames == 5 and cfg.data.patch == 32
     assert 2 <= cfg.data.batch <= 4 and cfg.output == "runs/esrgan-temporal"
-    assert {loss.type for loss in cfg.losses.values()} == {"l1", "pingpong"}
+    assert {loss.type for loss in cfg.losses.values()} == {"l1", "temporal", "pingpong"}
     pp = next(loss for loss in cfg.losses.values() if loss.type == "pingpong")
     assert 0 < pp.start < cfg.total_steps and 0 < cfg.eval.every < cfg.total_steps
     # the same degradation model as capture-esrgan-3, its mixture included

@@ -124,7 +124,7 @@ class TrainStepConfig:
 
 @dataclass
 class LossConfig:
-    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong", "nll"]
+    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong", "temporal", "nll"]
     weight: float = 1.0
     start: int = 0
     stop: int | None = None  # first step without the loss (None = never stops)
@@ -140,12 +140,13 @@ class LossConfig:
     # for 8-bit data; 0 = none)
     quant: int | None = None
     # pingpong (a frame-recurrent generator on clips, TecoGAN): the distance between the forward and the
-    # backward output of each frame, l1 (the default, TecoGAN's) or l2
+    # backward output of each frame, l1 (the default, TecoGAN's) or l2; temporal (on clips): the distance
+    # between each output's motion-compensated change from the one before and the ground truth's change
     distance: Literal["l1", "l2"] | None = None
 
     def __post_init__(self) -> None:
         own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
-               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"}}
+               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"}, "temporal": {"distance"}}
         typed = set().union(*own.values())
         for key in sorted(typed - own.get(self.type, set())):
             if getattr(self, key) is not None:
@@ -233,6 +234,9 @@ class RecipeConfig:
         for name, loss in self.losses.items():
             if loss.type == "pingpong" and d.clips is None:
                 raise ValueError(f"losses.{name}: the ping-pong loss runs a clip forward and back; "
+                                 "give data.clips (e.g. clips: {frames: 5})")
+            if loss.type == "temporal" and d.clips is None:
+                raise ValueError(f"losses.{name}: the temporal loss compares consecutive frames; "
                                  "give data.clips (e.g. clips: {frames: 5})")
         if d.clips is not None and d.lq is not None:
             raise ValueError("data.clips: clips are degraded on the fly; they cannot come from paired data.lq")

@@ -196,3 +196,19 @@ def pingpong(outputs: Tensor, frames: int, kind: str = "l1") -> Tensor:
     forward = outputs[:, :frames - 1]
     backward = outputs[:, frames:].flip(1)  # frames N-2..0 -> 0..N-2
     return pixel(forward.float(), backward.float(), kind)
+
+
+def temporal(outputs: Tensor, targets: Tensor, kind: str = "l1") -> Tensor:
+    """The flicker loss: each output's change from the output before it, motion-compensated, against the
+    ground truth's change over the same step. ``outputs``, ``targets`` (B, T, C, H, W) in visiting order.
+    The motion is measured on the ground truth (DIS optical flow) and warps both the previous output and
+    the previous ground truth, so an error that moves with the picture costs nothing and one that
+    flickers costs its change; a per-frame model is scored on what tOF and the warping error measure."""
+    from vsr.arch.recurrent import lr_flow, warp  # OpenCV's flow, imported only where a clip needs it
+
+    terms = []
+    for t in range(1, outputs.shape[1]):
+        flow = lr_flow(targets[:, t], targets[:, t - 1])
+        terms.append(pixel(outputs[:, t] - warp(outputs[:, t - 1], flow),
+                           targets[:, t] - warp(targets[:, t - 1], flow), kind))
+    return torch.stack(terms).mean()

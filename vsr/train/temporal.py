@@ -91,6 +91,8 @@ def clip_terms(cfg: RecipeConfig, active: list[str], runner: nn.Module, mb: dict
             terms[name] = loss.weight * losses.pixel(out, target, loss.type)
         elif loss.type == "pingpong":
             terms[name] = loss.weight * losses.pingpong(out, n, loss.distance or "l1")
+        elif loss.type == "temporal":
+            terms[name] = loss.weight * losses.temporal(out, target, loss.distance or "l1")
         elif loss.type == "perceptual" and name in vgg:
             terms[name] = loss.weight * losses.perceptual(vgg[name], frames_out, frames_target)
         elif loss.type == "gan":
