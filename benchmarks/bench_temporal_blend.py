@@ -1,59 +1,82 @@
-"""What carrying the previous output over is worth, before any training: a per-frame model's output
-blended with its own previous (blended) output warped onto the frame, ``(1 - a) * y + a * warped``, on the
-held-out moving clips pipelines/finetune-esrgan-temporal.yml validates on. The motion comes from the LR
-frames, as rrdb-recurrent computes it, so this bounds what its gate can learn with a constant weight;
-a = 0 is the per-frame model. PSNR-Y, tOF and warping error as the trainer's validation reports them.
+"""Temporal consistency on the held-out moving clips pipelines/finetune-esrgan-temporal.yml validates on:
+a per-frame model, that model's output blended with its own previous (blended) output warped onto the
+frame, ``(1 - a) * y + a * warped``, and frame-recurrent models, all in one run. The motion of the blend
+comes from the LR frames, as rrdb-recurrent computes it, so it shows what carrying the previous output
+over is worth before any training (a = 0 is the per-frame model). Every model runs through the engine
+as ``vsr upscale`` runs it (a recurrent one frame after frame from the first); PSNR-Y, tOF and warping
+error as the trainer's validation reports them, with the change against the per-frame model.
 
-    python benchmarks/bench_temporal_blend.py [--model esrgan] [--alpha 0 0.3 0.5 0.7]   (from the repository root)
+    python benchmarks/bench_temporal_blend.py [--model esrgan] [--alpha 0.3 0.5] [--recurrent esrgan-temporal]
+        [--precision fp32]   (from the repository root)
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from vsr import metrics, zoo
-from vsr.arch.recurrent import lr_flow, upscale_flow, warp
-from vsr.engine import Upscaler
-from vsr.train.clipdata import validation_clips
-from vsr.train.config import load_recipe
-from vsr.train.data import load_frames
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-RECIPE = "pipelines/finetune-esrgan-temporal.yml"
+from vsr import metrics, zoo  # noqa: E402
+from vsr.arch.recurrent import lr_flow, upscale_flow, warp  # noqa: E402
+from vsr.train.clipdata import validation_clips  # noqa: E402
+from vsr.train.config import load_recipe  # noqa: E402
+from vsr.train.data import load_frames  # noqa: E402
+from vsr.train.evaluate import validate_clips  # noqa: E402
+
+RECIPE = ROOT / "pipelines/finetune-esrgan-temporal.yml"
 
 
 def tensor(frames: np.ndarray) -> torch.Tensor:  # (T, H, W, 3) uint8 -> (T, 3, H, W) in [0, 1]
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
 
 
+def scores(outs: list[np.ndarray], clips: list) -> tuple[float, float, float]:
+    """Mean PSNR-Y over every frame, mean tOF and warping error over the clips (as the validation)."""
+    p = [metrics.psnr(o, t, border=4) for out, (_, _, hq) in zip(outs, clips) for o, t in zip(out, hq)]
+    return (float(np.mean(p)), float(np.mean([metrics.tof(list(o), list(hq)) for o, (_, _, hq) in zip(outs, clips)])),
+            float(np.nanmean([metrics.warping_error(list(o), guide=list(hq)) for o, (_, _, hq) in zip(outs, clips)])))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="esrgan")
-    ap.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7])
+    ap.add_argument("--model", default="esrgan", help="the per-frame model")
+    ap.add_argument("--alpha", type=float, nargs="*", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--recurrent", nargs="*", default=[], help="frame-recurrent models (names or weight files)")
+    ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
     cfg = load_recipe(RECIPE)
     _, held = load_frames(cfg.data, scale=cfg.scale)
     clips = validation_clips(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
-    desc, _ = zoo.resolve(args.model)
-    up = Upscaler(desc, device="cpu", precision="auto", tile="auto", backend="torch")
-    rows: dict[float, list[tuple[float, float, float]]] = {a: [] for a in args.alpha}
-    for _, lq, hq in clips:
-        out = tensor(up.upscale_array(lq))
-        x = tensor(lq)
-        flows = [upscale_flow(lr_flow(x[t:t + 1], x[t - 1:t]), cfg.scale) for t in range(1, len(x))]
-        for a in args.alpha:
-            blended = [out[:1]]
-            for t in range(1, len(out)):
-                blended.append((1 - a) * out[t:t + 1] + a * warp(blended[-1], flows[t - 1]))
-            o = (torch.cat(blended).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-            rows[a].append((float(np.mean([metrics.psnr(f, t, border=cfg.scale) for f, t in zip(o, hq)])),
-                            metrics.tof(list(o), list(hq)), metrics.warping_error(list(o), guide=list(hq))))
-    print(f"{args.model} on {len(clips)} held-out moving clips of {len(clips[0][1])} frames ({RECIPE})")
-    print("weight of the warped previous output | PSNR-Y dB | tOF | warping error")
-    for a, r in rows.items():
-        p, t, w = np.nanmean(np.array(r), axis=0)
-        print(f"{a:.2f} | {p:.3f} | {t:.4f} | {w:.3e}")
+
+    def run(name: str) -> list[np.ndarray]:
+        desc, _ = zoo.resolve(name)
+        return validate_clips(desc, clips, device=torch.device("cpu"), scale=cfg.scale, precision=args.precision)[1]
+
+    per_frame = run(args.model)
+    rows = {f"{args.model}, per frame": scores(per_frame, clips)}
+    for a in args.alpha:
+        outs = []
+        for (_, lq, _), out in zip(clips, per_frame):
+            x, y = tensor(lq), tensor(out)
+            blended = [y[:1]]
+            for t in range(1, len(y)):
+                flow = upscale_flow(lr_flow(x[t:t + 1], x[t - 1:t]), cfg.scale)
+                blended.append((1 - a) * y[t:t + 1] + a * warp(blended[-1], flow))
+            outs.append((torch.cat(blended).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
+        rows[f"{args.model} blended at {a:.2f}"] = scores(outs, clips)
+    for name in args.recurrent:
+        rows[name] = scores(run(name), clips)
+    print(f"{len(clips)} held-out moving clips of {len(clips[0][1])} frames ({RECIPE.relative_to(ROOT)}), "
+          f"precision {args.precision}")
+    print("| model | PSNR-Y dB | tOF | warping error |\n|---|---|---|---|")
+    p0, t0, w0 = next(iter(rows.values()))
+    for name, (p, t, w) in rows.items():
+        print(f"| {name} | {p:.3f} ({p - p0:+.2f}) | {t:.4f} ({t / t0 - 1:+.1%}) | {w:.3e} ({w / w0 - 1:+.1%}) |")
     truth = np.nanmean([metrics.warping_error(list(hq), guide=list(hq)) for _, _, hq in clips])
     print(f"ground truth's own warping error: {truth:.3e}")
     return 0

@@ -112,6 +112,28 @@ def test_the_previous_output_weights_train_at_their_own_rate():
     assert max(moved.values()) == moved["conv_prev.weight"]
 
 
+def test_train_only_freezes_the_rest():
+    """optimizer.train_only: the gate and conv_prev train; the single-frame network keeps its weights and
+    gets no gradients."""
+    desc = arch.from_rrdb(tiny("rrdb", nf=8, nb=1, gc=4, scale=4))
+    net = desc.model.train().requires_grad_(True)
+    ts = TrainStepConfig(network="generator", losses=["pixel"],
+                         optimizer=OptimizerConfig(lr=1e-3, lr_mult={"gate": 10}, train_only=["gate", "conv_prev"]))
+    opt = _optimizer(ts, net)
+    trained = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith(("gate", "conv_prev")) for n in trained)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(trained)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    lq = _clips(2)
+    net(lq[:, 1], lq[:, 0], torch.rand(2, 3, 64, 64)).abs().mean().backward()
+    opt.step()
+    moved = {n for n, p in net.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert "gate.2.weight" in moved and "conv_prev.weight" in moved and moved <= trained
+    with pytest.raises(VsrError, match="optimizer.train_only.gates: no trained parameter of network 'generator'"):
+        _optimizer(TrainStepConfig(network="generator", losses=["pixel"],
+                                   optimizer=OptimizerConfig(train_only=["gates"])), net)
+
+
 def test_the_run_feeds_the_previous_frame_and_output():
     seen = []
 
@@ -229,7 +251,7 @@ def test_bad_clip_recipe_is_one_line(tmp_path, changes, expected):
      "data.clips: a rrdb-recurrent generator learns from its previous output; train it on clips"),
     ({"data.clips": {"frames": 3, "videos": ["nope.mkv"]}}, "data.clips.videos: nope.mkv does not exist"),
     ({"steps": [{"network": "generator", "losses": ["pixel"], "optimizer": {"lr_mult": {"conv_next": 10}}}]},
-     "optimizer.lr_mult.conv_next: no parameter of network 'generator' starts with 'conv_next'"),
+     "optimizer.lr_mult.conv_next: no trained parameter of network 'generator' starts with 'conv_next'"),
 ])
 def test_clip_mistakes_fail_before_training(tmp_path, changes, expected):
     write_frames(tmp_path / "frames", size=160)

@@ -95,6 +95,9 @@ class OptimizerConfig:
     # at zero beside fine-tuned ones (Adam moves each weight by about its rate per step, whatever the
     # gradient's size, so only a rate of their own lets them grow)
     lr_mult: dict[str, float] = field(default_factory=dict)
+    # parameter-name prefixes: only these parameters train, the rest stay as they are (no gradients), e.g.
+    # [gate, conv_prev] to teach a recurrent network to use its past without changing its single-frame part
+    train_only: list[str] | None = None
 
     def __post_init__(self) -> None:
         bad = [k for k, v in self.lr_mult.items() if not v > 0]

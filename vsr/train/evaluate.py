@@ -49,7 +49,7 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
         return {}, []
     desc = archs.get_arch(arch).describe(params, model)
     if val[0][1].ndim == 4:  # moving clips (T, h, w, 3)
-        return _validate_clips(desc, val, device=device, scale=scale, precision=precision)
+        return validate_clips(desc, val, device=device, scale=scale, precision=precision)
     with _left_as_is(model):
         up = Upscaler(desc, device=str(device), precision=precision, tile="auto", backend="torch")
         outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
@@ -60,7 +60,7 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
     return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s)), **flow}, outs
 
 
-def _validate_clips(desc: ModelDescriptor, val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
+def validate_clips(desc: ModelDescriptor, val: list[tuple[str, np.ndarray, np.ndarray]], *, device: torch.device,
                     scale: int, precision: str) -> tuple[dict[str, float], list[np.ndarray]]:
     """Each clip through one engine session, frame after frame (a recurrent model carries its state from
     the first frame on, as in ``vsr upscale``): PSNR-Y / SSIM-Y over every frame, TecoGAN's tOF against

@@ -283,18 +283,25 @@ def _quant(cfg: RecipeConfig) -> int:
 
 def _optimizer(ts: TrainStepConfig, net: torch.nn.Module) -> torch.optim.Optimizer:
     """One parameter group per learning-rate multiplier (``optimizer.lr_mult``, by name prefix; the
-    longest prefix that matches wins), each group's multiplier kept as its "lr_mult"."""
+    longest prefix that matches wins), each group's multiplier kept as its "lr_mult". With
+    ``optimizer.train_only`` the other parameters are frozen (no gradients) and left out."""
     o = ts.optimizer
     groups: dict[float, list[torch.nn.Parameter]] = {}
     used = set()
     for name, p in net.named_parameters():
+        trains = o.train_only is None or any(name.startswith(k) for k in o.train_only)
+        used.update(k for k in o.train_only or [] if name.startswith(k))
+        if not trains:
+            p.requires_grad_(False)
+            continue
         prefix = max((k for k in o.lr_mult if name.startswith(k)), key=len, default=None)
         used.add(prefix)
         groups.setdefault(o.lr_mult.get(prefix, 1.0), []).append(p)
-    unused = sorted(set(o.lr_mult) - used)
-    if unused:
-        raise VsrError(f"optimizer.lr_mult.{unused[0]}: no parameter of network '{ts.network}' starts with "
-                       f"'{unused[0]}'")
+    for key, names in (("lr_mult", o.lr_mult), ("train_only", o.train_only or [])):
+        unused = sorted(set(names) - used)
+        if unused:
+            raise VsrError(f"optimizer.{key}.{unused[0]}: no trained parameter of network '{ts.network}' "
+                           f"starts with '{unused[0]}'")
     cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
     return cls([{"params": ps, "lr": o.lr * m, "lr_mult": m} for m, ps in groups.items()],
                lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
