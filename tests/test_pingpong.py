@@ -73,7 +73,7 @@ def test_temporal_loss_costs_flicker_not_motion(one_thread):
     flickering = losses.temporal(truth + flicker, truth).item()
     assert flickering > 0.02 and moving < flickering / 10, (moving, flickering)
     # a per-frame error of the same size costs the same in the pixel loss: only this loss tells them apart
-    assert losses.pixel(truth + still_error, truth, "l1").item() > 0.5 * losses.pixel(truth + flicker, truth, "l1").item()
+    assert losses.pixel(truth + still_error, truth, "l1") > 0.5 * losses.pixel(truth + flicker, truth, "l1")
     assert losses.temporal(truth + flicker, truth, "l2").item() < flickering
 
 
@@ -224,7 +224,8 @@ def test_a_single_frame_generator_trains_on_clips_per_frame(tmp_path, one_thread
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"data.clips": None, "losses.flicker.type": "l1"}, "losses.pp: the ping-pong loss runs a clip forward and back; give data.clips"),
+    ({"data.clips": None, "losses.flicker.type": "l1"},
+     "losses.pp: the ping-pong loss runs a clip forward and back; give data.clips"),
     ({"data.clips": None, "losses.pp.type": "l1"},
      "losses.flicker: the temporal loss compares consecutive frames; give data.clips"),
     ({"data.clips": {"frame": 3}}, "unknown key 'data.clips.frame'; allowed in data.clips: frames,"),

@@ -149,7 +149,8 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
-               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"}, "temporal": {"distance"}}
+               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"},
+               "temporal": {"distance"}}
         typed = set().union(*own.values())
         for key in sorted(typed - own.get(self.type, set())):
             if getattr(self, key) is not None:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..arch.recurrent import lr_flow, warp
 from ..errors import VsrError
 
 Tensor = torch.Tensor
@@ -204,8 +205,6 @@ def temporal(outputs: Tensor, targets: Tensor, kind: str = "l1") -> Tensor:
     The motion is measured on the ground truth (DIS optical flow) and warps both the previous output and
     the previous ground truth, so an error that moves with the picture costs nothing and one that
     flickers costs its change; a per-frame model is scored on what tOF and the warping error measure."""
-    from vsr.arch.recurrent import lr_flow, warp  # OpenCV's flow, imported only where a clip needs it
-
     terms = []
     for t in range(1, outputs.shape[1]):
         flow = lr_flow(targets[:, t], targets[:, t - 1])
