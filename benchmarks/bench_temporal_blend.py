@@ -26,20 +26,13 @@ from vsr.arch.recurrent import lr_flow, upscale_flow, warp  # noqa: E402
 from vsr.train.clipdata import validation_clips  # noqa: E402
 from vsr.train.config import load_recipe  # noqa: E402
 from vsr.train.data import load_frames  # noqa: E402
-from vsr.train.evaluate import validate_clips  # noqa: E402
+from vsr.train.evaluate import clip_scores, validate_clips  # noqa: E402
 
 RECIPE = ROOT / "pipelines/finetune-esrgan-temporal.yml"
 
 
 def tensor(frames: np.ndarray) -> torch.Tensor:  # (T, H, W, 3) uint8 -> (T, 3, H, W) in [0, 1]
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-
-
-def scores(outs: list[np.ndarray], clips: list) -> tuple[float, float, float]:
-    """Mean PSNR-Y over every frame, mean tOF and warping error over the clips (as the validation)."""
-    p = [metrics.psnr(o, t, border=4) for out, (_, _, hq) in zip(outs, clips) for o, t in zip(out, hq)]
-    return (float(np.mean(p)), float(np.mean([metrics.tof(list(o), list(hq)) for o, (_, _, hq) in zip(outs, clips)])),
-            float(np.nanmean([metrics.warping_error(list(o), guide=list(hq)) for o, (_, _, hq) in zip(outs, clips)])))
 
 
 def main() -> int:
@@ -58,7 +51,7 @@ def main() -> int:
         return validate_clips(desc, clips, device=torch.device("cpu"), scale=cfg.scale, precision=args.precision)[1]
 
     per_frame = run(args.model)
-    rows = {f"{args.model}, per frame": scores(per_frame, clips)}
+    rows = {f"{args.model}, per frame": clip_scores(per_frame, clips, scale=cfg.scale)}
     for a in args.alpha:
         outs = []
         for (_, lq, _), out in zip(clips, per_frame):
@@ -68,14 +61,16 @@ def main() -> int:
                 flow = upscale_flow(lr_flow(x[t:t + 1], x[t - 1:t]), cfg.scale)
                 blended.append((1 - a) * y[t:t + 1] + a * warp(blended[-1], flow))
             outs.append((torch.cat(blended).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
-        rows[f"{args.model} blended at {a:.2f}"] = scores(outs, clips)
+        rows[f"{args.model} blended at {a:.2f}"] = clip_scores(outs, clips, scale=cfg.scale)
     for name in args.recurrent:
-        rows[name] = scores(run(name), clips)
+        rows[name] = clip_scores(run(name), clips, scale=cfg.scale)
     print(f"{len(clips)} held-out moving clips of {len(clips[0][1])} frames ({RECIPE.relative_to(ROOT)}), "
           f"precision {args.precision}")
     print("| model | PSNR-Y dB | tOF | warping error |\n|---|---|---|---|")
-    p0, t0, w0 = next(iter(rows.values()))
-    for name, (p, t, w) in rows.items():
+    base = next(iter(rows.values()))
+    p0, t0, w0 = base["psnr_y"], base["tof"], base["warping_error"]
+    for name, m in rows.items():
+        p, t, w = m["psnr_y"], m["tof"], m["warping_error"]
         print(f"| {name} | {p:.3f} ({p - p0:+.2f}) | {t:.4f} ({t / t0 - 1:+.1%}) | {w:.3e} ({w / w0 - 1:+.1%}) |")
     truth = np.nanmean([metrics.warping_error(list(hq), guide=list(hq)) for _, _, hq in clips])
     print(f"ground truth's own warping error: {truth:.3e}")

@@ -72,12 +72,19 @@ def validate_clips(desc: ModelDescriptor, val: list[tuple[str, np.ndarray, np.nd
         up = Upscaler(desc, device=str(device), precision=precision, tile="auto", backend="torch")
         outs = [up.session().upscale_array(lq, indices=list(range(len(lq))),
                                            resets=[True] + [False] * (len(lq) - 1)) for _, lq, _ in val]
+    return clip_scores(outs, val, scale=scale), outs
+
+
+def clip_scores(outs: list[np.ndarray], val: list[tuple[str, np.ndarray, np.ndarray]], *,
+                scale: int) -> dict[str, float]:
+    """PSNR-Y / SSIM-Y over every frame, and tOF and the warping error per clip, each the mean; ``outs``
+    (T, sh, sw, 3) per clip of ``val``."""
     p = [metrics.psnr(o, t, border=scale) for out, (_, _, hq) in zip(outs, val) for o, t in zip(out, hq)]
     s = [metrics.ssim(o, t, border=scale) for out, (_, _, hq) in zip(outs, val) for o, t in zip(out, hq)]
     tof = [metrics.tof(list(out), list(hq)) for out, (_, _, hq) in zip(outs, val)]
     warp = [metrics.warping_error(list(out), guide=list(hq)) for out, (_, _, hq) in zip(outs, val)]
     return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s)), "tof": float(np.mean(tof)),
-            "warping_error": float(np.nanmean(warp)) if not np.isnan(warp).all() else float("nan")}, outs
+            "warping_error": float(np.nanmean(warp)) if not np.isnan(warp).all() else float("nan")}
 
 
 @torch.no_grad()
