@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media  # noqa: E402
 
 from vsr.cli import main  # noqa: E402
-from vsr.video.resume import MANIFEST, work_dir_for  # noqa: E402
+from vsr.video.resume import MANIFEST  # noqa: E402
 
 pytest.importorskip("ray")
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
@@ -88,6 +88,8 @@ def test_a_folder_on_the_cluster_equals_a_local_run(cluster, folder, x2, local, 
     report = json.loads(capsys.readouterr().out)
     assert len(report["outputs"]) == 6 and report["frames"] == 6 * 40 and not report["failed"]
     assert outputs(out) == local and len(local) == 6
+    # each video was spread as 10 segment tasks, then joined
+    assert sum("40 frames came from parts computed separately" in n for n in report["notes"]) == 6
     # done outputs are skipped, as in a local run
     assert main(["upscale", str(folder), "-o", str(out), "--model", str(x2), *OPTS, "--cluster", cluster,
                  "--json"]) == 0
@@ -102,14 +104,13 @@ def test_a_worker_killed_mid_run_still_gives_the_same_outputs(cluster, folder, x
     killed = None
     end = time.monotonic() + 120
     while killed is None and time.monotonic() < end and proc.poll() is None:
-        for lock in out.rglob(".*.vsr-lock"):  # a video being written: its lock names the worker's process
-            manifest = work_dir_for(lock.parent / lock.name[1:-len(".vsr-lock")]) / MANIFEST
+        # a segment of a video being computed, after others finished: its lock names the worker's process
+        for lock in out.rglob(".part_*.vsr-lock"):
             try:
-                started = json.loads(manifest.read_text())["segments"]
                 pid = int(lock.read_text())
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError):
                 continue
-            if started:  # mid-file: a segment done, more to come
+            if any((p / MANIFEST).is_file() for p in lock.parent.glob("part_*") if p.name != lock.name[1:-9]):
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
                 break

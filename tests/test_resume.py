@@ -27,6 +27,7 @@ from vsr.video import IngestOptions, VideoOptions, probe, transcode  # noqa: E40
 from vsr.video import encode as encode_mod  # noqa: E402
 from vsr.video.decode import Decoder, StartPoint  # noqa: E402
 from vsr.video.resume import MANIFEST, work_dir_for  # noqa: E402
+from vsr.video.transcode import Part, segment_starts  # noqa: E402
 
 RESUME = dict(quiet=True, codec="ffv1", resume=True, batch_size=3)
 
@@ -159,6 +160,43 @@ def test_disk_full_is_one_line_and_resumable(clip, reference, tmp_path, monkeypa
     monkeypatch.setattr(encode_mod.SegmentWriter, "write", real_write)
     res = transcode(clip, out, up2, 2, VideoOptions(**RESUME), segment_frames=10)
     assert "20 frames in 2 segments" in " ".join(res.notes) and content(out) == reference
+
+
+def with_memory():
+    """A process that remembers earlier frames (as a recurrent network does) until a reset."""
+    state = [None]
+
+    def process(x: np.ndarray, indices, resets) -> np.ndarray:
+        out = []
+        for f, reset in zip(x.astype(np.float32), resets):
+            state[0] = f if reset or state[0] is None else 0.5 * f + 0.5 * state[0]
+            out.append(state[0].round().astype(np.uint8))
+        return up2(np.stack(out))
+    return process
+
+
+def test_segments_computed_as_parts_join_to_the_one_pass_output(clip, tmp_path):
+    """Each segment computed on its own (as the tasks of a cluster job are, in any order and process),
+    then joined: the same frames as one segmented run, also for a process with memory (warm-up frames)."""
+    kw = dict(segment_frames=10, context_frames=3)
+    ref = content(transcode(clip, tmp_path / "ref.mkv", with_memory(), 2, VideoOptions(**RESUME), **kw).output)
+    out = tmp_path / "out.mkv"
+    starts = segment_starts(clip, out, 2, VideoOptions(**RESUME), segment_frames=10)
+    assert [s.index for s in starts] == [10, 20, 30, 40, 50]
+    parts = [Part(0, None)] + [Part(n, s) for n, s in enumerate(starts, 1)]
+    for part in reversed(parts):
+        assert transcode(clip, out, with_memory(), 2, VideoOptions(**RESUME), part=part, **kw).frames == 10
+    assert not out.exists()
+    assert transcode(clip, out, failing_after(0), 2, VideoOptions(**RESUME), part=parts[2], **kw).frames == 0
+    res = transcode(clip, out, failing_after(0), 2, VideoOptions(**RESUME), **kw)  # adopts all, computes nothing
+    assert res.frames == 60 and content(out) == ref and not work_dir_for(out).exists()
+    assert any("60 frames came from parts" in n for n in res.notes)
+    # a gap: the parts before it are adopted, the rest is computed by the joining run
+    out2 = tmp_path / "out2.mkv"
+    for part in (parts[0], parts[1], parts[3]):
+        transcode(clip, out2, with_memory(), 2, VideoOptions(**RESUME), part=part, **kw)
+    res = transcode(clip, out2, with_memory(), 2, VideoOptions(**RESUME), **kw)
+    assert any("20 frames came from parts" in n for n in res.notes) and content(out2) == ref
 
 
 def _cli(src: Path, out: Path, model: Path) -> list[str]:

@@ -25,6 +25,7 @@ from .yamlfile import read_mapping
 from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, check_encoder_options, plan_output,
                     transcode)
 from .video.options import chroma
+from .video.transcode import Part
 from .video.resume import recorded_identity, work_dir_for
 
 
@@ -107,9 +108,11 @@ class _Job:
         segments of two models, precisions, devices, tiles or temperatures."""
         return {**self.engine.identity(), "scale": self.scale}
 
-    def video(self, src: Path, plan: OutputPlan, report: Report, helpers: Sequence[_Job] = ()) -> Path:
+    def video(self, src: Path, plan: OutputPlan, report: Report, helpers: Sequence[_Job] = (),
+              part: Part | None = None) -> Path:
         """``helpers``: jobs on other devices that take batches of this video too (a network without
-        memory only: its output does not depend on which engine computed which batch)."""
+        memory only: its output does not depend on which engine computed which batch). ``part``: only
+        that segment, left in the work folder for the run that joins the video (see transcode)."""
         resume = self.video_options.resume
         jobs = [self, *helpers] if not self.engine.stateful else [self]
         if resume:  # continue unfinished work with what it was run with
@@ -135,7 +138,7 @@ class _Job:
         result = transcode(src, plan.path, process, self.scale, self._projected(src.name), plan=plan,
                            identity=self.identity if resume else None, segment_frames=self.opts.segment_frames,
                            context_frames=desc.context_frames, detect_cuts=self.engine.stateful,
-                           parallel=len(jobs))
+                           parallel=len(jobs), part=part)
         report.frames += result.frames
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]

@@ -123,6 +123,12 @@ def recorded_identity(work: Path) -> dict[str, Any] | None:
         return None
 
 
+def _is_part(p: Path) -> bool:
+    """A part's folder or lock: a segment computed elsewhere, kept until the segments before it are done
+    (one of another identity is never adopted, and goes with the work folder)."""
+    return p.name.startswith(("part_", ".part_"))
+
+
 @dataclass(frozen=True)
 class SegmentRecord:
     file: str  # name inside the work folder
@@ -167,21 +173,43 @@ class Manifest:
             if m.segments or m.layout:
                 m.note = (f"resuming: {m.frames} frames in {len(m.segments)} segments were already done "
                           f"({work.name})")
-        elif old is not None or (work.exists() and any(work.iterdir())):
+        elif old is not None or (work.exists() and any(not _is_part(p) for p in work.iterdir())):
             changed = [k for k in m.identity if (old or {}).get("identity", {}).get(k) != m.identity[k]]
             what = ", ".join(changed) if old else "unreadable manifest"
             m.note = f"earlier unfinished work in {work.name} does not match ({what} changed): starting over"
-            shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
+        m._adopt_parts()
         keep = {MANIFEST} | {r.file for r in m.segments}
         for p in work.iterdir():
-            if p.name not in keep:
+            if p.name not in keep and not _is_part(p):
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
                     p.unlink()
         m.save()
         return m
+
+    def _adopt_parts(self) -> None:
+        """Take over the finished parts (see vsr.video.transcode.Part) that continue these segments."""
+        adopted = 0
+        while True:
+            folder = self.work / f"part_{len(self.segments):05d}"
+            try:
+                part = json.loads((folder / MANIFEST).read_text())
+            except (OSError, ValueError):
+                break
+            recs = [SegmentRecord(**r) for r in part.get("segments", [])]
+            if (part.get("identity") != self.identity or part.get("end") is None or len(recs) != 1
+                    or not (folder / recs[0].file).is_file()):
+                break
+            os.replace(folder / recs[0].file, self.work / recs[0].file)
+            self.layout = self.layout or part.get("layout")
+            self.add(recs[0])
+            shutil.rmtree(folder, ignore_errors=True)
+            adopted += recs[0].frames
+        if adopted:
+            self.note = (f"{adopted} frames came from parts computed separately; {self.frames} frames in "
+                         f"{len(self.segments)} segments are done ({self.work.name})")
 
     @property
     def frames(self) -> int:

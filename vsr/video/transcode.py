@@ -78,6 +78,16 @@ def plan_output(src: Path | str, dst: Path | str, options: VideoOptions | None =
                                    container=options.container))
 
 
+@dataclass(frozen=True)
+class Part:
+    """One segment of a video computed on its own (a task of a cluster job): segment `number`, decoded
+    from `start` (from `segment_starts`; None for the first). Its output waits in the work folder until
+    the run that joins the video adopts it."""
+
+    number: int
+    start: StartPoint | None
+
+
 @dataclass
 class TranscodeResult:
     """What one transcode produced. `notes` are things to tell the user (container switched, damage...)."""
@@ -93,7 +103,8 @@ class TranscodeResult:
 def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float,
               options: VideoOptions | None = None, *, segment_frames: int | None = None,
               identity: dict | Identity | None = None, plan: OutputPlan | None = None,
-              context_frames: int = 0, detect_cuts: bool = False, parallel: int = 1) -> TranscodeResult:
+              context_frames: int = 0, detect_cuts: bool = False, parallel: int = 1,
+              part: Part | None = None) -> TranscodeResult:
     """Restore one video: every frame through `process`, every other stream copied, timestamps kept.
 
     process: (frames, indices, resets) -> frames: (N, H, W, 3) RGB -> (N, round(H*scale),
@@ -114,6 +125,9 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         (asked again after each segment, so the manifest follows a change such as a smaller tile after
         running out of memory); with options.resume, work done under another identity is not reused.
     plan: the output plan from `plan_output(src, dst, options)`, when the caller made it already.
+    part: compute only this segment (needs options.resume) into its own folder inside the work folder;
+        nothing is muxed. A later run of the whole video adopts finished parts, in order, as if it had
+        made them (so the segments of one video can be computed on several machines at once).
 
     With options.resume the segments (default 250 frames) and a manifest live in a work folder beside
     the output (`.NAME.vsr-work`); the same call after a crash continues from the last finished segment,
@@ -136,15 +150,38 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     info = filters.apply_to_info(source)
     _refuse_overwriting_input(src, plan.path)
     plan.path.parent.mkdir(parents=True, exist_ok=True)
+    if options.resume:
+        segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
+        key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
+               "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
+               "context_frames": context_frames, "detect_cuts": detect_cuts,
+               "process": (identity() if callable(identity) else identity) or {}}
+    if part is not None:
+        if not options.resume:
+            raise VsrError("a part of a video needs resume (its segment waits in the work folder)")
+        work = work_dir_for(plan.path) / f"part_{part.number:05d}"
+        work.parent.mkdir(parents=True, exist_ok=True)
+        with output_lock(work):
+            manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
+            pipe = None
+            if manifest.end is None:
+                stop = (part.number + 1) * segment_frames
+                pipe = _Pipeline(info, process, scale, options, encoder, work, ".mov" if _mov_ok(plan, encoder)
+                                 else ".mkv", segment_frames, source=source, filters=filters, start=part.start,
+                                 manifest=manifest, identity=identity if callable(identity) else None,
+                                 context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel,
+                                 max_frames=min(stop, options.max_frames or stop))
+                _disk_full_guard(pipe.run, plan.path, manifest)
+                manifest.end = {"frames": manifest.frames}
+                manifest.save()
+            return TranscodeResult(output=plan.path, frames=pipe.encoded if pipe else 0,
+                                   decode_errors=pipe.decoder.errors if pipe else 0,
+                                   model_seconds=pipe.model_seconds if pipe else 0.0,
+                                   wall_seconds=time.perf_counter() - started)
     with output_lock(plan.path):  # a second run on this output refuses rather than mixing its work in
         manifest = None
         if options.resume:
-            segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
             work = work_dir_for(plan.path)
-            key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
-                   "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
-                   "context_frames": context_frames, "detect_cuts": detect_cuts,
-                   "process": (identity() if callable(identity) else identity) or {}}
             manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
         else:
             work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
@@ -157,8 +194,7 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         ok = False
         try:
             # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
-            mov_ok = plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
-            seg_ext = ".mov" if mov_ok else ".mkv"
+            seg_ext = ".mov" if _mov_ok(plan, encoder) else ".mkv"
             result = _disk_full_guard(
                 lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
                                  segment_frames, manifest, notes, identity=identity if callable(identity) else None,
@@ -175,6 +211,39 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
         finally:
             if ok or manifest is None:
                 shutil.rmtree(work, ignore_errors=True)
+
+
+def _mov_ok(plan: MuxPlan, encoder: EncoderChoice) -> bool:
+    """MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec."""
+    return plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
+
+
+def segment_starts(src: Path | str, dst: Path | str, scale: float, options: VideoOptions | None = None, *,
+                   segment_frames: int | None = None) -> list[StartPoint]:
+    """Where each segment after the first starts, found by decoding the video once as `transcode` would
+    (ingest filters included): what a `Part` needs to seek straight to its first frame."""
+    options = options or VideoOptions()
+    segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
+    source = probe(src)
+    filters = ingest.resolve(options.ingest, source, scale=scale)
+    q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    dec = Decoder(filters.apply_to_info(source), q, stop, batch_size=min(segment_frames, 8),
+                  max_frames=options.max_frames, high_bit_depth=False, source=source, ingest=filters,
+                  segment_frames=segment_frames)
+    dec.start()
+    starts, frames = [], 0
+    try:
+        while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            frames = item.indices[-1] + 1  # batches never straddle a segment boundary
+            if frames % segment_frames == 0:
+                starts.append(StartPoint(index=frames, after_pts=item.pts[-1]))
+    finally:
+        stop.set()
+        dec.thread.join(timeout=10)
+    return [s for s in starts if s.index < frames]  # a boundary at the very end starts nothing
 
 
 def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | None):
@@ -279,8 +348,9 @@ class _Pipeline:
                  encoder: EncoderChoice, work: Path, seg_ext: str, segment_frames: int | None, *,
                  source: VideoInfo, filters: ingest.IngestPlan, start: StartPoint | None,
                  manifest: Manifest | None, identity: Identity | None, context_frames: int,
-                 detect_cuts: bool, parallel: int = 1) -> None:
+                 detect_cuts: bool, parallel: int = 1, max_frames: int | None = None) -> None:
         self.info, self.process, self.scale, self.options = info, process, scale, options
+        max_frames = options.max_frames if max_frames is None else max_frames
         self.parallel = parallel
         self.encoder, self.work, self.seg_ext, self.segment_frames = encoder, work, seg_ext, segment_frames
         self.manifest = manifest
@@ -289,7 +359,7 @@ class _Pipeline:
         self.decoded_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.encode_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.decoder = Decoder(info, self.decoded_q, self.stop, batch_size=options.batch_size,
-                               max_frames=options.max_frames, high_bit_depth=options.high_bit_depth,
+                               max_frames=max_frames, high_bit_depth=options.high_bit_depth,
                                source=source, ingest=filters, segment_frames=segment_frames, start=start,
                                context_frames=context_frames, detect_cuts=detect_cuts)
         self.layout: EncodeLayout | None = None
@@ -301,8 +371,8 @@ class _Pipeline:
         self.encode_error: BaseException | None = None
         self.encode_thread = threading.Thread(target=self._encode_loop, name="vsr-encode", daemon=True)
         total = info.frames
-        if options.max_frames is not None:
-            total = min(total, options.max_frames) if total else options.max_frames
+        if max_frames is not None:
+            total = min(total, max_frames) if total else max_frames
         self.total = total
         self.bar = tqdm(total=total, initial=self.first_index, unit="frame", desc=info.path.name,
                         disable=options.quiet, dynamic_ncols=True, smoothing=0.1)
