@@ -181,7 +181,7 @@ def test_segments_computed_as_parts_join_to_the_one_pass_output(clip, tmp_path):
     kw = dict(segment_frames=10, context_frames=3)
     ref = content(transcode(clip, tmp_path / "ref.mkv", with_memory(), 2, VideoOptions(**RESUME), **kw).output)
     out = tmp_path / "out.mkv"
-    starts = segment_starts(clip, out, 2, VideoOptions(**RESUME), segment_frames=10)
+    starts = segment_starts(clip, 2, VideoOptions(**RESUME), segment_frames=10)
     assert [s.index for s in starts] == [10, 20, 30, 40, 50]
     parts = [Part(0, None)] + [Part(n, s) for n, s in enumerate(starts, 1)]
     for part in reversed(parts):

@@ -72,7 +72,7 @@ def _starts(src: str, dst: str, opts: UpscaleOptions) -> list | None:
         if plan_output(src, dst, opts.video).finished() is not None and not opts.overwrite:
             return None
         scale = opts.scale or zoo.resolve(opts.model, opts.scale)[0].scale
-        return segment_starts(src, dst, scale, opts.video, segment_frames=opts.segment_frames)
+        return segment_starts(src, scale, opts.video, segment_frames=opts.segment_frames)
     except Exception:  # noqa: BLE001 - the file's own task reports it in one line
         return None
 

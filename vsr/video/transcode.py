@@ -193,7 +193,6 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
                          "the tag and is stored the same way round as the input")
         ok = False
         try:
-            # MOV keeps the input's exact time base for MP4/MOV outputs; Matroska (1 ms) holds every codec.
             seg_ext = ".mov" if _mov_ok(plan, encoder) else ".mkv"
             result = _disk_full_guard(
                 lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
@@ -218,7 +217,7 @@ def _mov_ok(plan: MuxPlan, encoder: EncoderChoice) -> bool:
     return plan.container in ("mp4", "mov") and encoder.codec_id in ("h264", "hevc", "prores")
 
 
-def segment_starts(src: Path | str, dst: Path | str, scale: float, options: VideoOptions | None = None, *,
+def segment_starts(src: Path | str, scale: float, options: VideoOptions | None = None, *,
                    segment_frames: int | None = None) -> list[StartPoint]:
     """Where each segment after the first starts, found by decoding the video once as `transcode` would
     (ingest filters included): what a `Part` needs to seek straight to its first frame."""
