@@ -149,6 +149,7 @@ class Manifest:
         self.layout: dict[str, Any] | None = None  # encoded size, SAR, time scale: what muxing needs
         self.end: dict[str, Any] | None = None  # set when every frame is encoded
         self.note: str | None = None
+        self.adopted = 0  # frames of finished parts taken over by open()
 
     @classmethod
     def open(cls, *, work: Path, identity: dict[str, Any]) -> Manifest:
@@ -191,7 +192,6 @@ class Manifest:
 
     def _adopt_parts(self) -> None:
         """Take over the finished parts (see vsr.video.transcode.Part) that continue these segments."""
-        adopted = 0
         while True:
             folder = self.work / f"part_{len(self.segments):05d}"
             try:
@@ -206,9 +206,9 @@ class Manifest:
             self.layout = self.layout or part.get("layout")
             self.add(recs[0])
             shutil.rmtree(folder, ignore_errors=True)
-            adopted += recs[0].frames
-        if adopted:
-            self.note = (f"{adopted} frames came from parts computed separately; {self.frames} frames in "
+            self.adopted += recs[0].frames
+        if self.adopted:
+            self.note = (f"{self.adopted} frames came from parts computed separately; {self.frames} frames in "
                          f"{len(self.segments)} segments are done ({self.work.name})")
 
     @property

@@ -321,8 +321,8 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
         mux(video=video, info=info, plan=plan, out=partial, **args)
     _check_output_file(partial, total)
     os.replace(partial, plan.path)
-    if manifest is not None and done_before:
-        notes.append(f"{done_before} of {total} frames came from the earlier, interrupted run")
+    if manifest is not None and done_before > manifest.adopted:
+        notes.append(f"{done_before - manifest.adopted} of {total} frames came from the earlier, interrupted run")
     return TranscodeResult(output=plan.path, frames=total, decode_errors=decode_errors,
                            model_seconds=model_seconds, wall_seconds=0.0, notes=notes)
 
