@@ -1,6 +1,6 @@
-"""Many machines: a folder through a local Ray cluster (`ray start --head`, 2 CPU workers, loopback) gives
-exactly the outputs of a single-machine run, also when a worker is killed mid-run. Skipped without Ray
-(pip install 'vsr[cluster]')."""
+"""Many machines: a folder through a local Ray cluster (`ray start --head`, 2 CPU workers, loopback), each
+video spread as one task per segment, gives exactly the outputs of a single-machine run, also when a
+worker is killed mid-run. Skipped without Ray (pip install 'vsr[cluster]')."""
 from __future__ import annotations
 
 import hashlib
