@@ -110,7 +110,8 @@ def test_a_worker_killed_mid_run_still_gives_the_same_outputs(cluster, folder, x
                 pid = int(lock.read_text())
             except (OSError, ValueError):
                 continue
-            if any((p / MANIFEST).is_file() for p in lock.parent.glob("part_*") if p.name != lock.name[1:].removesuffix(".vsr-lock")):
+            own = lock.name[1:].removesuffix(".vsr-lock")
+            if any((p / MANIFEST).is_file() for p in lock.parent.glob("part_*") if p.name != own):
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
                 break
