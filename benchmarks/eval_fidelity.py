@@ -7,8 +7,9 @@ degradation families that were not all designed by us, with the per-image spread
     python benchmarks/eval_fidelity.py --model srflow --tau 0 --tau 0.4 --tau 0.8 --picture sweep.png
     python benchmarks/eval_fidelity.py --model esrgan --ensemble 8                 # self-ensemble gain and cost
     python benchmarks/eval_fidelity.py --model A --model B --holdout-of pipelines/photos-esrgan.yml  # choose
+    python benchmarks/eval_fidelity.py --model A --holdout-of pipelines/photos-esrgan.yml --draws 3  # 3 draws each
 
-Families (x4, each image its own fixed draw):
+Families (x4, each image its own fixed draw; --draws N adds N-1 more):
   vhs           ours, as esrgan-vhs was trained (pipelines/vhs-esrgan.yml's degradation)
   wide          ours, the wide model (vsr.train.degrade defaults: kernels, tape noise, codecs, ...)
   bicubic-jpeg  antialiased bicubic downscale (MATLAB imresize-like) + JPEG quality 75
@@ -72,6 +73,9 @@ def main() -> int:
     ap.add_argument("--model", action="append", help="model name, weights file or checkpoint folder (repeatable)")
     ap.add_argument("--family", action="append", help="only these families (repeatable)")
     ap.add_argument("--images", type=int, default=5)
+    ap.add_argument("--draws", type=int, default=1,
+                    help="degrade each image this many times (different draws of each family); more cases, less "
+                         "luck of one draw")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--tau", type=float, action="append",
                     help="temperatures for sampled models such as srflow (repeatable; default 0), seed 0")
@@ -97,8 +101,11 @@ def main() -> int:
     truth = [(name, hq) for name, _, hq in validation_set(held, cfg=held_of.data, ev=held_of.eval, scale=SCALE)]
     print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {held_of.eval.crop} px at "
           f"{held_of.data.prescale:g} of their size")
-    lqs = {f: [fn(hq, np.random.default_rng([1234, i])) for i, (_, hq) in enumerate(truth)]
+    # case (image i, draw k): draw 0 is the image's fixed draw, the others add k to the seed
+    cases = [(i, k) for i in range(len(truth)) for k in range(max(1, args.draws))]
+    lqs = {f: [fn(truth[i][1], np.random.default_rng([1234, i] + [k] * (k > 0))) for i, k in cases]
            for f, fn in families.items()}
+    truth = [truth[i] for i, _ in cases]
 
     specs = args.model or sorted(n for n, c in zoo.cards().items() if c.scale == SCALE)
     runners: list[tuple[str, object]] = [("bicubic", None)]
@@ -132,7 +139,8 @@ def main() -> int:
             table[(name, fam)] = (p, s)
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
-    print("\nPSNR-Y dB, mean [min..max over images] (SSIM-Y mean); delta = against bicubic")
+    over = "images" if args.draws <= 1 else f"images x {args.draws} draws"
+    print(f"\nPSNR-Y dB, mean [min..max over {over}] (SSIM-Y mean); delta = against bicubic")
     print(f"{'model':<28}" + "".join(f"{f:>30}" for f in lqs))
     for name, _ in runners:
         cells = []
