@@ -146,6 +146,32 @@ def test_unknown_recipe_name():
         find_recipe("nope")
 
 
+def test_train_set_overrides_any_key_with_a_yaml_value(tmp_path):
+    import argparse
+
+    from vsr.train.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "x.yml", "--set", "seed=27", "--set", "networks.generator.ema=0.5",
+                              "--set", "data.rescale=[0.8, 1.0]"])
+    assert args.set == [("seed", 27), ("networks.generator.ema", 0.5), ("data.rescale", [0.8, 1.0])]
+    cfg = load_recipe(recipe(tmp_path), **dict(args.set))
+    assert cfg.seed == 27 and cfg.networks["generator"].ema == 0.5 and cfg.data.rescale == (0.8, 1.0)
+    shipped = load_recipe("photos-esrgan-64", **{"data.degradation.mix.2.config.sensor_noise": [0.0, 0.04]})
+    assert shipped.data.degradation.mix[2].config.sensor_noise == (0.0, 0.04)
+    with pytest.raises(VsrError, match="cannot set data.degradation.mix.3.share: 3 is not a key or item number"):
+        load_recipe("photos-esrgan-64", **{"data.degradation.mix.3.share": 0.1})
+    cfg = load_recipe(recipe(tmp_path), **{"data.degradation.mix": [{"share": 0.5, "config": {"digital": 1.0}}],
+                                           "data.degradation.digital": 0.0})
+    assert cfg.data.degradation.mix[0].config.digital == 1.0
+    with pytest.raises(VsrError, match="cannot set data.patch.x: x is not a key or item number there"):
+        load_recipe(recipe(tmp_path), **{"data.patch.x": 1})
+    for bad in ("seed", "a b=1", "seed=[1"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "x.yml", "--set", bad])
+
+
 def test_video_source_and_paired_folders(tmp_path):
     import av
 

@@ -1,7 +1,7 @@
 """The ``finetune`` and ``train`` commands; ``vsr.cli`` adds them with :func:`register`.
 
     vsr finetune --frames DIR --model esrgan [--recipe finetune-ARCH] [--steps N] [--name NAME]
-    vsr train RECIPE.yml [--resume]
+    vsr train RECIPE.yml [--resume] [--set KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
     return int(value)
+
+
+def _setting(value: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, text = value.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a dotted recipe key, got {value!r}")
+    try:
+        return key, yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key}: the value {text!r} is not YAML") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -37,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> dict[str, Callable[[argp
     tr.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     tr.add_argument("--frames", type=Path, help="override the recipe's data.frames")
     tr.add_argument("--steps", type=_positive_int, help="override the recipe's total_steps")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+                    help="override any recipe key, dotted, value in YAML (repeatable), e.g. --set seed=27 "
+                         "--set networks.generator.weights=runs/a/a.safetensors")
     tr.add_argument("--name", help="also write the final model (and its card) under this name into the "
                     "user's models folder")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -102,7 +117,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_recipe
 
-    overrides: dict = {}
+    overrides: dict = dict(args.set)
     if args.frames:
         overrides["data.frames"] = str(args.frames)
     if args.steps:

@@ -338,19 +338,32 @@ def from_dict(data: Any) -> RecipeConfig:
 
 
 def load_recipe(path: str | Path, **overrides: Any) -> RecipeConfig:
-    """Read a recipe file (or a name in ``pipelines/``); ``overrides`` are dotted keys, e.g. ``data.frames``."""
+    """Read a recipe file (or a name in ``pipelines/``); ``overrides`` are dotted keys, e.g. ``data.frames``
+    (a number picks an item of a list: ``data.degradation.mix.0.share``)."""
     path = find_recipe(path)
     data = read_mapping(path, "recipe")
     for dotted, value in overrides.items():
-        node = data
+        node: Any = data
         *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        for key in parents:
+            index = _index(node, key, dotted, path)
+            if isinstance(node, dict):
+                node.setdefault(index, {})
+            node = node[index]
+        node[_index(node, last, dotted, path)] = value
     try:
         return from_dict(data)
     except VsrError as e:
         raise VsrError(f"recipe {path}: {e}") from None
+
+
+def _index(node: Any, key: str, dotted: str, path: Path) -> str | int:
+    """Where ``key`` points in a recipe being overridden: an item number of a list, or a key of a mapping."""
+    if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        return int(key)
+    if isinstance(node, dict):
+        return key
+    raise VsrError(f"recipe {path}: cannot set {dotted}: {key} is not a key or item number there")
 
 
 def find_recipe(name: str | Path) -> Path:
