@@ -158,7 +158,8 @@ def test_train_set_overrides_any_key_with_a_yaml_value(tmp_path):
     assert args.set == [("seed", 27), ("networks.generator.ema", 0.5), ("data.rescale", [0.8, 1.0])]
     cfg = load_recipe(recipe(tmp_path), **dict(args.set))
     assert cfg.seed == 27 and cfg.networks["generator"].ema == 0.5 and cfg.data.rescale == (0.8, 1.0)
-    shipped = load_recipe("photos-esrgan-64", **{"data.degradation.mix.2.config.sensor_noise": [0.0, 0.04]})
+    args = parser.parse_args(["train", "x.yml", "--set", "data.degradation.mix.2.config.sensor_noise=[0,0.04]"])
+    shipped = load_recipe("photos-esrgan-64", **dict(args.set))
     assert shipped.data.degradation.mix[2].config.sensor_noise == (0.0, 0.04)
     with pytest.raises(VsrError, match="cannot set data.degradation.mix.3.share: 3 is not a key or item number"):
         load_recipe("photos-esrgan-64", **{"data.degradation.mix.3.share": 0.1})

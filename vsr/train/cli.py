@@ -24,7 +24,7 @@ def _setting(value: str) -> tuple[str, object]:
     import yaml
 
     key, sep, text = value.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a dotted recipe key, got {value!r}")
     try:
         return key, yaml.safe_load(text)
