@@ -188,6 +188,7 @@ def test_a_mixture_draws_each_part_for_its_share():
     assert abs(kinds.count("lanczos") / 2000 - 0.5) < 0.04
     assert all(p.digital and p.codec == "none" for p in draws if p.downscale == "bicubic-aa")
     assert all(p.codec == "jpeg" for p in draws if p.downscale == "area")
+    assert {(p.downscale, p.part) for p in draws} == {("area", 0), ("bicubic-aa", 1), ("lanczos", -1)}
     # without a mixture, the draws are what they always were
     plain = DegradeConfig(downscale={"lanczos": 1.0})
     a, b = Degradation(config=plain), Degradation(config=DegradeConfig(downscale={"lanczos": 1.0}, mix=[]))

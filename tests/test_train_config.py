@@ -86,6 +86,8 @@ def test_shipped_recipes_load():
     ({"data.batch": 0}, "data.batch: expected a positive number, got 0"),
     ({"data.degradation.luma_cutoff": [0.5]}, "data.degradation.luma_cutoff: expected a list of 2 numbers"),
     ({"data.rescale": [0.8, 1.2]}, "data.rescale: expected [low, high] with 0 < low <= high <= 1"),
+    ({"losses.pixel": {"type": "distill"}}, "losses.pixel: a distill loss needs a teacher"),
+    ({"losses.pixel.part": 0}, "losses.pixel: key 'part' does not apply to a loss of type l1"),
 ])
 def test_bad_recipe_is_one_line_error(tmp_path, changes, expected):
     write_frames(tmp_path / "frames")
@@ -216,7 +218,7 @@ def test_rescale_cuts_patches_from_larger_regions_reproducibly(tmp_path):
     cfg = load_recipe(recipe(tmp_path, **{"data.rescale": [0.5, 0.5]}))
     frames, _ = load_frames(cfg.data, scale=cfg.scale)
     data = TrainData(frames=frames, cfg=cfg.data, scale=cfg.scale, seed=3)
-    lq, hq, _, _ = data.sample(5, 1)
+    lq, hq, *_ = data.sample(5, 1)
     p, s = cfg.data.patch, cfg.scale
     assert lq.shape == (p, p, 3) and hq.shape == (p * s, p * s, 3)
     assert all(np.array_equal(a, b) for a, b in zip(data.sample(5, 1)[:2], (lq, hq)))  # (step, index) decide

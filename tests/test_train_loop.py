@@ -219,6 +219,37 @@ def test_finetune_recipe_follows_the_architecture(tmp_path, monkeypatch):
     assert "\n" not in msg and "srflow" in msg and "--recipe" in msg, msg
 
 
+def test_distill_loss_is_l1_to_the_teacher_on_its_part_of_the_batch():
+    out, taught = torch.zeros(3, 3, 4, 4), torch.ones(3, 3, 4, 4) * torch.tensor([1.0, 2.0, 4.0])[:, None, None, None]
+    parts = torch.tensor([0, 1, -1])
+    assert losses.distill(out, taught, parts, 0).item() == pytest.approx(1 / 3)
+    assert losses.distill(out, taught, parts, -1).item() == pytest.approx(4 / 3)
+    assert losses.distill(out, taught, parts, None).item() == pytest.approx(7 / 3)
+
+
+def test_distill_from_the_starting_weights_starts_at_zero(tmp_path):
+    """The student starts as the teacher: the term is 0 until an update moves it, and only the mixture
+    part it names counts."""
+    from conftest import tiny
+    from vsr import weights
+
+    weights.save(tiny("rrdb", nf=8, nb=1, gc=4, scale=4), tmp_path / "teacher.safetensors")
+    teacher = str(tmp_path / "teacher.safetensors")
+    cfg = _cfg(tmp_path, **{
+        "networks.generator": {"arch": "rrdb", "weights": teacher},
+        "data.degradation.mix": [{"share": 0.5, "config": {"codecs": {"jpeg": 1.0}}}],
+        "steps": [{"network": "generator", "losses": ["pixel", "trans", "teach"]}],
+        "losses.teach": {"type": "distill", "teacher": teacher, "part": 0, "weight": 2.0}, "total_steps": 4})
+    run = train(cfg, progress=False)
+    teach = [r["generator/teach"] for r in run.losses]
+    assert teach[0] < 1e-6 and all(t > 1e-5 for t in teach[1:]), teach
+    bad = _cfg(tmp_path / "bad", **{"data.degradation.mix": [{"share": 0.5, "config": {}}],
+                                    "losses.teach": {"type": "distill", "teacher": teacher, "part": 1}})
+    with pytest.raises(VsrError, match=r"losses.teach.part: expected -1 \(the mixture's own model\) or a part of "
+                       r"data.degradation.mix \(0..0\), got 1"):
+        train(bad, progress=False)
+
+
 def test_trained_params_and_licence_are_exported(tmp_path):
     """A random-init x3 compact network (out_scale, which the shapes cannot tell) comes back as x3."""
     cfg = _cfg(tmp_path, **{"networks.generator": {"arch": "compact", "params": {

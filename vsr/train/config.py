@@ -127,7 +127,7 @@ class TrainStepConfig:
 
 @dataclass
 class LossConfig:
-    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong", "temporal", "nll"]
+    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong", "temporal", "nll", "distill"]
     weight: float = 1.0
     start: int = 0
     stop: int | None = None  # first step without the loss (None = never stops)
@@ -146,16 +146,23 @@ class LossConfig:
     # backward output of each frame, l1 (the default, TecoGAN's) or l2; temporal (on clips): the distance
     # between each output's motion-compensated change from the one before and the ground truth's change
     distance: Literal["l1", "l2"] | None = None
+    # distill: the L1 distance to a fixed teacher model's output (a model name or weights file), on the
+    # samples that one part of the degradation mixture drew (``part``: an index into data.degradation.mix;
+    # -1 = the mixture's own model; every sample without it): keeps a specialist's skill on its inputs
+    teacher: str | None = None
+    part: int | None = None
 
     def __post_init__(self) -> None:
         own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
                "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"},
-               "temporal": {"distance"}}
+               "temporal": {"distance"}, "distill": {"teacher", "part"}}
         typed = set().union(*own.values())
         for key in sorted(typed - own.get(self.type, set())):
             if getattr(self, key) is not None:
                 raise ValueError(f"key '{key}' does not apply to a loss of type {self.type}; "
                                  f"it takes {sorted(own.get(self.type, set())) + ['start', 'stop', 'weight']}")
+        if self.type == "distill" and not self.teacher:
+            raise ValueError("a distill loss needs a teacher: a model name or weights file, e.g. teacher: esrgan-vhs")
         if self.quant is not None and self.quant < 0:
             raise ValueError(f"quant: expected 0 (no dequantisation) or the number of levels, e.g. 256, got {self.quant}")
 

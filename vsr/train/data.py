@@ -137,9 +137,9 @@ class TrainData:
         areas = np.array([f.hq.shape[0] * f.hq.shape[1] for f in frames], dtype=np.float64)
         self.weights = areas / areas.sum()
 
-    def sample(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def sample(self, step: int, index: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
         """(lq (p, p, 3) uint8, hq (sp, sp, 3) uint8, corners A and B (0-3, distinct) for the
-        translational loss)."""
+        translational loss, the degradation's mixture part: -1 for the model itself or paired data)."""
         rng = np.random.default_rng([self.seed, step, index])
         frame = self.frames[int(rng.choice(len(self.frames), p=self.weights))]
         p, s = self.cfg.patch, self.scale
@@ -166,18 +166,20 @@ class TrainData:
                 big = frame.hq[y:y + size, x:x + size]
             # flips before degrading: the tape's artefacts are horizontal and must stay so
             big = big[::-1 if vflip else 1, ::-1 if hflip else 1]
-            lq = self.degrade(np.ascontiguousarray(big), self.degrade.sample(rng), rng)[m:m + p, m:m + p]
+            params = self.degrade.sample(rng)
+            lq = self.degrade(np.ascontiguousarray(big), params, rng)[m:m + p, m:m + p]
             hq = big[m * s:(m + p) * s, m * s:(m + p) * s]
-            return lq, np.ascontiguousarray(hq), corner, corner_b
+            return lq, np.ascontiguousarray(hq), corner, corner_b, params.part
         lq, hq = lq[::-1 if vflip else 1, ::-1 if hflip else 1], hq[::-1 if vflip else 1, ::-1 if hflip else 1]
-        return np.ascontiguousarray(lq), np.ascontiguousarray(hq), corner, corner_b
+        return np.ascontiguousarray(lq), np.ascontiguousarray(hq), corner, corner_b, -1
 
     def batch(self, step: int, indices: range | list[int]) -> dict[str, torch.Tensor]:
-        """lq (B, 3, p, p), hq (B, 3, sp, sp) in [0, 1]; corner, corner_b (B,)."""
-        lqs, hqs, corners, corners_b = zip(*(self.sample(step, i) for i in indices))
+        """lq (B, 3, p, p), hq (B, 3, sp, sp) in [0, 1]; corner, corner_b, part (B,)."""
+        lqs, hqs, corners, corners_b, parts = zip(*(self.sample(step, i) for i in indices))
         return {"lq": to_tensor(np.stack(lqs)), "hq": to_tensor(np.stack(hqs)),
                 "corner": torch.tensor(corners, dtype=torch.long),
-                "corner_b": torch.tensor(corners_b, dtype=torch.long)}
+                "corner_b": torch.tensor(corners_b, dtype=torch.long),
+                "part": torch.tensor(parts, dtype=torch.long)}
 
 
 def to_tensor(imgs: np.ndarray) -> torch.Tensor:

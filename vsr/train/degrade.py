@@ -27,7 +27,7 @@ noise differs from frame to frame.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -149,6 +149,7 @@ class DegradeParams:
     jpeg_quality: int
     digital: bool = False
     sensor_noise: float = 0.0
+    part: int = -1  # the mixture part that drew these (an index into ``mix``; -1: the model itself)
 
 
 class Degradation:
@@ -160,9 +161,9 @@ class Degradation:
         c = self.config
         if c.mix:  # one more draw picks the part (a config without a mixture draws what it always drew)
             u = float(rng.random())
-            for part in c.mix:
+            for k, part in enumerate(c.mix):
                 if u < part.share:
-                    return Degradation(config=part.config, scale=self.scale).sample(rng)
+                    return replace(Degradation(config=part.config, scale=self.scale).sample(rng), part=k)
                 u -= part.share
 
         def u(r: Range) -> float:

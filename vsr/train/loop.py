@@ -67,6 +67,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def _check_losses(cfg: RecipeConfig) -> None:
     for name, loss in cfg.losses.items():
+        if loss.type == "distill":
+            if cfg.data.clips is not None:
+                raise VsrError(f"losses.{name}: the distill loss trains on patches (remove data.clips)")
+            parts = len(cfg.data.degradation.mix)
+            if loss.part is not None and not -1 <= loss.part < parts:
+                raise VsrError(f"losses.{name}.part: expected -1 (the mixture's own model) or a part of "
+                               f"data.degradation.mix (0..{parts - 1}), got {loss.part}")
         if loss.type == "translational":
             crop = loss.crop or cfg.data.patch * 3 // 4
             if not 0 < crop < cfg.data.patch:
@@ -139,6 +146,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and device.type == "cuda" else None
     vgg = _perceptual(cfg, device)
+    teachers = _teachers(cfg, device)
 
     start, seconds = 0, 0.0
     if state is not None:
@@ -207,7 +215,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
                 sync = contextlib.nullcontext() if m == A - 1 or not dist.enabled else net.no_sync()
                 with sync:
                     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        terms = _terms(cfg, ts, active, net, wrapped, mb, m, fakes, vgg, step, dist)
+                        terms = _terms(cfg, ts, active, net, wrapped, mb, m, fakes, vgg, teachers, step, dist)
                     total = sum(terms.values()) / A
                     (scaler.scale(total) if scaler else total).backward()
                 names = list(terms) + ["total"]
@@ -321,10 +329,25 @@ def _perceptual(cfg: RecipeConfig, device: torch.device) -> dict[str, losses.VGG
     return found
 
 
+def _teachers(cfg: RecipeConfig, device: torch.device) -> dict[str, torch.nn.Module]:
+    """The fixed models of the distill losses, by loss name (no gradients, never updated)."""
+    from .. import zoo  # names resolve through the model cards
+
+    found = {}
+    for name, loss in cfg.losses.items():
+        if loss.type == "distill":
+            desc, _ = zoo.resolve(loss.teacher)
+            if desc.contract != "plain" or abs(desc.scale - cfg.scale) > 1e-6:
+                raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
+                               f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")
+            found[name] = desc.model.float().eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+    return found
+
+
 def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch.nn.Module,
            wrapped: dict[str, torch.nn.Module], mb: dict[str, torch.Tensor], m: int,
            fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], vgg: dict[str, losses.VGGFeatures],
-           step: int, dist: ddp.Dist) -> dict[str, torch.Tensor]:
+           teachers: dict[str, torch.nn.Module], step: int, dist: ddp.Dist) -> dict[str, torch.Tensor]:
     """The weighted loss terms of one training step on one micro-batch."""
     clips = mb["lq"].ndim == 5  # (B, T, C, p, p): the generator runs over clips
     lq = mb["lq"] if clips else mb["lq"].contiguous(memory_format=torch.channels_last)
@@ -371,6 +394,12 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
         loss = cfg.losses[name]
         if loss.type in ("l1", "l2"):
             terms[name] = loss.weight * losses.pixel(out, target, loss.type)
+        elif loss.type == "distill":
+            with torch.no_grad():
+                taught = teachers[name](lq).float()
+            if trans:  # the same crop as the target's
+                taught = losses.target_crop(taught, mb["corner"], patch=cfg.data.patch, crop=crop, scale=cfg.scale)
+            terms[name] = loss.weight * losses.distill(out, taught, mb["part"], loss.part)
         elif loss.type == "perceptual" and name in vgg:
             terms[name] = loss.weight * losses.perceptual(vgg[name], out, target)
         elif loss.type == "gan":

@@ -18,6 +18,15 @@ def pixel(out: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
     return F.l1_loss(out, target) if kind == "l1" else F.mse_loss(out, target)
 
 
+def distill(out: Tensor, taught: Tensor, parts: Tensor, part: int | None) -> Tensor:
+    """L1 to a teacher's output on the samples of one degradation part (all with ``part`` None),
+    averaged over the whole batch: a part that drew a quarter of the samples weighs a quarter."""
+    per_sample = (out - taught).abs().flatten(1).mean(1)
+    if part is not None:
+        per_sample = per_sample * (parts.to(out.device) == part)
+    return per_sample.mean()
+
+
 def nll(flow: Callable[..., tuple[list[Tensor], Tensor]], hr: Tensor, lr: Tensor, *, quant: int) -> Tensor:
     """A conditional flow's mean negative log-likelihood of ``hr`` given ``lr``, in bits per HR pixel
     (SRFlow: ``flow(hr, lr, quant=...) -> (latents, nll (B,))``); ``quant`` > 0 dequantises ``hr`` with
