@@ -248,6 +248,9 @@ def test_distill_from_the_starting_weights_starts_at_zero(tmp_path):
     with pytest.raises(VsrError, match=r"losses.teach.part: expected -1 \(the mixture's own model\) or a part of "
                        r"data.degradation.mix \(0..0\), got 1"):
         train(bad, progress=False)
+    unknown = _cfg(tmp_path / "bad", **{"losses.teach": {"type": "distill", "teacher": "no-such-model"}})
+    with pytest.raises(VsrError, match="losses.teach.teacher: unknown model 'no-such-model'"):
+        train(unknown, progress=False)
 
 
 def test_trained_params_and_licence_are_exported(tmp_path):

@@ -336,7 +336,10 @@ def _teachers(cfg: RecipeConfig, device: torch.device) -> dict[str, torch.nn.Mod
     found = {}
     for name, loss in cfg.losses.items():
         if loss.type == "distill":
-            desc, _ = zoo.resolve(loss.teacher)
+            try:
+                desc, _ = zoo.resolve(loss.teacher)
+            except VsrError as e:
+                raise VsrError(f"losses.{name}.teacher: {e}") from None
             if desc.contract != "plain" or abs(desc.scale - cfg.scale) > 1e-6:
                 raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
                                f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")
