@@ -27,7 +27,7 @@ from .clipdata import ClipData, validation_clips
 from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, to_dict
 from .data import TrainData, load_frames, validation_set
 from .evaluate import Logger, validate
-from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data
+from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data, resolve
 
 
 @dataclass
@@ -331,15 +331,10 @@ def _perceptual(cfg: RecipeConfig, device: torch.device) -> dict[str, losses.VGG
 
 def _teachers(cfg: RecipeConfig, device: torch.device) -> dict[str, torch.nn.Module]:
     """The fixed models of the distill losses, by loss name (no gradients, never updated)."""
-    from .. import zoo  # names resolve through the model cards
-
     found = {}
     for name, loss in cfg.losses.items():
         if loss.type == "distill":
-            try:
-                desc, _ = zoo.resolve(loss.teacher)
-            except VsrError as e:
-                raise VsrError(f"losses.{name}.teacher: {e}") from None
+            desc = resolve(loss.teacher, f"losses.{name}.teacher")
             if desc.contract != "plain" or abs(desc.scale - cfg.scale) > 1e-6:
                 raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
                                f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")

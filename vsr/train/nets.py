@@ -95,13 +95,18 @@ def build_network(name: str, cfg: NetworkConfig) -> tuple[nn.Module, dict[str, A
     return net, params
 
 
-def _rrdb(model: str, where: str) -> arch.ModelDescriptor:
+def resolve(model: str, where: str) -> arch.ModelDescriptor:
+    """A model name or weights file, loaded; an unknown one is an error naming the recipe key ``where``."""
     from .. import zoo
 
     try:
-        desc, _ = zoo.resolve(model)
+        return zoo.resolve(model)[0]
     except VsrError as e:
         raise VsrError(f"{where}: {e}") from None
+
+
+def _rrdb(model: str, where: str) -> arch.ModelDescriptor:
+    desc = resolve(model, where)
     if desc.arch != "rrdb" or desc.params["in_ch"] != 3 or desc.params["out_ch"] != 3:
         raise VsrError(f"{where}: {model} is a {desc.arch} network; expected an RGB rrdb (ESRGAN) model")
     return desc
