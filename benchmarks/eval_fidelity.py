@@ -17,6 +17,8 @@ Families (x4, each image its own fixed draw; --draws N adds N-1 more):
   heavy-noise   bilinear downscale, Gaussian RGB noise sigma 10/255, JPEG quality 85
 Ground truth: centre 640 px crops of pipelines/vhs-esrgan.yml's held-out photos at half size (or, with
 --holdout-of RECIPE, that recipe's: choose on those, report on these); metrics on Y, border 4.
+With two models or more, a second table gives each one's difference to the first, paired (same images, same
+draws), as mean +- standard error over the images: a lead inside two standard errors is not one.
 """
 from __future__ import annotations
 
@@ -102,7 +104,8 @@ def main() -> int:
     print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {held_of.eval.crop} px at "
           f"{held_of.data.prescale:g} of their size")
     # case (image i, draw k): draw 0 is the image's fixed draw, the others add k to the seed
-    cases = [(i, k) for i in range(len(truth)) for k in range(max(1, args.draws))]
+    n_images = len(truth)
+    cases = [(i, k) for i in range(n_images) for k in range(max(1, args.draws))]
     lqs = {f: [fn(truth[i][1], np.random.default_rng([1234, i] + [k] * (k > 0))) for i, k in cases]
            for f, fn in families.items()}
     truth = [truth[i] for i, _ in cases]
@@ -149,6 +152,15 @@ def main() -> int:
             d = np.mean(p) - np.mean(table[("bicubic", fam)][0])
             cells.append(f"{np.mean(p):6.2f} [{min(p):5.2f}..{max(p):5.2f}] {d:+5.2f} ({np.mean(s):.3f})")
         print(f"{name[-28:]:<28}" + "".join(f"{c:>30}" for c in cells))
+    if len(runners) > 2 and n_images > 1:  # paired: the same images and draws, so the photos' own spread cancels
+        first = runners[1][0]
+        print(f"\nPSNR-Y dB against {first}, paired: mean difference +- standard error over the images (each the mean"
+              f" of its {max(1, args.draws)} draw(s))")
+        for name, _ in runners[2:]:
+            per_image = [np.subtract(table[(name, fam)][0], table[(first, fam)][0]).reshape(n_images, -1).mean(1)
+                         for fam in lqs]
+            cells = [f"{d.mean():+6.3f} +- {d.std(ddof=1) / np.sqrt(len(d)):.3f}" for d in per_image]
+            print(f"{name[-28:]:<28}" + "".join(f"{c:>30}" for c in cells))
     if args.picture:
         write_picture(args.picture, panels, ["ground truth"] + [n for n, _ in runners], next(iter(lqs)))
     return 0
