@@ -108,6 +108,18 @@ def test_nonfinite_loss_skips_then_stops(tmp_path, monkeypatch):
         train(cfg, progress=False)
 
 
+def test_nonfinite_loss_with_a_grad_scaler_is_skipped(tmp_path, monkeypatch):
+    """fp16 training on CUDA scales its loss; a skipped step shrinks the scale instead of ending the run.
+    The scaler here is the CPU one: the same class and bookkeeping as CUDA's."""
+    made = []
+    monkeypatch.setattr("vsr.train.loop.grad_scaler",
+                        lambda amp, device: made.append(torch.amp.GradScaler("cpu", init_scale=1024.0)) or made[-1])
+    monkeypatch.setattr(losses, "pixel", lambda out, target, kind="l1": out.sum() * float("nan"))
+    with pytest.raises(VsrError, match="not finite 3 steps in a row"):
+        train(_cfg(tmp_path, max_nonfinite=3), progress=False)
+    assert made[0].get_scale() == 1024.0 * 0.5 ** 3  # halved at each skipped step
+
+
 def test_gan_and_perceptual_steps(tmp_path, capsys):
     sd = {"features.0.weight": torch.randn(64, 3, 3, 3) * 0.1, "features.0.bias": torch.zeros(64),
           "features.2.weight": torch.randn(64, 64, 3, 3) * 0.05, "features.2.bias": torch.zeros(64)}

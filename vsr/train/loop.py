@@ -144,7 +144,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
     emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and device.type == "cuda" else None
+    scaler = grad_scaler(amp, device)
     vgg = _perceptual(cfg, device)
     teachers = _teachers(cfg, device)
 
@@ -229,8 +229,9 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
             if not all(map(math.isfinite, means)):
                 skipped = True
                 opt.zero_grad(set_to_none=True)
-                if scaler:
-                    scaler.update()
+                if scaler:  # what a step with inf gradients does: no update, a smaller loss scale (a plain
+                    # update() raises when no step was recorded)
+                    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
                 continue
             if scaler:
                 scaler.unscale_(opt)
@@ -282,6 +283,11 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     ddp.barrier(dist)
     ddp.cleanup(dist)
     return result
+
+
+def grad_scaler(amp: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16 on CUDA trains with a loss scale (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler("cuda") if amp == torch.float16 and device.type == "cuda" else None
 
 
 def _quant(cfg: RecipeConfig) -> int:
