@@ -209,3 +209,17 @@ def test_a_presets_encoder_settings_stay_with_its_codec(tmp_path, clip, tiny_wei
                  "--model", str(tiny_weights), "--quiet"]) == 0
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.name == "ffv1"
+
+
+def test_user_errors_are_not_value_errors():
+    """A generic `except ValueError` around library code (number parsing, JSON) must never catch a user
+    error and re-word it: VsrError is its own kind."""
+    from vsr.errors import VsrError
+
+    assert not issubclass(VsrError, ValueError)
+    try:
+        raise VsrError("the user's own words")
+    except ValueError:
+        pytest.fail("except ValueError caught a VsrError")
+    except VsrError as e:
+        assert str(e) == "the user's own words"
