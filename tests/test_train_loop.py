@@ -361,3 +361,45 @@ def test_one_host_sync_per_training_step(tmp_path, monkeypatch):
     assert len(calls) == cfg.total_steps, calls
     assert all(type(v) is float for r in run.losses for v in r.values())
     assert {"generator/pixel", "generator/total"} <= set(run.losses[0])
+
+
+GAN_NETS = {"networks.discriminator": {"arch": "vgg_discriminator", "params": {"nf": 4, "levels": 2}},
+            "losses.gan": {"type": "gan", "weight": 0.1, "discriminator": "discriminator"}}
+
+
+def test_a_discriminator_step_takes_only_its_gan_losses(tmp_path):
+    cfg = _cfg(tmp_path, **GAN_NETS, steps=[{"network": "generator", "losses": ["pixel", "gan"]},
+                                            {"network": "discriminator", "losses": ["gan", "pixel"]}])
+    with pytest.raises(VsrError, match=r"steps\[1\].losses: 'pixel' \(l1\) cannot train the discriminator"):
+        train(cfg, progress=False)
+    cfg = _cfg(tmp_path, **{**GAN_NETS, "losses.gan": {"type": "gan", "discriminator": "generator"}})
+    with pytest.raises(VsrError, match="losses.gan.discriminator: 'generator' is a rrdb, not a discriminator"):
+        train(cfg, progress=False)
+
+
+def test_the_generators_gan_loss_keeps_frozen_discriminator_parameters_frozen(tmp_path, monkeypatch):
+    """optimizer.train_only freezes the discriminator's features; the generator's GAN loss, which turns off the
+    discriminator's gradients while it runs, must not turn them back on."""
+    seen = []
+    d_loss = losses.gan_d_loss
+
+    def spy(d, *args, **kwargs):
+        seen.append([p.requires_grad for p in d.features.parameters()])
+        return d_loss(d, *args, **kwargs)
+
+    monkeypatch.setattr(losses, "gan_d_loss", spy)
+    cfg = _cfg(tmp_path, **GAN_NETS, total_steps=3,
+               steps=[{"network": "generator", "losses": ["pixel", "gan"]},
+                      {"network": "discriminator", "losses": ["gan"], "optimizer": {"train_only": ["head"]}}])
+    run = train(cfg, progress=False)
+    assert len(seen) == 3 and not any(any(flags) for flags in seen), seen
+    assert all("discriminator/gan" in r for r in run.losses)
+
+
+def test_a_step_whose_only_loss_is_disabled_is_skipped(tmp_path, capsys):
+    cfg = _cfg(tmp_path, total_steps=2, **{"losses.nop": {"type": "perceptual"}},
+               steps=[{"network": "generator", "losses": ["pixel"]},
+                      {"network": "generator", "losses": ["nop"]}])
+    run = train(cfg, progress=False)
+    assert "perceptual loss 'nop' disabled" in capsys.readouterr().err
+    assert run.step == 2 and all(set(r) == {"generator/pixel", "generator/total", "seconds"} for r in run.losses)

@@ -66,7 +66,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def _check_losses(cfg: RecipeConfig) -> None:
+    for i, ts in enumerate(cfg.steps):  # a discriminator's step trains it with the gan losses that name it
+        judge = cfg.networks[ts.network].arch in DISCRIMINATORS
+        for name in ts.losses:
+            loss = cfg.losses[name]
+            if judge and (loss.type != "gan" or loss.discriminator != ts.network):
+                raise VsrError(f"steps[{i}].losses: {name!r} ({loss.type}) cannot train the discriminator "
+                               f"{ts.network!r}; its steps take only gan losses with discriminator: {ts.network}")
     for name, loss in cfg.losses.items():
+        if loss.type == "gan" and cfg.networks[loss.discriminator or ""].arch not in DISCRIMINATORS:
+            raise VsrError(f"losses.{name}.discriminator: {loss.discriminator!r} is a "
+                           f"{cfg.networks[loss.discriminator or ''].arch}, not a discriminator "
+                           f"({', '.join(DISCRIMINATORS)})")
         if loss.type == "distill":
             if cfg.data.clips is not None:
                 raise VsrError(f"losses.{name}: the distill loss trains on patches (remove data.clips)")
@@ -202,7 +213,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         fakes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         skipped = False
         for i, ts in enumerate(cfg.steps):
-            active = [n for n in ts.losses if loss_active(cfg.losses[n], step)]
+            active = [n for n in ts.losses if loss_active(cfg.losses[n], step)
+                      and (cfg.losses[n].type != "perceptual" or n in vgg)]  # disabled: no VGG weights
             if step < ts.start or (step - ts.start) % ts.every or not active:
                 continue
             net, opt = wrapped[ts.network], opts[i]
@@ -408,8 +420,6 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
             terms[name] = loss.weight * losses.perceptual(vgg[name], out, target)
         elif loss.type == "gan":
             d = ddp.unwrap(wrapped[loss.discriminator or ""])
-            d.requires_grad_(False)  # the generator's step must not train (nor sync) the discriminator
             terms[name] = loss.weight * losses.gan_g_loss(d, target, out, kind=loss.gan_type or "vanilla")
-            d.requires_grad_(True)
     fakes[m] = (target, out.detach())
     return terms

@@ -124,13 +124,21 @@ def gan_d_loss(d: nn.Module, real: Tensor, fake: Tensor, *, kind: str, noise: fl
 
 
 def gan_g_loss(d: nn.Module, real: Tensor, fake: Tensor, *, kind: str) -> Tensor:
-    """Generator side: make ``fake`` look real (relativistic: more real than the real images)."""
-    d_fake = d(fake).float()
-    if kind == "relativistic":
-        d_real = d(real).detach().float()
-        return (F.binary_cross_entropy_with_logits(d_real - d_fake.mean(), torch.zeros_like(d_real))
-                + F.binary_cross_entropy_with_logits(d_fake - d_real.mean(), torch.ones_like(d_fake))) / 2
-    return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+    """Generator side: make ``fake`` look real (relativistic: more real than the real images). The
+    discriminator gets no gradients from it (nor syncs them); each of its parameters keeps its own
+    requires_grad afterwards, so parameters that ``optimizer.train_only`` froze stay frozen."""
+    flags = [(p, p.requires_grad) for p in d.parameters()]
+    d.requires_grad_(False)
+    try:
+        d_fake = d(fake).float()
+        if kind == "relativistic":
+            d_real = d(real).detach().float()
+            return (F.binary_cross_entropy_with_logits(d_real - d_fake.mean(), torch.zeros_like(d_real))
+                    + F.binary_cross_entropy_with_logits(d_fake - d_real.mean(), torch.ones_like(d_fake))) / 2
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 # --- perceptual ---------------------------------------------------------------------------------

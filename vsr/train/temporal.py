@@ -97,9 +97,7 @@ def clip_terms(cfg: RecipeConfig, active: list[str], runner: nn.Module, mb: dict
             terms[name] = loss.weight * losses.perceptual(vgg[name], frames_out, frames_target)
         elif loss.type == "gan":
             d = ddp.unwrap(wrapped[loss.discriminator or ""])
-            d.requires_grad_(False)  # the generator's step must not train (nor sync) the discriminator
             terms[name] = loss.weight * losses.gan_g_loss(d, frames_target, frames_out,
                                                           kind=loss.gan_type or "vanilla")
-            d.requires_grad_(True)
     fakes[m] = (frames_target, frames_out.detach())
     return terms
