@@ -127,3 +127,39 @@ def test_backend_choice(monkeypatch):
         openvino.choose("openvino", device=cpu, contract="plain", traceable=False)
     with pytest.raises(ValueError, match="unknown backend"):
         openvino.choose("tensorrt", device=cpu, contract="plain")
+
+
+def _out_of_memory_on_a_gpu(monkeypatch, engine):
+    """The engine as on a GPU that runs out of memory at every size: the tiles it tries are recorded."""
+    tried = []
+
+    def oom(fn, x, *, tile, **kwargs):
+        tried.append(tile)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr("vsr.engine.upscaler.tiled", oom)
+    monkeypatch.setattr(engine, "device", torch.device("cuda"))
+    return tried
+
+
+def test_out_of_memory_never_tiles_a_whole_frame_network(monkeypatch):
+    from dataclasses import replace
+
+    from vsr.errors import VsrError
+
+    engine = Upscaler(replace(tiny("compact", nf=8, num_conv=1, upscale=2), tiling="whole"), device="cpu")
+    tried = _out_of_memory_on_a_gpu(monkeypatch, engine)
+    with pytest.raises(VsrError, match="whole frames only"):
+        engine._tiled(torch.rand(1, 3, 64, 64), lambda part, origin, n: part)
+    assert tried == [0]
+
+
+def test_out_of_memory_does_not_tile_a_fractional_scale(monkeypatch):
+    from vsr.errors import VsrError
+
+    engine = Upscaler(tiny("compact", nf=8, num_conv=1, upscale=2, out_scale=0.75), device="cpu", tile=0)
+    assert engine.desc.scale == 1.5
+    tried = _out_of_memory_on_a_gpu(monkeypatch, engine)
+    with pytest.raises(VsrError, match="tiling needs an integer scale"):
+        engine._tiled(torch.rand(1, 3, 64, 64), lambda part, origin, n: part)
+    assert tried == [0]  # the whole frame was tried; a tile at scale int(1.5) = 1 never was

@@ -287,15 +287,19 @@ class Upscaler:
         """``part_fn`` over the tiles of the padded batch ``x``, halving the tile on CUDA out-of-memory."""
         scale, m = self.desc.scale, self.desc.size_multiple
         tile = self.tile_for(x.shape)
-        if tile and scale != int(scale):
-            raise VsrError(f"tiling needs an integer scale, this model has {scale}; use --tile 0")
         while True:
+            if tile and scale != int(scale):
+                raise VsrError(f"tiling needs an integer scale, this model has {scale}; use --tile 0, or "
+                               "--device cpu where it runs out of GPU memory")
             try:
                 return tiled(part_fn, x, tile=tile, overlap=self.overlap, scale=int(scale), align=m)
             except torch.cuda.OutOfMemoryError:
                 if self.device.type != "cuda":
                     raise
                 torch.cuda.empty_cache()
+                if self.desc.tiling == "whole":
+                    raise VsrError(f"out of GPU memory; this {self.desc.arch} network runs on whole frames only "
+                                   "(it cannot be tiled): use --batch 1 or --device cpu") from None
                 if tile and tile <= MIN_TILE:
                     raise VsrError("out of GPU memory even with the smallest tile; use --device cpu") from None
                 tile = max(MIN_TILE, (tile or max(x.shape[-2:])) // 2 // m * m)
