@@ -114,10 +114,10 @@ class _Job:
         memory only: its output does not depend on which engine computed which batch). ``part``: only
         that segment, left in the work folder for the run that joins the video (see transcode)."""
         resume = self.video_options.resume
-        jobs = [self, *helpers] if not self.engine.stateful else [self]
         if resume:  # continue unfinished work with what it was run with
-            for job in jobs:
+            for job in (self, *helpers):
                 job.engine.adopt((recorded_identity(work_dir_for(plan.path)) or {}).get("process"))
+        jobs = [self, *self._peers(helpers, plan, report, src.name)]
         # one video: frame numbers and the recurrent state; a free session per batch in flight
         free: queue.SimpleQueue = queue.SimpleQueue()
         for job in jobs:
@@ -143,6 +143,23 @@ class _Job:
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]
         return result.output
+
+    def _peers(self, helpers: Sequence[_Job], plan: OutputPlan, report: Report, name: str) -> list[_Job]:
+        """The helpers whose batches come out exactly as this job's would (same identity but for the device
+        index, and the same tile at this size): the manifest records one identity for the whole video."""
+        if self.engine.stateful or not helpers:
+            return []
+        shape = (self.video_options.batch_size, 3, plan.source.height, plan.source.width)
+
+        def computes(job: _Job) -> tuple:
+            return job.identity(), job.engine.tile_for(shape)
+
+        peers = [h for h in helpers if computes(h) == computes(self)]
+        if len(peers) < len(helpers):
+            others = ", ".join(str(h.engine.device) for h in helpers if h not in peers)
+            report.notes.append(f"{name}: not spread over {others}: those devices compute differently (precision, "
+                                f"backend or tile) from {self.engine.device}")
+        return peers
 
     def _projected(self, name: str) -> VideoOptions:
         """The video options with the projection of the file's time fed by its progress (not when quiet)."""
