@@ -11,6 +11,8 @@ from vsr.cli import main
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media  # noqa: E402
 
+FAST = ["--codec", "libx264", "--encoder-preset", "ultrafast"]
+
 
 def test_one_video_is_spread_only_over_devices_that_compute_alike(tmp_path, tiny_weights, capsys, monkeypatch):
     """The second device's engine tiles where the first does not: its batches would differ, so the video
@@ -43,3 +45,74 @@ def test_one_video_is_spread_only_over_devices_that_compute_alike(tmp_path, tiny
             frames[name] = [f.to_ndarray().tobytes() for f in c.decode(video=0)]
     assert frames["one"] == frames["two"] and len(frames["one"]) == 8
     assert any("not spread over cpu" in n for n in report["notes"]), report["notes"]
+
+
+def _avi(path: Path, *, width: int, height: int, frames: int = 6) -> Path:
+    from vsr.video.ffmpeg import run_ffmpeg
+
+    vf = media.video_filter(width=width, height=height, frames=frames, pix_fmt="yuv420p")
+    run_ffmpeg(["-f", "lavfi", "-i", vf, "-c:v", "mpeg4", str(path)], what="making a test avi")
+    return path
+
+
+def _size(path: Path) -> tuple[int, int, int]:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].width, c.streams.video[0].height, sum(1 for _ in c.decode(video=0))
+
+
+def test_a_folder_with_tape_avi_and_tape_mkv_restores_both(tmp_path, tiny_weights, capsys):
+    """AVI is written as MKV, so both files would write tape.mkv: the MKV keeps its name, the AVI's output is
+    renamed, and a second run finds both finished."""
+    src = tmp_path / "tapes"
+    src.mkdir()
+    _avi(src / "tape.avi", width=32, height=24)
+    media.make_mp4(src / "tape.mp4", width=40, height=24, frames=6, audio=False)
+    (src / "tape.mp4").rename(src / "tape.mkv")  # an H.264 stream in an MP4 file named .mkv: probed, not named
+    media.make_mp4(src / "clip.mp4", width=36, height=24, frames=6, audio=False)
+    _avi(src / "clip.avi", width=28, height=24)
+    out = tmp_path / "out"
+    args = ["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), "--quiet", "--json", *FAST]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    # clip.mp4 keeps its name, and the MKV it would fall back to is its own too
+    names = ["clip.mp4", "clip_avi.mkv", "tape.mkv", "tape_avi.mkv"]
+    assert sorted(Path(p).name for p in report["outputs"]) == names
+    assert _size(out / "tape.mkv") == (80, 48, 6) and _size(out / "tape_avi.mkv") == (64, 48, 6)
+    assert _size(out / "clip_avi.mkv") == (56, 48, 6) and _size(out / "clip.mp4") == (72, 48, 6)
+    assert any(n.startswith("tape.avi: output named tape_avi.mkv") for n in report["notes"]), report["notes"]
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert sorted(Path(p).name for p in again["skipped"]) == names
+
+
+def test_an_output_that_could_fall_back_onto_its_input_is_refused(tmp_path, tiny_weights, capsys):
+    src = media.make_mp4(tmp_path / "clip.mp4", width=32, height=24, frames=4, audio=False).rename(
+        tmp_path / "clip.mkv")
+    before = src.read_bytes()
+    for dst in ("clip.mp4", "clip.avi"):  # MP4 falls back to MKV if it refuses a stream; AVI is always MKV
+        assert main(["upscale", str(src), "-o", str(tmp_path / dst), "--model", str(tiny_weights), "--quiet"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "which is the input; choose another -o name" in err and len(err.splitlines()) == 1, err
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv", "tiny-x2.safetensors"]
+
+
+def test_a_skipped_output_leaves_the_work_of_a_run_that_writes_it(tmp_path, tiny_weights, capsys):
+    """A finished output whose work folder is left over: the folder goes, unless a run writing the output anew
+    (--overwrite) holds its lock: that folder is its work."""
+    from vsr.video.resume import output_lock, work_dir_for
+
+    src = media.make_mp4(tmp_path / "clip.mp4", width=32, height=24, frames=4, audio=False)
+    out = tmp_path / "out.mkv"
+    args = ["upscale", str(src), "-o", str(out), "--model", str(tiny_weights), "--quiet", "--json", *FAST]
+    assert main(args) == 0
+    capsys.readouterr()
+    work = work_dir_for(out)
+    work.mkdir()
+    (work / "segment_00000.mkv").write_bytes(b"another run's work")
+    with output_lock(out):  # as another run, with --overwrite, would
+        assert main(args) == 0
+        assert json.loads(capsys.readouterr().out)["skipped"] == [str(out)]
+        assert (work / "segment_00000.mkv").read_bytes() == b"another run's work"
+    assert main(args) == 0  # nobody writes it now: a leftover, removed
+    assert not work.exists()

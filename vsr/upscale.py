@@ -26,7 +26,7 @@ from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, che
                     transcode)
 from .video.options import chroma
 from .video.transcode import Part
-from .video.resume import recorded_identity, work_dir_for
+from .video.resume import output_lock, recorded_identity, work_dir_for
 
 
 @dataclass
@@ -240,6 +240,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     _check_writable(dst if src.is_dir() else dst.parent)
     if not all(_is_image(s) for s, _ in pairs):
         check_encoder_options(opts.video)  # a wrong --codec, --crf or --pix-fmt fails before any work
+    pairs, plans = distinct_outputs(pairs, opts.video, report, one_file=not src.is_dir())
     if opts.cluster:  # the workers load the model; a bad one still fails here, before any file is touched
         from . import cluster
 
@@ -262,7 +263,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
                 if s is None:
                     return
                 # one file: every device takes batches of it; several: each device its own files
-                part = restore_one(job, s, d, raise_errors=len(pairs) == 1,
+                part = restore_one(job, s, d, plan=plans.get(s), raise_errors=len(pairs) == 1,
                                    helpers=[j for j in jobs if j is not job] if len(pairs) == 1 else ())
                 with lock:
                     merge(report, part, str(s))
@@ -279,18 +280,25 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     return report
 
 
-def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool, helpers: Sequence[_Job] = ()) -> Report:
-    """One file of a job: its own report (a failed file is a row saying why, unless ``raise_errors``)."""
+def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool, helpers: Sequence[_Job] = (),
+                plan: OutputPlan | None = None) -> Report:
+    """One file of a job: its own report (a failed file is a row saying why, unless ``raise_errors``).
+    ``plan``: a video's output plan when the caller made it already."""
     report = Report()
     t0 = time.perf_counter()
     try:
         _check_input(s)
         # planned once: the check for a finished output looks where the output is written
-        plan = None if _is_image(s) else plan_output(s, d, job.video_options)
+        plan = None if _is_image(s) else plan or plan_output(s, d, job.video_options)
         done = (d if d.exists() else None) if plan is None else plan.finished()
         if done is not None and not job.opts.overwrite:
-            # a run stopped between renaming its output into place and removing its work folder
-            shutil.rmtree(work_dir_for(done), ignore_errors=True)
+            # a run stopped between renaming its output into place and removing its work folder; a run
+            # writing it anew (--overwrite) holds the lock and owns that folder
+            try:
+                with output_lock(d if plan is None else plan.path):
+                    shutil.rmtree(work_dir_for(done), ignore_errors=True)
+            except VsrError:
+                pass
             report.skipped.append(str(done))
             report.rows.append((str(s), "skipped", 0, 0.0, str(done)))
             return report
@@ -327,6 +335,48 @@ def merge(report: Report, part: Report, src: str) -> None:
         setattr(report, name, getattr(report, name) + getattr(part, name))
     report.notes += [n for n in part.notes if n not in report.notes]
     report.rows += [(src, *row[1:]) for row in part.rows]
+
+
+def distinct_outputs(pairs: list[tuple[Path, Path]], options: VideoOptions, report: Report, *, one_file: bool
+                     ) -> tuple[list[tuple[Path, Path]], dict[Path, OutputPlan]]:
+    """Each input's output, settled before any work: no output (nor the MKV it falls back to when its
+    container refuses a stream) is an input or another input's. In a folder, ``tape.avi`` and ``tape.mkv``
+    would both write ``tape.mkv``: the file whose output keeps the name it was given has it, the other is
+    renamed (``tape_avi.mkv``, with a note), the same way on every run so that a folder job resumes. One
+    file whose output could be its input is refused. Returns the pairs and the videos' plans (each video
+    is probed once)."""
+    plans: dict[Path, OutputPlan] = {}
+
+    def paths(s: Path, d: Path) -> list[Path]:  # where the output goes, then where it may fall back to
+        if _is_image(s):
+            return [d.absolute()]
+        try:
+            plan = plans[s] = plan_output(s, d, options)
+        except Exception:  # an unreadable video: its own job says why
+            return []
+        return [p.absolute() for p in (plan.path, plan.mux.fallback_path) if p is not None]
+
+    taken = {s.absolute() for s, _ in pairs}
+    if one_file:
+        (s, d), = pairs
+        if taken & set(paths(s, d)):
+            raise VsrError(f"{s}: the output {d.name} may be written as {s.name} (as MKV, when its container "
+                           "cannot hold every stream), which is the input; choose another -o name")
+        return pairs, plans
+    wanted = [paths(s, d) for s, d in pairs]
+    out = list(pairs)
+    # outputs that keep the name they were given claim it first; then the others, in folder order
+    for i in sorted(range(len(pairs)), key=lambda i: wanted[i][:1] != [pairs[i][1].absolute()]):
+        (s, given), d, claim, n = pairs[i], pairs[i][1], wanted[i], 1
+        while taken & set(claim):
+            d = given.with_name(f"{given.stem}_{given.suffix[1:]}{f'_{n}' if n > 1 else ''}{given.suffix}")
+            claim, n = paths(s, d), n + 1
+        if d != given:
+            report.notes.append(f"{s.name}: output named {claim[0].name}: its own name is another file's output "
+                                "or an input")
+        out[i] = (s, d)
+        taken |= set(claim)
+    return out, plans
 
 
 def _folder_pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
