@@ -161,3 +161,20 @@ def test_clips_are_deterministic_by_seed(photo):
 def test_a_photo_too_small_is_refused(photo):
     with pytest.raises(VsrError, match="too small"):
         clips.camera_clip(photo[:20, :20], Degradation(scale=SCALE), np.random.default_rng(0), patch=PATCH)
+
+
+def test_training_readers_decode_colour_as_the_upscaler_does(tmp_path):
+    """An untagged HD clip is BT.709, as players and `vsr upscale` take it: the trainer's frames must have
+    those colours, not the BT.601 ones a plain conversion gives."""
+    from vsr.train.data import video_frames
+    from vsr.video.ffmpeg import run_ffmpeg
+
+    path = tmp_path / "hd.mp4"
+    colour = (192, 32, 64)  # saturated: BT.601 and BT.709 decode it levels apart
+    run_ffmpeg(["-f", "lavfi", "-i", "color=c=0xC02040:s=1280x720:r=25:d=0.12",
+                "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv444p",
+                "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", str(path)], what="making an HD clip")
+    for frames in (clips.read_video(path), [f.hq for f in video_frames(path, 3)]):
+        assert len(frames) == 3
+        for f in frames:
+            assert np.abs(f[8:-8, 8:-8].astype(int) - colour).max() <= 2, f[360, 640]

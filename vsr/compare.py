@@ -25,6 +25,7 @@ import numpy as np
 from . import metrics
 from .errors import VsrError
 from .images import IMAGE_SUFFIXES, read_image, to_rgb8, write_image
+from .video.frames import rgb_frames
 from .video.probe import probe
 
 PICTURE = "side_by_side.png"
@@ -74,15 +75,9 @@ def _video_frames(label: str, path: Path) -> Clip:
     def frames() -> Generator[np.ndarray, None, None]:
         n = 0
         try:
-            with av.open(str(path), metadata_errors="replace") as container:
-                stream = container.streams[info.video_index]
-                stream.thread_type = "AUTO"
-                for frame in container.decode(stream):
-                    # the input's own matrix and range, as vsr upscale reads it
-                    rgb = frame.reformat(width=info.width, height=info.height, format="rgb24",
-                                         src_colorspace=info.colour.sws_matrix, src_color_range=info.colour.range)
-                    n += 1
-                    yield rgb.to_ndarray()  # (H, W, 3)
+            for frame in rgb_frames(path, info):  # the input's own matrix and range, as vsr upscale reads it
+                n += 1
+                yield frame
         except av.error.FFmpegError as e:
             reason = getattr(e, "strerror", None) or e
             raise VsrError(f"{label}: {path} cannot be decoded after {n} frames ({reason}); "

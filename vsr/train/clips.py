@@ -16,15 +16,18 @@ Everything random comes from the generator the caller passes in: the same seed, 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from ..errors import VsrError
+from ..video.frames import rgb_frames
 from .data import MARGIN
 from .degrade import Degradation
 
@@ -129,22 +132,9 @@ def video_clip(video: Sequence[np.ndarray], degradation: Degradation, rng: np.ra
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> list[np.ndarray]:
-    """The decodable frames of a video in order, (H, W, 3) uint8 RGB each; packets that fail to decode
-    (a damaged file) are skipped, so a gap there is taken as consecutive."""
-    import av
-
-    frames: list[np.ndarray] = []
+    """The decodable frames of a video in order, (H, W, 3) uint8 RGB each, decoded as `vsr upscale` decodes
+    them; packets that fail to decode (a damaged file) are skipped, so a gap there is taken as consecutive."""
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise VsrError(f"{path} has no video stream")
-            for packet in c.demux(c.streams.video[0]):
-                try:
-                    frames += [f.to_ndarray(format="rgb24") for f in packet.decode()]
-                except av.error.InvalidDataError:
-                    continue
-                if max_frames is not None and len(frames) >= max_frames:
-                    return frames[:max_frames]
+        return list(itertools.islice(rgb_frames(path, skip_damaged=True), max_frames))
     except av.error.FFmpegError as e:
         raise VsrError(f"cannot decode {path}: {e}") from None
-    return frames

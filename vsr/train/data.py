@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import torch
 
 from ..errors import VsrError
 from ..images import IMAGE_SUFFIXES, read_image, to_rgb8
-from ..video.probe import VIDEO_SUFFIXES
+from ..video.frames import rgb_frames
+from ..video.probe import VIDEO_SUFFIXES, probe
 from .config import DataConfig, EvalConfig
 from .degrade import Degradation
 
@@ -42,21 +44,17 @@ def list_images(folder: Path, what: str = "data.frames") -> list[Path]:
 
 
 def video_frames(path: Path, max_frames: int) -> list[Frame]:
-    import av  # only needed for video sources
-
+    """Up to ``max_frames`` frames spread over the video, decoded as `vsr upscale` decodes them."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VsrError(f"data.frames: {path} has no video stream")
-            stream = container.streams.video[0]
-            every = max(1, (stream.frames or 0) // max_frames)
-            out = []
-            for i, frame in enumerate(container.decode(stream)):
-                if i % every == 0:
-                    out.append(Frame(f"{path.stem}-{i:06d}", frame.to_ndarray(format="rgb24")))
-                    if len(out) >= max_frames:
-                        break
-    except av.error.FFmpegError as e:
+        info = probe(path)
+        every = max(1, (info.frames or 0) // max_frames)
+        out = []
+        for i, frame in enumerate(rgb_frames(path, info, skip_damaged=True)):
+            if i % every == 0:
+                out.append(Frame(f"{path.stem}-{i:06d}", frame))
+                if len(out) >= max_frames:
+                    break
+    except (VsrError, av.error.FFmpegError) as e:
         raise VsrError(f"data.frames: cannot decode {path}: {e}") from None
     if not out:
         raise VsrError(f"data.frames: {path} has no decodable frames")

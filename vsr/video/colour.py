@@ -90,3 +90,10 @@ def tag_codec(cc: av.video.codeccontext.VideoCodecContext, colour: Colour) -> No
     cc.color_range = colour.range
     cc.color_primaries = colour.primaries
     cc.color_trc = colour.trc
+
+
+def to_rgb(frame: av.VideoFrame, colour: Colour, *, width: int, height: int, fmt: str = "rgb24") -> av.VideoFrame:
+    """A decoded frame as RGB at ``width`` x ``height``, converted with the stream's own matrix and range
+    (swscale alone takes every YUV frame for BT.601 limited range)."""
+    return frame.reformat(width=width, height=height, format=fmt, src_colorspace=colour.sws_matrix,
+                          src_color_range=colour.range)

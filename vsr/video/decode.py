@@ -11,6 +11,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from vsr.video.colour import to_rgb
 from vsr.video.ingest import FrameFilter, IngestPlan
 from vsr.video.probe import VideoInfo
 from vsr.video.scenes import is_cut, signature
@@ -315,9 +316,7 @@ class Decoder:
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """RGB with the input's own matrix and range; odd-sized or resized frames come back at stream size."""
-        c = self.info.colour
-        rgb = frame.reformat(width=self.info.width, height=self.info.height, format=self.rgb_format,
-                             src_colorspace=c.sws_matrix, src_color_range=c.range)
+        rgb = to_rgb(frame, self.info.colour, width=self.info.width, height=self.info.height, fmt=self.rgb_format)
         return rgb.to_ndarray()  # (H, W, 3)
 
     def _summarise(self) -> None:
