@@ -47,6 +47,16 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
+def _delay(value: str) -> tuple[float, float]:
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected DX,DY in pixels (e.g. 2.5,0), got {value!r}")
+    return parts[0], parts[1] if len(parts) == 2 else 0.0
+
+
 def _key_values(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -55,6 +65,41 @@ def _key_values(items: list[str]) -> dict[str, str]:
             raise VsrError(f"encoder option {item!r} is not KEY=VALUE")
         out[key] = value
     return out
+
+
+def _video_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a video job: encoding, analog sources (ingest filters, tape repair), crash safety."""
+    v = parser.add_argument_group("video encoding")
+    v.add_argument("--codec", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
+                   "prores_ks")
+    v.add_argument("--crf", type=float, help="constant quality, lower is better (default per codec: x264 16, "
+                   "x265 18, svtav1 20)")
+    v.add_argument("--encoder-preset", help="encoder speed preset (default slow; svtav1 6)")
+    v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input; "
+                   "4:4:4 and 4:2:2 input keep their chroma)")
+    v.add_argument("-x", "--encoder-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to the encoder as is, e.g. -x tune=grain (repeatable)")
+    v.add_argument("--keep-sar", action="store_true",
+                   help="keep non-square pixels (default: square pixels at the right display size)")
+    v.add_argument("--max-frames", type=_positive_int, help="only the first N frames (a preview)")
+    a = parser.add_argument_group("analog sources")
+    a.add_argument("--deinterlace", choices=["auto", "off", "bwdif", "yadif"],
+                   help="auto (default): deinterlace with bwdif when idet finds interlacing")
+    a.add_argument("--double-rate", action=argparse.BooleanOptionalAction, default=None,
+                   help="one frame per field: 50/60 frames per second from interlaced 25/30")
+    a.add_argument("--crop", help="auto (black borders, VHS head-switching band), off, or W:H:X:Y")
+    a.add_argument("--colour", choices=["auto", "bt709", "keep"],
+                   help="auto (default): BT.601 input becomes BT.709 when the output is HD; keep: stay BT.601")
+    a.add_argument("--repair", metavar="auto|off|LIST",
+                   help="tape repair before the network: auto (each repair measures and applies what it finds; "
+                   "the vhs preset's), off (default), or a comma list of chroma-delay, dropouts, head-switching")
+    a.add_argument("--chroma-delay", type=_delay, metavar="DX,DY",
+                   help="undo this chroma delay (px right, down) instead of measuring it")
+    r = parser.add_argument_group("crash safety")
+    r.add_argument("--no-resume", action="store_true",
+                   help="no work folder: an interrupted video starts again from its first frame")
+    r.add_argument("--segment-frames", type=_positive_int,
+                   help="frames per resumable segment (default 250): the most work a crash can cost")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,35 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ensemble", type=int, choices=[4, 8],
                     help="self-ensemble: average 4 flipped (8: also transposed) passes; 4x / 8x the time")
     up.add_argument("--batch", type=_positive_int, help="video frames per network call (default 1 on CPU, 4 on GPU)")
-    v = up.add_argument_group("video encoding")
-    v.add_argument("--codec", help="libx264 (default), libx265, libsvtav1, ffv1 (lossless), "
-                   "prores_ks")
-    v.add_argument("--crf", type=float, help="constant quality, lower is better (default per codec: x264 16, "
-                   "x265 18, svtav1 20)")
-    v.add_argument("--encoder-preset", help="encoder speed preset (default slow; svtav1 6)")
-    v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input; "
-                   "4:4:4 and 4:2:2 input keep their chroma)")
-    v.add_argument("-x", "--encoder-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="passed to the encoder as is, e.g. -x tune=grain (repeatable)")
-    v.add_argument("--keep-sar", action="store_true",
-                   help="keep non-square pixels (default: square pixels at the right display size)")
-    v.add_argument("--max-frames", type=_positive_int, help="only the first N frames (a preview)")
-    a = up.add_argument_group("analog sources")
-    a.add_argument("--deinterlace", choices=["auto", "off", "bwdif", "yadif"],
-                   help="auto (default): deinterlace with bwdif when idet finds interlacing")
-    a.add_argument("--double-rate", action=argparse.BooleanOptionalAction, default=None,
-                   help="one frame per field: 50/60 frames per second from interlaced 25/30")
-    a.add_argument("--crop", help="auto (black borders, VHS head-switching band), off, or W:H:X:Y")
-    a.add_argument("--colour", choices=["auto", "bt709", "keep"],
-                   help="auto (default): BT.601 input becomes BT.709 when the output is HD; keep: stay BT.601")
-    r = up.add_argument_group("crash safety")
-    r.add_argument("--no-resume", action="store_true",
-                   help="no work folder: an interrupted video starts again from its first frame")
-    r.add_argument("--segment-frames", type=_positive_int,
-                   help="frames per resumable segment (default 250): the most work a crash can cost")
+    _video_arguments(up)
     up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
     up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+    rp = sub.add_parser("repair", help="tape repair alone, no network: chroma delay, dropouts, head-switching "
+                        "(for upscaling elsewhere)")
+    rp.add_argument("input", type=Path, help="video")
+    rp.add_argument("-o", "--output", type=Path, help="output file (default: INPUT_repaired beside the input)")
+    rp.add_argument("--preset", help="restoration preset whose ingest settings to use (vhs, dvd or a .yml file)")
+    _video_arguments(rp)
+    rp.add_argument("--overwrite", action="store_true", help="redo an output that already exists")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
     sub.add_parser("models", help="list the named models")
     av = sub.add_parser("average", help="average the weights of fine-tunes of one network (a model soup): "
@@ -172,16 +202,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_upscale(args: argparse.Namespace) -> int:
-    from .upscale import options_with_preset, upscale
+def _job_options(args: argparse.Namespace, **defaults: object):
+    """The options of an upscale or repair job from its arguments (what a command does not have is None)."""
+    from .upscale import options_with_preset
 
-    given = {k: getattr(args, k) for k in (
+    given = {k: getattr(args, k, None) for k in (
         "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "devices",
-        "tile", "overwrite", "batch",
-        "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar", "max_frames", "deinterlace", "double_rate", "crop", "colour")}
-    opts = options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
+        "tile", "overwrite", "batch", "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar",
+        "max_frames", "deinterlace", "double_rate", "crop", "colour", "repair", "chroma_delay")}
+    given.update({k: v for k, v in defaults.items() if given[k] is None})
+    return options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)
-    report = upscale(args.input, args.output, opts)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from .upscale import upscale
+
+    return _finish(args, upscale(args.input, args.output, _job_options(args)))
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .upscale import repair_only
+
+    return _finish(args, repair_only(args.input, args.output, _job_options(args, repair="auto", device="cpu")))
+
+
+def _finish(args: argparse.Namespace, report) -> int:
+    """The job's report on stdout (--json) or stderr; the exit code."""
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
@@ -249,7 +296,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"upscale": cmd_upscale, "models": cmd_models, "average": cmd_average, "demo": cmd_demo,
+    commands = {"upscale": cmd_upscale, "repair": cmd_repair, "models": cmd_models, "average": cmd_average,
+                "demo": cmd_demo,
                 "srflow": cmd_srflow,
                 "inspect": cmd_inspect, "compare": cmd_compare, "bench": cmd_bench}
     try:

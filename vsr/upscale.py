@@ -25,6 +25,7 @@ from .yamlfile import read_mapping
 from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, check_encoder_options, plan_output,
                     transcode)
 from .video.options import chroma
+from .video.repair import RepairOptions
 from .video.transcode import Part
 from .video.resume import output_lock, recorded_identity, work_dir_for
 
@@ -61,6 +62,8 @@ class Report:
     nonfinite_recomputed: int = 0
     nonfinite_fallback: int = 0
     notes: list[str] = field(default_factory=list)
+    # what tape repair found (vsr.video.repair): one file's, or each file's by input in a folder's report
+    repairs: dict[str, Any] | None = None
     rows: list[tuple[str, str, int, float, str]] = field(default_factory=list)  # input, status, frames, s, detail
 
     def as_dict(self) -> dict[str, Any]:
@@ -142,6 +145,8 @@ class _Job:
         report.frames += result.frames
         report.decode_errors += result.decode_errors
         report.notes += [f"{src.name}: {n}" for n in result.notes]
+        if result.repairs is not None:
+            report.repairs = {str(src): result.repairs}
         return result.output
 
     def _peers(self, helpers: Sequence[_Job], plan: OutputPlan, report: Report, name: str) -> list[_Job]:
@@ -248,7 +253,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
         with tqdm(total=len(pairs), desc="files", unit="file", disable=opts.quiet, file=sys.stderr) as bar:
             cluster.run(pairs, opts, report, progress=bar.update)
         report.wall_seconds = time.perf_counter() - start
-        return report
+        return _one_file_repairs(report, src)
     devices = opts.devices or [opts.device]
     # one engine per device (a bad model fails before any file is touched); files bars only for one device
     jobs = [_Job(replace(opts, device=dev, quiet=opts.quiet or len(devices) > 1)) for dev in devices]
@@ -276,6 +281,44 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
                 list(pool.map(work, jobs))
     for job in jobs:
         add_engine_stats(report, job)
+    report.wall_seconds = time.perf_counter() - start
+    return _one_file_repairs(report, src)
+
+
+def _one_file_repairs(report: Report, src: Path) -> Report:
+    """One file's report gives its repairs as they are; a folder's, by input."""
+    if not src.is_dir() and report.repairs:
+        report.repairs = next(iter(report.repairs.values()))
+    return report
+
+
+def repair_only(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
+    """`vsr repair`: one video through the ingest filters and tape repair alone, no network, every other
+    stream copied as `vsr upscale` copies them (for people who upscale elsewhere)."""
+    start = time.perf_counter()
+    src = Path(src)
+    _check_input(src)
+    if src.is_dir() or src.suffix.lower() not in VIDEO_SUFFIXES:
+        raise VsrError(f"{src}: vsr repair takes one video ({' '.join(VIDEO_SUFFIXES)})")
+    dst = Path(dst) if dst is not None else default_output(src, "repaired")
+    if dst.is_dir():
+        dst = dst / src.name
+    _check_writable(dst.parent)
+    check_encoder_options(opts.video)
+    report = Report()
+    plan = distinct_outputs([(src, dst)], opts.video, report, one_file=True)[1].get(src)
+    if plan is None:  # not a readable video: probing it again says why in one line
+        plan = plan_output(src, dst, opts.video)
+    if plan.finished() is not None and not opts.overwrite:
+        report.skipped.append(str(plan.finished()))
+        return report
+    video = replace(opts.video, quiet=opts.quiet or opts.video.quiet)
+    result = transcode(src, dst, lambda frames, indices, resets: frames, 1.0, video, plan=plan,
+                       identity={"repair only": True} if video.resume else None)
+    report.outputs.append(str(result.output))
+    report.frames, report.decode_errors = result.frames, result.decode_errors
+    report.notes += [f"{src.name}: {n}" for n in result.notes]
+    report.repairs = result.repairs
     report.wall_seconds = time.perf_counter() - start
     return report
 
@@ -334,6 +377,8 @@ def merge(report: Report, part: Report, src: str) -> None:
     for name in ("frames", "decode_errors", "model_seconds", "nonfinite_recomputed", "nonfinite_fallback"):
         setattr(report, name, getattr(report, name) + getattr(part, name))
     report.notes += [n for n in part.notes if n not in report.notes]
+    if part.repairs:
+        report.repairs = {**(report.repairs or {}), **{src: r for r in part.repairs.values()}}
     report.rows += [(src, *row[1:]) for row in part.rows]
 
 
@@ -421,7 +466,7 @@ def _check_writable(folder: Path) -> None:
 # A restoration preset (pipelines/NAME.yml): ingest filters, model and encoding for one kind of source.
 PRESET_KEYS: dict[str, set[str] | None] = {
     "name": None, "description": None, "model": None, "scale": None,
-    "ingest": {"deinterlace", "double_rate", "crop", "colour"},
+    "ingest": {"deinterlace", "double_rate", "crop", "colour", "repair"},
     "encode": {"codec", "crf", "encoder_preset", "pix_fmt", "options", "keep_sar"},
 }
 
@@ -441,10 +486,11 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
         enc = {k: v for k, v in enc.items() if k == "keep_sar"}
 
     crop = pick("crop", ing.get("crop"), "off")
+    repair = RepairOptions(mode=str(pick("repair", ing.get("repair"), "off")), chroma_delay=given["chroma_delay"])
     ingest = IngestOptions(deinterlace=pick("deinterlace", ing.get("deinterlace"), "auto"),
                            double_rate=bool(pick("double_rate", ing.get("double_rate"), False)),
                            crop=None if crop in ("off", False) else str(crop),
-                           colour=pick("colour", ing.get("colour"), "auto"))
+                           colour=pick("colour", ing.get("colour"), "auto"), repair=repair)
     crf = pick("crf", enc.get("crf"), None)
     video = VideoOptions(codec=codec,
                          crf=float(crf) if crf is not None else None,

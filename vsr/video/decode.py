@@ -14,6 +14,7 @@ import numpy as np
 from vsr.video.colour import to_rgb
 from vsr.video.ingest import FrameFilter, IngestPlan
 from vsr.video.probe import VideoInfo
+from vsr.video.repair import RepairStage, undo_chroma_delay
 from vsr.video.scenes import is_cut, signature
 
 
@@ -89,6 +90,8 @@ class Decoder:
         self.info = info
         self.source = source or info
         self.ingest = ingest if ingest is not None and ingest.active else None
+        self.repair_plan = ingest.repair if ingest is not None and ingest.repair and ingest.repair.active else None
+        self.repair: RepairStage | None = None  # one per decoding pass
         self.out = out
         self.stop = stop
         self.batch_size = batch_size
@@ -144,6 +147,7 @@ class Decoder:
         self._skipping = self.start_point is not None and self.start_point.index > 0
         self._seen_before, self._hit, self._done = 0, False, False
         self._seek_mode = seek
+        self.repair = RepairStage(self.repair_plan) if self.repair_plan else None
         with av.open(str(src.path), metadata_errors="replace") as container:
             stream = container.streams[src.video_index]
             stream.thread_type = "AUTO"  # frame + slice threading in the decoder
@@ -151,7 +155,7 @@ class Decoder:
                 # Well before the resume point: the decoder restarts at a keyframe and the
                 # deinterlacer sees the frames around the first one it must produce.
                 after = Fraction(self.start_point.after_pts) * self.info.time_base / src.time_base
-                margin = (8 + self.context_frames) * self._nominal_duration(src)
+                margin = (8 + self.context_frames + self._radius) * self._nominal_duration(src)
                 container.seek(max(0, int(after) - margin), stream=stream, backward=True)
             graph = FrameFilter(self.ingest, stream, time_base=self.info.time_base) if self.ingest else None
             nominal_src = self._nominal_duration(src)
@@ -171,16 +175,21 @@ class Decoder:
                                 0 if last_src_pts is None else last_src_pts + nominal_src)
                         last_src_pts = frame.pts
                         for out in graph.feed(frame):
-                            self._emit(out)
+                            self._repaired(out)
                     else:
-                        self._emit(frame)
+                        self._repaired(frame)
                     if self._done:
                         break
                 if self._done:
                     break
             if graph is not None and not self._done:
                 for out in graph.feed(None):
-                    self._emit(out)
+                    self._repaired(out)
+                    if self._done:
+                        break
+            if self.repair is not None and not self._done:
+                for out, rgb in self.repair.flush():
+                    self._emit(out, rgb)
                     if self._done:
                         break
             if self._skipping and self._seek_mode:
@@ -193,7 +202,23 @@ class Decoder:
                 self._flush()
         self._summarise()
 
-    def _emit(self, frame: av.VideoFrame) -> None:
+    @property
+    def _radius(self) -> int:
+        return self.repair_plan.radius if self.repair_plan else 0
+
+    def _repaired(self, frame: av.VideoFrame) -> None:
+        """Through the repair stage (which hands frames back a few frames later) to :meth:`_emit`."""
+        if self.repair is None:
+            self._emit(frame)
+            return
+        delay = self.repair_plan.chroma_delay
+        for out, rgb in self.repair.push(frame, self._to_rgb(undo_chroma_delay(frame, delay) if delay else frame)):
+            self._emit(out, rgb)
+            if self._done:
+                return
+
+    def _emit(self, frame: av.VideoFrame, rgb: np.ndarray | None = None) -> None:
+        """One decoded (filtered, repaired) frame; ``rgb``: its picture when the repair stage made it."""
         if self._done:
             return
         nominal = self._nominal_duration(self.info)
@@ -202,7 +227,7 @@ class Decoder:
             pts = frame.pts if frame.pts is not None else frame.dts
             if pts is not None and pts <= sp.after_pts:
                 self._seen_before += 1
-                self._recent.append([frame, None])
+                self._recent.append([frame if rgb is None else rgb, None])
                 if pts == sp.after_pts:
                     self._hit = True
                     self.last_pts, self.last_duration = pts, frame.duration or nominal
@@ -223,7 +248,7 @@ class Decoder:
         duration = frame.duration or nominal
         self.last_pts, self.last_duration = pts, duration
         if self._skipping:  # counting from the start: the same frames an uninterrupted run saw
-            self._recent.append([frame, None])
+            self._recent.append([frame if rgb is None else rgb, None])
             self.stats.decoded += 1
             if self.stats.decoded == self.start_point.index:
                 if pts != self.start_point.after_pts:
@@ -234,7 +259,11 @@ class Decoder:
                     self._done = True
             return
         index = self.stats.decoded
-        rgb = self._to_rgb(frame)
+        if rgb is None:
+            rgb = self._to_rgb(frame)
+        if self.repair is not None:
+            tb = self.info.time_base
+            self.repair.stats.see(float(pts * tb), float(nominal * tb), rgb)
         item = [rgb, None]
         if index == 0 or (self.segment_frames and index % self.segment_frames == 0):
             context = list(self._recent)[-self.context_frames:] if self.context_frames and index else []
@@ -262,7 +291,7 @@ class Decoder:
     def _needed_before(self) -> int:
         """Frames a resumed decode must see before its start point: the warm-up frames, plus the
         deinterlacer's context for the first of them."""
-        return min(self.context_frames, self.start_point.index) + (4 if self.ingest else 1)
+        return min(self.context_frames, self.start_point.index) + (4 if self.ingest else 1) + self._radius
 
     def _rgb(self, item: list) -> np.ndarray:
         if isinstance(item[0], av.VideoFrame):

@@ -22,6 +22,7 @@ from vsr.errors import VsrError
 from vsr.video.colour import BT470BG, BT709, SMPTE170M, Colour
 from vsr.video.ffmpeg import compile_cmd, execute, log_tail
 from vsr.video.probe import VideoInfo
+from vsr.video.repair import RepairOptions, RepairPlan, head_switching_band, plan_repair, yuv_planes
 
 DEINTERLACERS = ("auto", "off", "bwdif", "yadif")
 COLOUR_MODES = ("auto", "bt709", "keep")
@@ -38,12 +39,14 @@ class IngestOptions:
     crop: None, "auto" (black borders and the VHS head-switching band) or "W:H:X:Y" in input pixels.
     colour: auto converts BT.601 to BT.709 when the output is HD (>= 720 lines), bt709 always converts
         BT.601 input, keep never converts (the BT.601 tags stay).
+    repair: tape repair after the filters (vsr.video.repair).
     """
 
     deinterlace: str = "off"
     double_rate: bool = False
     crop: str | None = None
     colour: str = "auto"
+    repair: RepairOptions = RepairOptions()
 
     def __post_init__(self) -> None:
         if self.deinterlace not in DEINTERLACERS:
@@ -85,15 +88,20 @@ class IngestPlan:
     crop: Crop | None = None
     colour_from: str | None = None  # the colorspace filter's input preset, when converting to BT.709
     full_range: bool = False
+    repair: RepairPlan | None = None  # tape repair on the filtered frames
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def active(self) -> bool:
+        """There are FFmpeg filters to run."""
         return bool(self.deinterlacer or self.crop or self.colour_from)
 
     def identity(self) -> dict[str, object]:
-        return {"deinterlacer": self.deinterlacer, "parity": self.parity, "double_rate": self.double_rate,
-                "crop": str(self.crop) if self.crop else None, "colour_from": self.colour_from}
+        ident = {"deinterlacer": self.deinterlacer, "parity": self.parity, "double_rate": self.double_rate,
+                 "crop": str(self.crop) if self.crop else None, "colour_from": self.colour_from}
+        if self.repair is not None and self.repair.active:
+            ident["repair"] = self.repair.identity()
+        return ident
 
     def filters(self) -> list[tuple[str, str]]:
         """(filter name, arguments), in graph order. Crop first: the deinterlacer then sees whole fields
@@ -139,8 +147,8 @@ def resolve(options: IngestOptions, info: VideoInfo, *, scale: float) -> IngestP
         else:
             deinterlacer, parity = options.deinterlace, order if found else "auto"
     crop = None
-    if options.crop == "auto":
-        crop = detect_crop(info)
+    if options.crop == "auto":  # the head-switching band stays when tape repair mends it
+        crop = detect_crop(info, band="head-switching" not in options.repair.wanted())
         if crop is not None:
             notes.append(f"cropped to {crop} (black borders / head-switching band)")
     elif options.crop:
@@ -155,9 +163,15 @@ def resolve(options: IngestOptions, info: VideoInfo, *, scale: float) -> IngestP
         pal = info.colour.matrix == BT470BG or info.colour.primaries == 5 or info.height in (576, 288)
         colour_from = "bt601-6-625" if pal else "bt601-6-525"
         notes.append("BT.601 colour converted to BT.709 for the HD output (--colour keep leaves it BT.601)")
+    repair = None
+    if options.repair.wanted() or options.repair.chroma_delay is not None:
+        sample = [f[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width] if crop else f
+                  for f in sample_frames(info)]
+        repair = plan_repair(options.repair, sample)
+        notes += repair.notes
     return IngestPlan(deinterlacer=deinterlacer, parity=parity,
                       double_rate=bool(deinterlacer and options.double_rate), crop=crop,
-                      colour_from=colour_from, full_range=info.colour.range == 2, notes=tuple(notes))
+                      colour_from=colour_from, full_range=info.colour.range == 2, repair=repair, notes=tuple(notes))
 
 
 def _run_detect(info: VideoInfo, vf: str, *, what: str, off: str, frames: int = SAMPLE_FRAMES) -> str:
@@ -203,8 +217,8 @@ def detect_interlace(info: VideoInfo) -> tuple[bool, str, str]:
     return interlaced, ("tff" if tff >= bff else "bff"), counts
 
 
-def detect_crop(info: VideoInfo) -> Crop | None:
-    """Black borders (cropdetect over a sample) plus the head-switching band at the bottom."""
+def detect_crop(info: VideoInfo, *, band: bool = True) -> Crop | None:
+    """Black borders (cropdetect over a sample) plus (``band``) the head-switching band at the bottom."""
     x, y, w, h = 0, 0, info.width, info.height
     log = _run_detect(info, "cropdetect=limit=24:round=2:reset=0", what="border detection",
                       off="--crop off")
@@ -213,8 +227,8 @@ def detect_crop(info: VideoInfo) -> Crop | None:
         cw, ch, cx, cy = (int(v) for v in found[-1])
         if cw >= info.width // 4 and ch >= info.height // 4:  # an all-black sample says nothing
             x, y, w, h = cx, cy, cw, ch
-    band = head_switching_rows(info, top=y, bottom=y + h)
-    h -= band
+    if band:
+        h -= head_switching_rows(info, top=y, bottom=y + h)
     x, y = x - x % 2, y - y % 2  # whole chroma samples for 4:2:0
     w, h = min(w - w % 2, info.width - x), min(h - h % 2, info.height - y)
     if (x, y, w, h) == (0, 0, info.width, info.height):
@@ -223,29 +237,38 @@ def detect_crop(info: VideoInfo) -> Crop | None:
 
 
 def head_switching_rows(info: VideoInfo, *, top: int, bottom: int, samples: int = 24) -> int:
-    """How many rows at the bottom of the picture area are the VHS head-switching band.
-
-    Those lines are torn sideways and noisy: each differs from the line above it far more than lines in
-    the picture do. Rows are tested upwards from the bottom; the band is the unbroken run of outliers.
-    """
-    ratios = []
+    """How many rows at the bottom of the picture area (rows top..bottom) are the VHS head-switching band."""
+    lumas = []
     with av.open(str(info.path)) as c:
         stream = c.streams[info.video_index]
         for i, frame in enumerate(c.decode(stream)):
             if i >= samples:
                 break
-            y = frame.to_ndarray(format="gray").astype(np.float32)[top:bottom]
-            d = np.abs(np.diff(y, axis=0)).mean(axis=1)  # d[r]: row r+1 against row r
-            ref = float(np.median(d)) + 1.0
-            ratios.append(d / ref)
-    if not ratios:
-        return 0
-    ratio = np.median(np.stack(ratios), axis=0)
-    limit = max(2, (bottom - top) // 24)  # the band is a few lines (about 6-10 of 480/576)
-    rows = 0
-    while rows < limit and ratio[-1 - rows] > 4.0:
-        rows += 1
-    return rows + 1 if rows >= 2 else 0  # +1: the first outlier row compares the last clean line with the band
+            lumas.append(frame.to_ndarray(format="gray").astype(np.float32)[top:bottom])
+    return head_switching_band(lumas)
+
+
+def sample_frames(info: VideoInfo, count: int = 6) -> list[np.ndarray]:
+    """``count`` frames spread over the input (past its first tenth, where leaders and titles are), as
+    :func:`vsr.video.repair.yuv_planes`; the first frames of a file too short or unseekable for that."""
+    frames: list[np.ndarray] = []
+    with av.open(str(info.path), metadata_errors="replace") as c:
+        stream = c.streams[info.video_index]
+        duration = info.duration or 0.0
+        for k in range(count):
+            if duration > 2.0:
+                try:
+                    c.seek(int((0.1 + 0.8 * k / count) * duration * av.time_base), backward=True)
+                except av.error.FFmpegError:
+                    break
+            frame = next((f for f in c.decode(stream)), None)
+            if frame is None:
+                break
+            frames.append(yuv_planes(frame))
+        if len(frames) < count:  # in order from the start instead
+            c.seek(0)
+            frames = [yuv_planes(f) for _, f in zip(range(count), c.decode(stream))]
+    return frames
 
 
 class FrameFilter:

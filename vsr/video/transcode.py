@@ -34,6 +34,7 @@ from vsr.video.encode import EncodeLayout, SegmentWriter, concat_segments, plan_
 from vsr.video.mux import MuxPlan, mux, plan_mux
 from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
+from vsr.video.repair import RepairStats
 from vsr.video.resume import (Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, output_lock,
                               work_dir_for)
 
@@ -98,6 +99,7 @@ class TranscodeResult:
     model_seconds: float  # time spent inside `process`
     wall_seconds: float
     notes: list[str] = field(default_factory=list)
+    repairs: dict | None = None  # what tape repair found (RepairStats.report), when it ran
 
 
 def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float,
@@ -323,8 +325,12 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
     os.replace(partial, plan.path)
     if manifest is not None and done_before > manifest.adopted:
         notes.append(f"{done_before - manifest.adopted} of {total} frames came from the earlier, interrupted run")
+    repairs = None
+    if filters.repair is not None:
+        stage = pipe.decoder.repair if pipe is not None else None
+        repairs = (stage.stats if stage else RepairStats()).report(filters.repair)
     return TranscodeResult(output=plan.path, frames=total, decode_errors=decode_errors,
-                           model_seconds=model_seconds, wall_seconds=0.0, notes=notes)
+                           model_seconds=model_seconds, wall_seconds=0.0, notes=notes, repairs=repairs)
 
 
 def _check_output_file(path: Path, frames: int) -> None:

@@ -1,0 +1,164 @@
+"""Tape repair: defects put on a moving picture at known places (vsr.train.tape) are measured and undone; clean
+footage comes through bit for bit; a resumed run repairs exactly as an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from vsr.cli import main
+from vsr.train import tape
+from vsr.video import IngestOptions, VideoOptions, ingest, probe, transcode
+from vsr.video.decode import Decoder, StartPoint
+from vsr.video.repair import (RepairOptions, RepairPlan, RepairStage, head_switching_band, measure_chroma_delay,
+                              repair_head_switching)
+
+W, H = 320, 240
+
+
+def pan(frames: int, *, seed: int = 0) -> list[np.ndarray]:
+    """A camera moving across a photograph (scikit-image's coffee, enlarged): frames of W x H."""
+    photo = cv2.resize(data.coffee(), None, fx=1.6, fy=1.6, interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(seed)
+    vx, vy = rng.uniform(-2.5, 2.5, 2)
+    x0, y0 = 150 + rng.uniform(0, 100), 100 + rng.uniform(0, 80)
+    return [cv2.warpAffine(photo, np.float32([[1, 0, x0 + vx * i], [0, 1, y0 + vy * i]]), (W, H),
+                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP) for i in range(frames)]
+
+
+def write(path: Path, frames: list[np.ndarray]) -> Path:
+    """Lossless FFV1 (4:4:4) at 25 frames per second."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = W, H, "yuv444p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode(None))
+    return path
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray() for f in c.decode(video=0)]
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255 ** 2 / max(1e-6, np.mean((a - b) ** 2))))
+
+
+@pytest.mark.parametrize("dx,dy", [(-2.75, 0.0), (1.5, 1.0), (3.0, -0.5)])
+def test_chroma_delay_is_measured_within_a_quarter_pixel(dx, dy):
+    clean = pan(3, seed=1)
+    base = measure_chroma_delay(clean)  # the photograph's own chroma sits within a fraction of a pixel
+    got = measure_chroma_delay([tape.chroma_delay(f, dx, dy) for f in clean])
+    assert abs(got[0] - base[0] - dx) <= 0.25 and abs(got[1] - base[1] - dy) <= 0.25, (got, base)
+
+
+def test_dropouts_are_filled_from_the_neighbouring_frames():
+    clean = pan(8, seed=2)
+    rng = np.random.default_rng(3)
+    hit, masks = zip(*(tape.dropouts(f, 1, rng) for f in clean))
+    stage = RepairStage(RepairPlan(dropouts=True))
+    out = [f for i, f in enumerate(hit) for f in stage.push(i, f)] + stage.flush()
+    assert [i for i, _ in out] == list(range(8))  # every frame, in order
+    assert stage.stats.dropouts_filled >= 7
+    for (_, o), m, c, h in zip(out, masks, clean, hit):
+        if np.abs(luma(h)[m] - luma(c)[m]).mean() > 30:  # a streak that shows (not black on black)
+            assert psnr(luma(o)[m], luma(c)[m]) > psnr(luma(h)[m], luma(c)[m]) + 15
+    stage = RepairStage(RepairPlan(dropouts=True))  # clean footage: nothing to fill, every pixel kept
+    out = [f for i, f in enumerate(clean) for f in stage.push(i, f)] + stage.flush()
+    assert stage.stats.dropouts_filled == 0 and all(o is c or np.array_equal(o, c) for (_, o), c in zip(out, clean))
+
+
+def test_head_switching_band_is_measured_and_mended():
+    clean = pan(4, seed=4)
+    rng = np.random.default_rng(5)
+    torn = [tape.head_switching(f, 8, 20, rng) for f in clean]
+    rows = head_switching_band([luma(f) for f in torn])
+    assert 4 <= rows <= 9 and head_switching_band([luma(f) for f in clean]) == 0
+    for c, t in zip(clean, torn):
+        before = psnr(luma(t)[-16:], luma(c)[-16:])
+        after = psnr(luma(repair_head_switching(t, rows))[-16:], luma(c)[-16:])
+        assert after > before + 2, (before, after)
+
+
+def tape_clip(path: Path, frames: int = 12) -> tuple[Path, list[np.ndarray]]:
+    clean = pan(frames, seed=6)
+    rng = np.random.default_rng(7)
+    bad = [tape.dropouts(tape.chroma_delay(f, 2.5, 0.0), 1, rng)[0] for f in clean]
+    return write(path, [tape.head_switching(f, 8, 16, rng) for f in bad]), clean
+
+
+def test_vsr_repair_measures_reports_and_mends(tmp_path, capsys):
+    src, clean = tape_clip(tmp_path / "tape.mkv")
+    out = tmp_path / "mended.mkv"
+    assert main(["repair", str(src), "-o", str(out), "--codec", "ffv1", "--pix-fmt", "yuv444p", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    r = report["repairs"]
+    assert abs(r["chroma_delay"][0] - 2.5) <= 0.3 and abs(r["chroma_delay"][1]) <= 0.3, r
+    assert r["dropouts_filled"] >= 10 and r["head_switching_lines"] >= 4, r
+    assert r["repeated_frames"] == [] and r["gaps"] == [] and r["chroma_noise"] is False
+    got, before = decoded(out), decoded(src)
+    assert len(got) == len(clean)
+    body = slice(8, -20)  # away from the band and the picture's edges
+    gain = np.mean([psnr(luma(g)[body], luma(c)[body]) - psnr(luma(b)[body], luma(c)[body])
+                    for g, b, c in zip(got, before, clean)])
+    assert gain > 1.0, gain
+
+
+def test_repair_auto_changes_nothing_on_clean_footage(tmp_path, capsys):
+    src = write(tmp_path / "clean.mkv", pan(10, seed=8))
+    outs = {}
+    for mode in ("off", "auto"):
+        outs[mode] = tmp_path / f"{mode}.mkv"
+        assert main(["repair", str(src), "-o", str(outs[mode]), "--repair", mode, "--codec", "ffv1", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+    assert report["repairs"] == {"chroma_delay": None, "dropouts_filled": 0, "head_switching_lines": 0,
+                                 "chroma_noise": False, "jitter_px": None, "repeated_frames": [], "gaps": []}
+    assert decoded(outs["off"]) and all(np.array_equal(a, b) for a, b in zip(decoded(outs["off"]),
+                                                                             decoded(outs["auto"])))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--chroma-delay", "40,0"], "give values within +-8"),
+    (["--repair", "dropouts,wobble"], "unknown repair 'wobble'"),
+])
+def test_bad_repair_options_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    src = write(tmp_path / "clean.mkv", pan(3))
+    assert main(["repair", str(src), "-o", str(tmp_path / "out.mkv"), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.mkv"]
+
+
+def test_a_resumed_decode_repairs_exactly_as_a_full_one(tmp_path):
+    """The frame before a resume point is decoded again for the repair of the first frame after it."""
+    src, _ = tape_clip(tmp_path / "tape.mkv", frames=16)
+    info = probe(src)
+    plan = ingest.resolve(IngestOptions(repair=RepairOptions(mode="auto")), info, scale=1)
+    assert plan.repair.dropouts and plan.repair.chroma_delay
+
+    def decode(start=None):
+        q: queue.Queue = queue.Queue()
+        dec = Decoder(info, q, threading.Event(), batch_size=4, max_frames=None, high_bit_depth=False,
+                      source=info, ingest=plan, segment_frames=5, start=start)
+        dec._decode()
+        return [(p, f.tobytes()) for b in q.queue for p, f in zip(b.pts, b.frames)]
+
+    full = decode()
+    assert decode(StartPoint(index=10, after_pts=full[9][0])) == full[10:]
+    ref = transcode(src, tmp_path / "ref.mkv", lambda x, *_: x, 1, VideoOptions(
+        codec="ffv1", quiet=True, resume=True, batch_size=2, ingest=IngestOptions(repair=RepairOptions("auto"))),
+        segment_frames=5)
+    assert [f.tobytes() for f in decoded(ref.output)] == [f for _, f in full]

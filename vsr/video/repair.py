@@ -1,0 +1,442 @@
+"""Tape repair: what a VHS tape and deck did to the picture, undone on decoded frames before the network.
+
+Each repair is measured from the picture, never assumed:
+
+- chroma delay: colour shifted against luma by the chroma path's filters (1-4 px at 720 wide, sometimes a
+  line). Measured once from the edges of a sample of the clip: in a small window around an edge, chroma is
+  an affine function of luma when both are in place, so the shift that makes that fit best is the delay.
+  Undone with one sub-pixel shift of both chroma planes.
+- dropouts: short horizontal streaks, far brighter or darker than the lines above and below, that the
+  neighbouring frames (motion compensated) do not have at that place. Filled from the neighbour that matches
+  around the streak, else from the lines above and below.
+- head-switching: the last lines of the picture, torn sideways and noisy. The band's height is measured on a
+  sample; each of its lines is moved back into line with the one above, and lines that still do not match
+  are filled from above.
+
+Frames are (H, W, 3) uint8 or uint16 RGB. The stage sees each frame with its neighbours only (one frame before
+and after), so a resumed run that decodes the frame before its start point again repairs exactly as an
+uninterrupted one did.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+from vsr.errors import VsrError
+
+REPAIRS = ("chroma-delay", "dropouts", "head-switching")
+MAX_CHROMA_DELAY = 8.0  # px: farther than any deck puts it; a larger forced value is a mistake
+APPLY_CHROMA_DELAY = 0.75  # px: smaller measured delays are left alone (digital chroma siting is within 0.5)
+
+
+@dataclass(frozen=True)
+class RepairOptions:
+    """What to repair: ``mode`` off, auto (each repair detects and applies what it finds) or a set of names
+    (those only, each still measured); ``chroma_delay`` (dx, dy) forces that value."""
+
+    mode: str = "off"
+    chroma_delay: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.wanted()
+        if self.chroma_delay is not None and max(map(abs, self.chroma_delay)) > MAX_CHROMA_DELAY:
+            raise VsrError(f"--chroma-delay {self.chroma_delay[0]:g},{self.chroma_delay[1]:g}: a deck delays "
+                           f"chroma by a few pixels; give values within +-{MAX_CHROMA_DELAY:g}")
+
+    def wanted(self) -> frozenset[str]:
+        if self.mode == "off":
+            return frozenset()
+        if self.mode == "auto":
+            return frozenset(REPAIRS)
+        names = [n.strip() for n in self.mode.split(",") if n.strip()]
+        unknown = [n for n in names if n not in REPAIRS]
+        if unknown or not names:
+            raise VsrError(f"--repair {self.mode}: unknown repair {unknown[0] if unknown else '(none)'!r}; "
+                           f"expected auto, off or a comma list of {', '.join(REPAIRS)}")
+        return frozenset(names)
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """The repairs one input gets (measurement done). Part of a resume manifest's identity."""
+
+    chroma_delay: tuple[float, float] | None = None  # applied (dx, dy), px: chroma moved right/down by the tape
+    dropouts: bool = False
+    head_switching: int = 0  # rows of the band at the bottom of the picture
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.chroma_delay or self.dropouts or self.head_switching)
+
+    @property
+    def radius(self) -> int:
+        """Frames before and after a frame that its repair looks at."""
+        return 1 if self.dropouts else 0
+
+    def identity(self) -> dict[str, object]:
+        return {"chroma_delay": list(self.chroma_delay) if self.chroma_delay else None,
+                "dropouts": self.dropouts, "head_switching": self.head_switching}
+
+
+def plan_repair(options: RepairOptions, sample: list[np.ndarray]) -> RepairPlan:
+    """Measure what ``options`` asks for on ``sample`` (frames spread over the clip, from :func:`yuv_planes`,
+    cropped as the stage will see them) and decide the repairs."""
+    wanted = options.wanted()
+    notes = []
+    delay = None
+    if options.chroma_delay is not None:
+        delay = tuple(float(v) for v in options.chroma_delay)
+        notes.append(f"chroma moved back by {delay[0]:+.2f}, {delay[1]:+.2f} px (--chroma-delay)")
+    elif "chroma-delay" in wanted and sample:
+        dx, dy = measure_chroma_delay(sample)
+        if max(abs(dx), abs(dy)) >= APPLY_CHROMA_DELAY:
+            delay = (dx, dy)
+            notes.append(f"chroma delay {dx:+.2f}, {dy:+.2f} px (right, down) measured and undone")
+    rows = head_switching_band([f[..., 0] for f in sample]) if "head-switching" in wanted and sample else 0
+    if rows:
+        notes.append(f"head-switching band of {rows} lines at the bottom repaired")
+    if delay == (0.0, 0.0):
+        delay = None
+    return RepairPlan(chroma_delay=delay, dropouts="dropouts" in wanted, head_switching=rows, notes=tuple(notes))
+
+
+# --- pictures ------------------------------------------------------------------------------------------
+
+def _peak(rgb: np.ndarray) -> float:
+    return 65535.0 if rgb.dtype == np.uint16 else 255.0
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) float32 luma of an RGB frame, 0..255 whatever its depth."""
+    f = rgb.astype(np.float32) * (255.0 / _peak(rgb))
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
+def _yuv444(frame: av.VideoFrame) -> av.VideoFrame:
+    deep = max(c.bits for c in frame.format.components) > 8
+    return frame.reformat(format="yuv444p16le" if deep else "yuv444p")
+
+
+def yuv_planes(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) float32 Y, U, V of a decoded frame, chroma at full size, on a 0..255 scale (code values:
+    nothing converted to RGB, so nothing clipped)."""
+    f = _yuv444(frame)
+    a = f.to_ndarray()
+    a = a.transpose(1, 2, 0) if a.shape[0] == 3 and a.ndim == 3 and a.shape[-1] != 3 else a
+    return a.astype(np.float32) * (255.0 / 65535.0 if a.dtype == np.uint16 else 1.0)
+
+
+# --- chroma delay --------------------------------------------------------------------------------------
+
+def _box(a: np.ndarray, k: int) -> np.ndarray:
+    return cv2.boxFilter(a, -1, (k, k), normalize=True, borderType=cv2.BORDER_REFLECT)
+
+
+def _shift(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``a`` moved right by dx and down by dy (cubic, edges reflected)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(a, m, (a.shape[1], a.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def _misfit(frames: list[np.ndarray], shifts: list[tuple[float, float]], k: int = 8) -> np.ndarray:
+    """For each candidate (dx, dy): how badly chroma moved back by it fits an affine function of luma, in
+    windows of k x k around luma edges, summed over the frames."""
+    total = np.zeros(len(shifts))
+    for f in frames:
+        y = f[..., 0]
+        m_y = _box(y, k)
+        v_y = _box(y * y, k) - m_y * m_y
+        edges = v_y > 25.0  # windows with luma structure (std above 5 levels)
+        if not edges.any():
+            continue
+        for i, (dx, dy) in enumerate(shifts):
+            for c in (1, 2):
+                ch = _shift(f[..., c], -dx, -dy)
+                m_c = _box(ch, k)
+                v_c = _box(ch * ch, k) - m_c * m_c
+                cov = _box(y * ch, k) - m_y * m_c
+                total[i] += float((v_c - cov * cov / (v_y + 1e-3))[edges].mean())
+    return total
+
+
+def _best(frames: list[np.ndarray], axis: int, limit: float, other: float) -> float:
+    """Along one axis (1: x, 0: y; the other axis at ``other``): coarse steps over +-limit, then fine ones
+    around the best, then a parabola through the three best."""
+    def at(values: np.ndarray) -> list[tuple[float, float]]:
+        return [(float(v), other) if axis == 1 else (other, float(v)) for v in values]
+
+    coarse = np.arange(-limit, limit + 1e-6, 0.5)
+    c0 = float(coarse[int(np.argmin(_misfit(frames, at(coarse))))])
+    fine = c0 + np.arange(-0.5, 0.5 + 1e-6, 0.1)
+    cost = _misfit(frames, at(fine))
+    i = int(np.clip(np.argmin(cost), 1, len(fine) - 2))
+    a, b, c = cost[i - 1], cost[i], cost[i + 1]
+    step = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c > 0 else 0.0
+    return round(float(fine[i] + np.clip(step, -1, 1) * 0.1), 2)
+
+
+def measure_chroma_delay(frames: list[np.ndarray]) -> tuple[float, float]:
+    """(dx, dy) in pixels: how far right and down the chroma sits against luma, over ``frames`` (from
+    :func:`yuv_planes`: in YUV, where nothing is clipped yet). Each axis is measured with the other's shift
+    undone."""
+    dx = _best(frames, 1, 6.0, 0.0)
+    dy = _best(frames, 0, 2.0, dx)
+    return _best(frames, 1, 6.0, dy), dy
+
+
+def undo_chroma_delay(frame: av.VideoFrame, delay: tuple[float, float]) -> av.VideoFrame:
+    """The frame (as 4:4:4, same depth) with its chroma moved back by ``delay`` (dx, dy) px."""
+    f = _yuv444(frame)
+    a = f.to_ndarray()
+    planar = a.shape[0] == 3 and a.shape[-1] != 3  # 8-bit comes as (3, H, W), 16-bit as (H, W, 3)
+    planes = [a[c] if planar else a[..., c] for c in range(3)]
+    peak = 65535.0 if a.dtype == np.uint16 else 255.0
+    for c in (1, 2):
+        moved = _shift(planes[c].astype(np.float32), -delay[0], -delay[1])
+        planes[c] = np.clip(moved + 0.5, 0, peak).astype(a.dtype)
+    out = av.VideoFrame.from_ndarray(np.stack(planes, axis=0 if planar else -1), format=f.format.name)
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    return out
+
+
+# --- dropouts ------------------------------------------------------------------------------------------
+
+def _vertical_median(y: np.ndarray, reach: int = 3) -> np.ndarray:
+    """Each pixel's median over the 2 * reach + 1 lines around it: a streak of up to ``reach`` lines is not in it."""
+    padded = np.pad(y, ((reach, reach), (0, 0)), mode="reflect")
+    return np.median(np.stack([padded[i:i + y.shape[0]] for i in range(2 * reach + 1)]), axis=0)
+
+
+def _streaks(candidates: np.ndarray, min_length: int) -> tuple[int, np.ndarray]:
+    """Connected groups of candidate pixels that are streaks: at least ``min_length`` wide, at most 3 lines
+    tall and far wider than tall. Returns (count, mask)."""
+    closed = cv2.morphologyEx(candidates.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_WIDTH] >= min_length
+            and stats[i, cv2.CC_STAT_HEIGHT] <= 3 and stats[i, cv2.CC_STAT_WIDTH] >= 4 * stats[i, cv2.CC_STAT_HEIGHT]]
+    return len(keep), np.isin(labels, keep) if keep else np.zeros(candidates.shape, bool)
+
+
+def _aligned(ref: np.ndarray, other_y: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``other`` (H, W, 3) warped onto ``ref`` (luma) by dense optical flow."""
+    a = np.clip(ref, 0, 255).astype(np.uint8)
+    b = np.clip(other_y, 0, 255).astype(np.uint8)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
+    h, w = ref.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(other, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def dropout_threshold(y: np.ndarray) -> float:
+    """Levels (0..255) a streak must stand out by: well above the picture's own line-to-line noise."""
+    noise = float(np.median(np.abs(np.diff(y[::2], axis=0)))) * 1.48  # robust std of line differences
+    return max(40.0, 8.0 * noise)
+
+
+def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Dropout pixels of ``cur`` (mask, dilated to cover a streak's edges) and the neighbours aligned to it
+    (empty when no streak was found). A streak must stand out from the lines around it and from every
+    aligned neighbour at that place, by the same sign."""
+    y = _luma(cur)
+    h, w = y.shape
+    t = dropout_threshold(y)
+    spatial = y - _vertical_median(y)
+    candidates = np.abs(spatial) > t
+    candidates[:4] = candidates[-4:] = False  # the median and the motion are unsure at the picture's edge
+    min_length = max(6, w // 100)
+    n, mask = _streaks(candidates, min_length)
+    if not n or not neighbours:  # a streak no neighbour can confirm is left alone (a thin line of the picture)
+        return np.zeros((h, w), bool), []
+    aligned = []
+    for nb in neighbours:
+        nb_y = _luma(nb)
+        ref = np.where(mask, _vertical_median(y), y)  # the flow should follow the picture, not the streak
+        aligned.append(_aligned(ref, nb_y, nb))
+    temporal = np.stack([y - _luma(a) for a in aligned])  # (N, H, W)
+    same = np.all(np.sign(temporal) == np.sign(spatial), axis=0) & np.all(np.abs(temporal) > t * 0.75, axis=0)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(_streaks(candidates & same, min_length)[1].astype(np.uint8))
+    mask = np.zeros((h, w), bool)
+    for i in range(1, n):  # the whole run, a line more above and below and two pixels more at each end
+        x0, y0, bw, bh = (int(stats[i, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
+                                                         cv2.CC_STAT_HEIGHT))
+        mask[max(0, y0 - 1):y0 + bh + 1, max(0, x0 - 2):x0 + bw + 2] = True
+    return mask, aligned
+
+
+def fill_dropouts(cur: np.ndarray, mask: np.ndarray, aligned: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Each streak of ``mask`` filled from the aligned neighbour that matches ``cur`` best on the lines just
+    around it, or from the lines above and below when none matches (a cut, the same dropout, no neighbour).
+    Returns (frame, streaks filled)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    out = cur.copy()
+    y = _luma(cur)
+    h = cur.shape[0]
+    for i in range(1, n):
+        x0, y0, bw, bh = (int(stats[i, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
+                                                         cv2.CC_STAT_HEIGHT))
+        streak = labels[y0:y0 + bh, x0:x0 + bw] == i
+        ring = np.zeros(mask.shape, bool)  # two lines above and below the streak
+        ring[max(0, y0 - 2):y0, x0:x0 + bw] = True
+        ring[y0 + bh:min(h, y0 + bh + 2), x0:x0 + bw] = True
+        ring &= ~mask
+        best, best_err = None, 12.0  # mean |luma difference| on the ring a usable neighbour stays under
+        for a in aligned:
+            err = float(np.abs(_luma(a)[ring] - y[ring]).mean()) if ring.any() else np.inf
+            if err < best_err:
+                best, best_err = a, err
+        region = out[y0:y0 + bh, x0:x0 + bw]
+        if best is not None:
+            region[streak] = best[y0:y0 + bh, x0:x0 + bw][streak]
+        else:  # between the line above the streak and the one below, by distance
+            top, bottom = max(0, y0 - 1), min(h - 1, y0 + bh)
+            above = cur[top, x0:x0 + bw].astype(np.float32)
+            below = cur[bottom, x0:x0 + bw].astype(np.float32)
+            for r in range(bh):
+                wgt = (y0 + r - top) / max(1, bottom - top)
+                line = (above * (1 - wgt) + below * wgt + 0.5).astype(cur.dtype)
+                region[r][streak[r]] = line[streak[r]]
+    return out, n - 1
+
+
+# --- head switching ------------------------------------------------------------------------------------
+
+def head_switching_band(lumas: list[np.ndarray]) -> int:
+    """How many lines at the bottom of the picture are the head-switching band, over a sample of frames.
+
+    Those lines are torn sideways and noisy: each differs from the line above it far more than lines in the
+    picture do. Lines are tested upwards from the bottom; the band is the unbroken run of outliers."""
+    if not lumas:
+        return 0
+    ratios = []
+    for y in lumas:
+        d = np.abs(np.diff(y, axis=0)).mean(axis=1)  # d[r]: line r+1 against line r
+        ratios.append(d / (float(np.median(d)) + 1.0))
+    ratio = np.median(np.stack(ratios), axis=0)
+    limit = max(2, lumas[0].shape[0] // 24)  # the band is a few lines (about 6-10 of 480/576)
+    rows = 0
+    while rows < limit and ratio[-1 - rows] > 4.0:
+        rows += 1
+    return rows + 1 if rows >= 2 else 0  # +1: the first outlier compares the last clean line with the band
+
+
+def _line_offset(line: np.ndarray, ref: np.ndarray, reach: int) -> int:
+    """The shift (px) that best moves ``line`` onto ``ref`` (mean |difference| over the overlap); 0 unless a
+    shift fits clearly better than none."""
+    w = len(line)
+    errs = {}
+    for s in range(-reach, reach + 1):
+        a, b = (line[s:], ref[:w - s]) if s >= 0 else (line[:w + s], ref[-s:])
+        errs[s] = float(np.abs(a - b).mean())
+    best = min(errs, key=errs.get)
+    return best if errs[best] < 0.9 * errs[0] else 0
+
+
+def repair_head_switching(rgb: np.ndarray, rows: int) -> np.ndarray:
+    """The bottom ``rows`` lines (and a few above them, where the tear starts too faint to measure) moved
+    back into line with the picture above, top to bottom; then what a line differs from the one above it by
+    beyond what lines of the picture usually do (the band's noise) is shrunk away."""
+    out = rgb.copy()
+    h, w = rgb.shape[:2]
+    y = _luma(rgb)
+    band = min(h - 9, rows + rows // 2 + 2)
+    # how much a line of the picture differs from the next, over the lines just above the band
+    usual = float(np.mean([np.mean((y[r] - y[r - 1]) ** 2) for r in range(h - band - 8, h - band)]))
+    reach = max(4, w // 16)
+    for r in range(h - band, h):
+        s = _line_offset(y[r], y[r - 1], reach)
+        line, line_y = np.roll(out[r], -s, axis=0).astype(np.float32), np.roll(y[r], -s)
+        if s:  # what came in at the edge: the line above there
+            edge = slice(w - s, w) if s > 0 else slice(0, -s)
+            line[edge], line_y[edge] = out[r - 1, edge], y[r - 1, edge]
+        d = line_y - y[r - 1]
+        keep = usual / (usual + max(0.0, float(np.mean(d * d)) - usual) + 1e-6)  # Wiener: picture vs noise
+        line = out[r - 1].astype(np.float32) + keep * (line - out[r - 1].astype(np.float32))
+        out[r] = np.clip(line + 0.5, 0, _peak(rgb)).astype(rgb.dtype)
+        y[r] = y[r - 1] + keep * d
+    return out
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+
+def repair_frame(plan: RepairPlan, rgb: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """One RGB frame's dropouts and head-switching band repaired, with its (unrepaired) neighbours: (frame,
+    dropout streaks filled)."""
+    filled = 0
+    if plan.dropouts and neighbours:
+        mask, aligned = find_dropouts(rgb, neighbours)
+        if plan.head_switching:  # the band is torn and noisy throughout: its own repair handles it
+            mask[-plan.head_switching - 2:] = False
+        if mask.any():
+            rgb, filled = fill_dropouts(rgb, mask, aligned)
+    if plan.head_switching:
+        rgb = repair_head_switching(rgb, plan.head_switching)
+    return rgb, filled
+
+
+@dataclass
+class RepairStats:
+    frames: int = 0
+    dropouts_filled: int = 0
+    repeated: list[float] = field(default_factory=list)  # seconds: frames the capture repeated
+    gaps: list[float] = field(default_factory=list)  # seconds: frames that follow a gap in the timestamps
+    _last: tuple[float, np.ndarray] | None = None
+
+    def see(self, time: float, nominal: float, rgb: np.ndarray) -> None:
+        """One output frame at ``time`` s (``nominal``: a frame's usual duration): a repeat is a frame equal
+        to the one before it (a capture card fills a lost frame with the last one); a gap is a step in
+        the timestamps of more than one and a half frames (a capture card dropped frames, audio went on)."""
+        small = cv2.resize(rgb, (max(1, rgb.shape[1] // 4), max(1, rgb.shape[0] // 4)), interpolation=cv2.INTER_AREA)
+        if self._last is not None:
+            before, prev = self._last
+            if np.array_equal(small, prev):
+                self.repeated.append(round(time, 3))
+            if nominal and time - before > 1.5 * nominal:
+                self.gaps.append(round(time, 3))
+        self._last = (time, small)
+
+    def report(self, plan: RepairPlan) -> dict[str, object]:
+        """What the repairs found, as ``--json`` gives it."""
+        return {"chroma_delay": list(plan.chroma_delay) if plan.chroma_delay else None,
+                "dropouts_filled": self.dropouts_filled, "head_switching_lines": plan.head_switching,
+                "chroma_noise": False, "jitter_px": None, "repeated_frames": self.repeated, "gaps": self.gaps}
+
+
+class RepairStage:
+    """Frames in, in order, as (tag, rgb); the same frames out, repaired, ``plan.radius`` frames later (and
+    the rest at :meth:`flush`). The tag (whatever the caller keeps with a frame) comes back untouched.
+    The chroma delay is not undone here but before the frame becomes RGB (:func:`undo_chroma_delay`)."""
+
+    def __init__(self, plan: RepairPlan) -> None:
+        self.plan = plan
+        self.stats = RepairStats()
+        self._buf: deque[tuple[object, np.ndarray]] = deque()
+        self._next = 0  # position in _buf of the next frame to hand back
+
+    def push(self, tag: object, rgb: np.ndarray) -> list[tuple[object, np.ndarray]]:
+        self._buf.append((tag, rgb))
+        return self._ready(final=False)
+
+    def flush(self) -> list[tuple[object, np.ndarray]]:
+        return self._ready(final=True)
+
+    def _ready(self, *, final: bool) -> list[tuple[object, np.ndarray]]:
+        r, out = self.plan.radius, []
+        while self._next < len(self._buf) and (final or len(self._buf) - 1 - self._next >= r):
+            i = self._next
+            tag, rgb = self._buf[i]
+            neighbours = [self._buf[j][1] for j in range(max(0, i - r), min(len(self._buf), i + r + 1)) if j != i]
+            repaired, filled = repair_frame(self.plan, rgb, neighbours)
+            self.stats.frames += 1
+            self.stats.dropouts_filled += filled
+            out.append((tag, repaired))
+            self._next += 1
+            while self._next > r:
+                self._buf.popleft()
+                self._next -= 1
+        return out
