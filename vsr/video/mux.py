@@ -156,12 +156,11 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
         opts["output_ts_offset"] = f"{-info.start_time:.6f}"
     if end_time is not None:
         opts["to"] = f"{end_time + shift:.6f}"  # cut every stream where the video ends (input timestamps)
-    if plan.container in ("mkv", "webm"):
-        # Timestamps as they are, below zero too (AAC priming): before ffmpeg 6, Matroska's default moved
-        # every stream later by the priming, so the video no longer started where the input's does.
-        opts["avoid_negative_ts"] = "disabled"
     if plan.container == "mkv":
         opts["default_mode"] = "passthrough"  # keep the input's default flags, invent none
+        # Timestamps as they are, below zero too (AAC priming), as newer ffmpeg writes them: before 6.1
+        # Matroska's default moved every stream later by the priming, the video off its input times.
+        opts["avoid_negative_ts"] = "disabled"
     if plan.container in ("mp4", "mov"):
         opts["movflags"] = "+faststart"  # index first: playable while still downloading
         if time_scale:  # edit lists (a late video start) in the video's own time scale, not 1/1000 s
