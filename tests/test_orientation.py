@@ -74,7 +74,7 @@ def phone_clip(tmp_path_factory) -> Path:
 
 def displayed_first_frame(path: Path, tmp: Path) -> np.ndarray:
     """The first frame as a player shows it: ffmpeg's command line turns frames by the display matrix (the
-    bundled one: ffmpeg before 6.1 reads no rotation from Matroska)."""
+    bundled one: ffmpeg 5.1 reads no rotation from Matroska)."""
     png = tmp / f"{path.stem}-shown.png"
     run_cmd([bundled_exe() or ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(path), "-frames:v", "1",
              str(png)], what="decoding for display", path=path)

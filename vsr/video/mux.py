@@ -158,8 +158,8 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
         opts["to"] = f"{end_time + shift:.6f}"  # cut every stream where the video ends (input timestamps)
     if plan.container == "mkv":
         opts["default_mode"] = "passthrough"  # keep the input's default flags, invent none
-        # Timestamps as they are, below zero too (AAC priming), as newer ffmpeg writes them: before 6.1
-        # Matroska's default moved every stream later by the priming, the video off its input times.
+        # Timestamps as they are, below zero too (AAC priming), as ffmpeg 9 writes them by default: 5.1's
+        # default moved every stream later by the priming, the video off its input times.
         opts["avoid_negative_ts"] = "disabled"
     if plan.container in ("mp4", "mov"):
         opts["movflags"] = "+faststart"  # index first: playable while still downloading
