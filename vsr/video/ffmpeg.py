@@ -65,7 +65,7 @@ def has_option(exe: str, option: str) -> bool:
 
 
 def describe(exe: str | None = None) -> str:
-    """"ffmpeg VERSION at PATH" (the chosen binary by default)."""
+    """The binary's version and path, as "ffmpeg VERSION at PATH" (the chosen binary by default)."""
     exe = exe or ffmpeg_exe()
     return f"ffmpeg {version(exe)} at {exe}"
 
