@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from vsr import arch, weights
+from vsr.errors import VsrError
 
 # tiny versions of every registered architecture (4-16 channels, 1-2 blocks)
 TINY = {
@@ -29,6 +31,25 @@ def tiny(name: str, seed: int = 0, **params) -> arch.ModelDescriptor:
             p.add_(torch.randn_like(p) * 0.05)
     desc.model.eval()
     return desc
+
+
+def pytest_report_header(config) -> list[str]:
+    """The ffmpeg binary the media tests run against (VSR_FFMPEG picks one) and its version, in every test log:
+    `-q` hides the header, so the line is also written at the start of the run (pytest_sessionstart)."""
+    from vsr.video import ffmpeg
+
+    try:
+        exe = ffmpeg.ffmpeg_exe()
+        found = ffmpeg.describe(exe) + (" (the bundled one)" if exe == ffmpeg.bundled_exe() else "")
+    except VsrError as e:  # every media test will say the same
+        found = str(e)
+    return [f"ffmpeg: {found}; VSR_FFMPEG={os.environ.get(ffmpeg.ENV) or 'unset'}"]
+
+
+def pytest_sessionstart(session) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.get_verbosity() < 0:
+        reporter.write_line(pytest_report_header(session.config)[0])
 
 
 @pytest.fixture(autouse=True)

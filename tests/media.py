@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vsr.video.ffmpeg import run_ffmpeg
+from vsr.video.ffmpeg import ffmpeg_exe, has_option, rotation_args, run_cmd, run_ffmpeg
 
 ASS_SUBS = """[Script Info]
 ScriptType: v4.00+
@@ -41,7 +41,28 @@ title=Ending
 
 FONT_BYTES = b"\x00\x01\x00\x00" + bytes(range(256))  # not a real font: only its bytes must survive
 BT601 = "color_primaries=smpte170m:color_trc=smpte170m:colorspace=smpte170m:range=tv"
+# the same tags on the encoder: before ffmpeg 6 the command line took an encoder's colour from the input,
+# not from the filtered frames, and wrote the setparams tags nowhere
+BT601_TAGS = ["-color_primaries", "smpte170m", "-color_trc", "smpte170m", "-colorspace", "smpte170m",
+              "-color_range", "tv"]
 DROPPED = (3, 7, 8)  # frame numbers removed to make the frame rate variable
+
+
+def passthrough() -> list[str]:
+    """Every frame at its own time (no frames dropped or repeated): `-fps_mode` from ffmpeg 5.1, `-vsync` before."""
+    return ["-fps_mode" if has_option(ffmpeg_exe(), "fps_mode") else "-vsync", "passthrough"]
+
+
+def tag_rotation(src: Path, dst: Path, degrees: int) -> Path:
+    """A stream copy of `src` whose video displays turned `degrees` counter-clockwise (a display matrix, as
+    phones write), written by a binary that can put one into dst's container."""
+    how = rotation_args(degrees, "mp4" if dst.suffix in (".mp4", ".mov") else "mkv")
+    assert how is not None, "no ffmpeg at hand writes a display matrix into " + dst.suffix
+    exe, turn, out_args = how
+    run_cmd([exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+             *(a for k, v in turn.items() for a in (f"-{k}", v)), "-i", str(src), "-c", "copy", *out_args,
+             str(dst)], what="tagging a rotation", path=src)
+    return dst
 
 
 def video_filter(*, width: int, height: int, frames: int, rate: int = 25, sar: str = "1", pix_fmt: str,
@@ -75,7 +96,7 @@ def make_rich_clip(path: Path, *, width: int = 65, height: int = 49, frames: int
         "-f", "lavfi", "-i", f"sine=frequency=660:duration={seconds}:sample_rate=44100",
         "-i", str(subs), "-i", str(chapters),
         "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-map_metadata", "4", "-map_chapters", "4",
-        "-copyts", "-c:v", "ffv1", "-fps_mode", "passthrough",  # -copyts keeps the late video start
+        "-copyts", "-c:v", "ffv1", *BT601_TAGS, *passthrough(),  # -copyts keeps the late video start
         "-c:a:0", "aac", "-c:a:1", "pcm_s16le", "-c:s", "copy",
         "-attach", str(font), "-metadata:s:t", "mimetype=application/x-truetype-font",
         "-metadata:s:v", "title=Main picture", "-metadata:s:a:0", "language=eng",
@@ -94,7 +115,7 @@ def make_mp4(path: Path, *, width: int = 64, height: int = 48, frames: int = 20,
     args = ["-f", "lavfi", "-i", vf]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={frames / rate}", "-c:a", "aac"]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", "10", str(path)]
+    args += ["-c:v", "libx264", *BT601_TAGS, "-preset", "ultrafast", "-g", "10", str(path)]
     run_ffmpeg(args, what="making a test mp4")
     return path
 
@@ -103,7 +124,8 @@ def make_clip(path: Path, *, seconds: float, width: int = 320, height: int = 240
     """A longer clip with audio (benchmarks): H.264 + AAC."""
     vf = video_filter(width=width, height=height, frames=int(seconds * rate), rate=rate, pix_fmt="yuv420p")
     run_ffmpeg(["-f", "lavfi", "-i", vf, "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
-                "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)], what="making a clip")
+                "-c:v", "libx264", *BT601_TAGS, "-preset", "ultrafast", "-c:a", "aac", str(path)],
+               what="making a clip")
     return path
 
 
@@ -130,6 +152,6 @@ def make_ts(path: Path, *, frames: int = 15) -> Path:
     vf = video_filter(width=64, height=48, frames=frames, rate=30, pix_fmt="yuv420p").replace(
         "rate=30", "rate=30000/1001")
     run_ffmpeg(["-f", "lavfi", "-i", vf, "-f", "lavfi", "-i", f"sine=frequency=440:duration={frames / 29.97}",
-                "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-c:a", "mp2", str(path)],
+                "-c:v", "libx264", *BT601_TAGS, "-preset", "ultrafast", "-bf", "2", "-c:a", "mp2", str(path)],
                what="making a test transport stream")
     return path

@@ -11,7 +11,7 @@ import pytest
 from vsr import images
 from vsr.cli import main
 from vsr.video import VideoOptions, probe, transcode
-from vsr.video.ffmpeg import run_ffmpeg
+from vsr.video.ffmpeg import bundled_exe, ffmpeg_exe, run_cmd
 from vsr.video.ingest import detect_crop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,15 +69,15 @@ def phone_clip(tmp_path_factory) -> Path:
     """H.264 + AAC stored 64x48 with a display matrix turning it 90 degrees, as phones write them."""
     folder = tmp_path_factory.mktemp("phone")
     plain = media.make_mp4(folder / "plain.mp4", width=64, height=48, frames=6)
-    clip = folder / "phone.mp4"
-    run_ffmpeg(["-display_rotation", "90", "-i", str(plain), "-c", "copy", str(clip)], what="tagging a rotation")
-    return clip
+    return media.tag_rotation(plain, folder / "phone.mp4", 90)
 
 
 def displayed_first_frame(path: Path, tmp: Path) -> np.ndarray:
-    """The first frame as a player shows it: ffmpeg's command line turns frames by the display matrix."""
+    """The first frame as a player shows it: ffmpeg's command line turns frames by the display matrix (the
+    bundled one: ffmpeg 5.1 reads no rotation from Matroska)."""
     png = tmp / f"{path.stem}-shown.png"
-    run_ffmpeg(["-i", str(path), "-frames:v", "1", str(png)], what="decoding for display")
+    run_cmd([bundled_exe() or ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(path), "-frames:v", "1",
+             str(png)], what="decoding for display", path=path)
     return images.read_image(png)
 
 
@@ -111,8 +111,7 @@ def test_unrotated_clip_gets_no_rotation(tmp_path):
 
 def test_crop_detection_sees_the_stored_picture_of_a_rotated_clip(tmp_path):
     src = am.make_vhs_capture(tmp_path / "vhs.mkv", width=176, height=144, border=8, band=6)
-    turned = tmp_path / "turned.mkv"
-    run_ffmpeg(["-display_rotation", "90", "-i", str(src), "-c", "copy", str(turned)], what="tagging a rotation")
+    turned = media.tag_rotation(src, tmp_path / "turned.mkv", 90)
     assert probe(turned).rotation == 90
     crop = detect_crop(probe(turned))  # ffmpeg would turn the frames for cropdetect unless told not to
     assert (crop.width, crop.height, crop.x, crop.y) == (160, 136, 8, 2)

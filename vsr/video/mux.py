@@ -10,8 +10,8 @@ import av
 import ffmpeg
 
 from vsr.errors import VsrError
-from vsr.video.ffmpeg import compile_cmd, run_cmd
-from vsr.video.probe import StreamInfo, VideoInfo
+from vsr.video.ffmpeg import bundled_exe, compile_cmd, describe, ffmpeg_exe, rotation_args, run_cmd
+from vsr.video.probe import StreamInfo, VideoInfo, read_rotation
 
 # container key -> (ffmpeg muxer, file suffix)
 CONTAINERS = {"mkv": ("matroska", ".mkv"), "mp4": ("mp4", ".mp4"), "mov": ("mov", ".mov"),
@@ -116,8 +116,8 @@ def _cover_attachment(path: Path, cover: StreamInfo, folder: Path, index: int) -
 
 
 def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[int, int],
-        sar: Fraction | None = None, time_scale: int | None = None, end_time: float | None = None) -> None:
-    """Write `out`: the new video stream, then every kept input stream with `-c copy`.
+        sar: Fraction | None = None, time_scale: int | None = None, end_time: float | None = None) -> list[str]:
+    """Write `out`: the new video stream, then every kept input stream with `-c copy`; returns notes.
 
     `-copyts` keeps every timestamp as it is in the two inputs, so the audio offset relative to the
     video is exactly the input's; only a file that starts late (MPEG-TS) is moved to start at 0, every
@@ -131,10 +131,6 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
     # in as an attachment, as mkvmerge stores covers, and reads back as the same attached picture.
     covers = [s for s in plan.keep if s.is_cover] if plan.container == "mkv" else []
     mapped = [s for s in plan.keep if s not in covers]
-    # A phone clip's display matrix goes on the new stream as it was: the network ran on the stored
-    # picture, so the output is stored the same way round and displays like the input.
-    turn = {"display_rotation": str(info.rotation)} if info.rotation else {}
-    streams = [ffmpeg.input(str(video), **turn)["v:0"], *(src[str(s.index)] for s in mapped)]  # -map 0:v:0 1:N
     # The input is input 1 either way: when no stream of it is kept, ffmpeg-python leaves it out, and it
     # is added as a plain -i for its metadata and chapters.
     extra_inputs = [] if mapped else [str(info.path)]
@@ -162,10 +158,37 @@ def mux(*, video: Path, info: VideoInfo, plan: MuxPlan, out: Path, size: tuple[i
         opts["to"] = f"{end_time + shift:.6f}"  # cut every stream where the video ends (input timestamps)
     if plan.container == "mkv":
         opts["default_mode"] = "passthrough"  # keep the input's default flags, invent none
+        # Timestamps as they are, below zero too (AAC priming), as ffmpeg 9 writes them by default: 5.1's
+        # default moved every stream later by the priming, the video off its input times.
+        opts["avoid_negative_ts"] = "disabled"
     if plan.container in ("mp4", "mov"):
         opts["movflags"] = "+faststart"  # index first: playable while still downloading
         if time_scale:  # edit lists (a late video start) in the video's own time scale, not 1/1000 s
             opts["movie_timescale"] = str(time_scale)
-    output = ffmpeg.output(*streams, str(out), format=muxer, **opts)
-    cmd = compile_cmd(output, global_args=["-copyts"], extra_inputs=extra_inputs, output_args=stream_meta)
-    run_cmd(cmd, what=f"writing {plan.path.name}")
+
+    def run(exe: str, turn: dict[str, str], turn_args: list[str]) -> None:
+        streams = [ffmpeg.input(str(video), **turn)["v:0"], *(src[str(s.index)] for s in mapped)]  # -map 0:v:0 1:N
+        output = ffmpeg.output(*streams, str(out), format=muxer, **opts)
+        cmd = compile_cmd(output, global_args=["-copyts"], extra_inputs=extra_inputs,
+                          output_args=[*turn_args, *stream_meta], exe=exe)
+        run_cmd(cmd, what=f"joining the new video and the copied streams into {plan.path.name}", path=info.path)
+
+    if not info.rotation:
+        run(ffmpeg_exe(), {}, [])
+        return []
+    # A phone clip's display matrix goes on the new stream as it was: the network ran on the stored
+    # picture, so the output is stored the same way round and displays like the input. A binary whose
+    # muxer drops the matrix for this container (found by reading it back) leaves the step to the bundled one.
+    tried: list[str] = []
+    for exe in (ffmpeg_exe(), bundled_exe()):
+        how = rotation_args(info.rotation, plan.container, exe=exe) if exe else None
+        if how is None or how[0] in tried:
+            continue
+        tried.append(how[0])
+        run(*how)
+        if read_rotation(out) == info.rotation:
+            return []
+    if not tried:
+        run(ffmpeg_exe(), {}, [])
+    return [f"the rotation tag could not be written into {plan.path.name} by {describe(ffmpeg_exe())}: players "
+            "show it as stored, turned from the input"]

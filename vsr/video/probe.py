@@ -112,7 +112,12 @@ def probe(path: Path | str) -> VideoInfo:
         raise VsrError(f"{path}: cannot be read as media ({reason}); {hint}") from None
     with container:
         streams = tuple(_stream_info(s) for s in container.streams)
-        videos = [s for s in container.streams.video if not (int(s.disposition) & ATTACHED_PIC)]
+        # a stream PyAV has no decoder context for (damaged headers, an unknown codec) cannot be the video
+        videos = [s for s in container.streams.video
+                  if s.codec_context is not None and not (int(s.disposition) & ATTACHED_PIC)]
+        if not videos and any(s.codec_context is None for s in container.streams.video):
+            raise VsrError(f"{path}: its video stream cannot be decoded (damaged headers or an unknown codec); "
+                           "the file may be damaged: re-copy or re-download it")
         if not videos:
             kinds = ", ".join(sorted({s.type for s in streams})) or "no streams"
             raise VsrError(f"{path}: has no video stream (found {kinds}); expected a video file")
@@ -136,6 +141,12 @@ def probe(path: Path | str) -> VideoInfo:
             frames=frames, declared_frames=vs.frames, sar=_sar(vs),
             colour=read_colour(cc, height=cc.height), rotation=rotation,
         )
+
+
+def read_rotation(path: Path | str) -> int:
+    """The display matrix's rotation of a file's first video stream (0 when it has none)."""
+    with av.open(str(path), metadata_errors="replace") as container:
+        return _display_rotation(container, container.streams.video[0]) if container.streams.video else 0
 
 
 def _display_rotation(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:

@@ -311,7 +311,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
     args["sar"] = Fraction(args["sar"]) if args["sar"] else None
     partial = work / f"output.partial{plan.path.suffix}"
     try:
-        mux(video=video, info=info, plan=plan, out=partial, **args)
+        notes += mux(video=video, info=info, plan=plan, out=partial, **args)
     except RuntimeError as exc:
         if plan.container == "mkv" or plan.forced or is_disk_full(exc):
             raise
@@ -320,7 +320,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
         plan.container, plan.path = "mkv", plan.fallback_path
         _refuse_overwriting_input(src, plan.path)
         partial = work / "output.partial.mkv"
-        mux(video=video, info=info, plan=plan, out=partial, **args)
+        notes += mux(video=video, info=info, plan=plan, out=partial, **args)
     _check_output_file(partial, total)
     os.replace(partial, plan.path)
     if manifest is not None and done_before > manifest.adopted:
@@ -335,7 +335,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
 
 def _check_output_file(path: Path, frames: int) -> None:
     """Last look before the rename: the muxed file opens and holds every encoded frame."""
-    with av.open(str(path)) as c:
+    with av.open(str(path), metadata_errors="replace") as c:  # tags copied from a damaged input
         written = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
     if written != frames:
         raise RuntimeError(f"output check failed: {written} video frames written, {frames} expected")
