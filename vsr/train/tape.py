@@ -1,37 +1,64 @@
 """Tape defects with known parameters, put on clean frames: the ground truth of tape repair (its tests and
-benchmarks/bench_repair.py) and material for training. Frames are (H, W, 3) uint8 RGB; distances are in
-pixels of the frame (VHS numbers are for a 720-wide capture: scale them with the width)."""
+benchmarks/bench_repair.py) and material for training.
+
+A tape's defects happen before anything is RGB, so they are put on Y, U, V planes: (H, W, 3) float32 code
+values on a 0..255 scale (BT.601, limited range), as :func:`vsr.video.repair.yuv_planes` reads a decoded
+frame. Distances are in pixels of the frame (VHS numbers are for a 720-wide capture: scale with the width).
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import cv2
 import numpy as np
 
-
-def _ycc(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2YCrCb)
+from vsr.video.repair import yuv_planes
 
 
-def _rgb(ycc: np.ndarray) -> np.ndarray:
-    return np.clip(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB) + 0.5, 0, 255).astype(np.uint8)
+def yuv(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> Y, U, V planes (BT.601 limited range, chroma at full size)."""
+    return yuv_planes(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
 
 
-def chroma_delay(rgb: np.ndarray, dx: float, dy: float = 0.0) -> np.ndarray:
+def _frame(planes: np.ndarray) -> av.VideoFrame:
+    a = np.clip(planes + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="yuv444p")
+
+
+def rgb(planes: np.ndarray) -> np.ndarray:
+    """Y, U, V planes -> (H, W, 3) uint8 RGB, as a decoder converts them."""
+    return _frame(planes).reformat(format="rgb24").to_ndarray()
+
+
+def write(path: Path, clip: list[np.ndarray], rate: int = 25) -> Path:
+    """Y, U, V planes as a lossless FFV1 (4:4:4) video: a capture whose picture is exactly these planes."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=rate)
+        s.width, s.height, s.pix_fmt = clip[0].shape[1], clip[0].shape[0], "yuv444p"
+        for planes in clip:
+            c.mux(s.encode(_frame(planes)))
+        c.mux(s.encode(None))
+    return path
+
+
+def chroma_delay(planes: np.ndarray, dx: float, dy: float = 0.0) -> np.ndarray:
     """Chroma moved right by dx and down by dy against luma, as a deck's chroma path delays it."""
-    f = _ycc(rgb)
+    out = planes.copy()
     m = np.float32([[1, 0, dx], [0, 1, dy]])
     for c in (1, 2):
-        f[..., c] = cv2.warpAffine(f[..., c], m, (rgb.shape[1], rgb.shape[0]), flags=cv2.INTER_CUBIC,
-                                   borderMode=cv2.BORDER_REFLECT)
-    return _rgb(f)
+        out[..., c] = cv2.warpAffine(planes[..., c], m, (planes.shape[1], planes.shape[0]), flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REFLECT)
+    return out
 
 
-def dropouts(rgb: np.ndarray, count: int, rng: np.random.Generator, *, length: tuple[int, int] | None = None
+def dropouts(planes: np.ndarray, count: int, rng: np.random.Generator, *, length: tuple[int, int] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` dropout streaks where the FM carrier was lost: 1-2 lines tall, ``length`` px long (default
-    about 10-150 px at 720 wide), white, black or noise, without colour. Returns (frame, mask of the streaks)."""
-    h, w = rgb.shape[:2]
+    about 10-150 px at 720 wide), white, black or noise, without colour. Returns (planes, mask of the streaks)."""
+    h, w = planes.shape[:2]
     lo, hi = length or (max(6, w // 70), max(12, w // 5))
-    out = rgb.copy()
+    out = planes.copy()
     mask = np.zeros((h, w), bool)
     for _ in range(count):
         tall = int(rng.integers(1, 3))
@@ -40,26 +67,27 @@ def dropouts(rgb: np.ndarray, count: int, rng: np.random.Generator, *, length: t
         x0 = int(rng.integers(0, max(1, w - n)))
         kind = rng.integers(3)
         if kind == 0:  # white: the deck's limiter clips the lost carrier
-            v = 225 + rng.random((tall, n)) * 30
+            v = 215 + rng.random((tall, n)) * 20
         elif kind == 1:  # black
-            v = rng.random((tall, n)) * 30
+            v = 16 + rng.random((tall, n)) * 16
         else:  # noise around white
-            v = np.clip(200 + rng.normal(0, 40, (tall, n)), 0, 255)
-        out[r:r + tall, x0:x0 + n] = v[..., None].astype(np.uint8)
+            v = np.clip(190 + rng.normal(0, 30, (tall, n)), 16, 235)
+        out[r:r + tall, x0:x0 + n, 0] = v
+        out[r:r + tall, x0:x0 + n, 1:] = 128.0
         mask[r:r + tall, x0:x0 + n] = True
     return out, mask
 
 
-def head_switching(rgb: np.ndarray, rows: int, skew: float, rng: np.random.Generator) -> np.ndarray:
+def head_switching(planes: np.ndarray, rows: int, skew: float, rng: np.random.Generator) -> np.ndarray:
     """The bottom ``rows`` lines torn sideways (line i of the band moved right by skew * ((i + 1) / rows)^1.5,
-    blanking level coming in at the left) and noisier towards the bottom."""
-    out = rgb.copy()
-    h, w = rgb.shape[:2]
+    blanking coming in at the left) and noisier towards the bottom."""
+    out = planes.copy()
+    h = planes.shape[0]
     for i in range(rows):
         r = h - rows + i
         s = int(round(skew * ((i + 1) / rows) ** 1.5))
-        line = np.roll(rgb[r], s, axis=0).astype(np.float32)
-        line[:s] = 16.0
-        line += rng.normal(0, 4 + 12 * (i + 1) / rows, line.shape[:1])[:, None]
-        out[r] = np.clip(line + 0.5, 0, 255).astype(np.uint8)
+        line = np.roll(planes[r], s, axis=0)
+        line[:s] = (16.0, 128.0, 128.0)
+        line[:, 0] += rng.normal(0, 3 + 10 * (i + 1) / rows, line.shape[0])
+        out[r] = line
     return out

@@ -188,8 +188,8 @@ class Decoder:
                     if self._done:
                         break
             if self.repair is not None and not self._done:
-                for out, rgb in self.repair.flush():
-                    self._emit(out, rgb)
+                for out, rgb, filled in self.repair.flush():
+                    self._emit(out, rgb, filled)
                     if self._done:
                         break
             if self._skipping and self._seek_mode:
@@ -212,13 +212,15 @@ class Decoder:
             self._emit(frame)
             return
         delay = self.repair_plan.chroma_delay
-        for out, rgb in self.repair.push(frame, self._to_rgb(undo_chroma_delay(frame, delay) if delay else frame)):
-            self._emit(out, rgb)
+        for out, rgb, filled in self.repair.push(frame, self._to_rgb(undo_chroma_delay(frame, delay) if delay
+                                                                     else frame)):
+            self._emit(out, rgb, filled)
             if self._done:
                 return
 
-    def _emit(self, frame: av.VideoFrame, rgb: np.ndarray | None = None) -> None:
-        """One decoded (filtered, repaired) frame; ``rgb``: its picture when the repair stage made it."""
+    def _emit(self, frame: av.VideoFrame, rgb: np.ndarray | None = None, filled: int = 0) -> None:
+        """One decoded (filtered, repaired) frame; ``rgb``: its picture when the repair stage made it, with
+        ``filled`` dropouts."""
         if self._done:
             return
         nominal = self._nominal_duration(self.info)
@@ -263,7 +265,7 @@ class Decoder:
             rgb = self._to_rgb(frame)
         if self.repair is not None:
             tb = self.info.time_base
-            self.repair.stats.see(float(pts * tb), float(nominal * tb), rgb)
+            self.repair.stats.see(float(pts * tb), float(nominal * tb), rgb, filled)
         item = [rgb, None]
         if index == 0 or (self.segment_frames and index % self.segment_frames == 0):
             context = list(self._recent)[-self.context_frames:] if self.context_frames and index else []

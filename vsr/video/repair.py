@@ -213,14 +213,25 @@ def _vertical_median(y: np.ndarray, reach: int = 3) -> np.ndarray:
     return np.median(np.stack([padded[i:i + y.shape[0]] for i in range(2 * reach + 1)]), axis=0)
 
 
-def _streaks(candidates: np.ndarray, min_length: int) -> tuple[int, np.ndarray]:
-    """Connected groups of candidate pixels that are streaks: at least ``min_length`` wide, at most 3 lines
-    tall and far wider than tall. Returns (count, mask)."""
+def _runs(candidates: np.ndarray, min_length: int) -> np.ndarray:
+    """(N, 3) rows of (line, first x, last x + 1): runs of candidate pixels along a line, at least
+    ``min_length`` long (gaps of up to 4 px bridged). Each line on its own: what a taller shape leaves
+    in the lines around it never joins a streak into something that is not one."""
     closed = cv2.morphologyEx(candidates.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
-    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_WIDTH] >= min_length
-            and stats[i, cv2.CC_STAT_HEIGHT] <= 3 and stats[i, cv2.CC_STAT_WIDTH] >= 4 * stats[i, cv2.CC_STAT_HEIGHT]]
-    return len(keep), np.isin(labels, keep) if keep else np.zeros(candidates.shape, bool)
+    apart = np.zeros((2 * closed.shape[0], closed.shape[1]), np.uint8)  # an empty line between lines
+    apart[::2] = closed
+    n, _, stats, _ = cv2.connectedComponentsWithStats(apart, connectivity=8)
+    keep = stats[1:][stats[1:, cv2.CC_STAT_WIDTH] >= min_length]
+    return np.stack([keep[:, cv2.CC_STAT_TOP] // 2, keep[:, cv2.CC_STAT_LEFT],
+                     keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]], axis=1)
+
+
+def _mask(runs: np.ndarray, shape: tuple[int, ...], grow: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The pixels of ``runs``, grown by ``grow`` (lines, pixels) on each side."""
+    mask = np.zeros(shape[:2], bool)
+    for r, a, b in runs:
+        mask[max(0, r - grow[0]):r + grow[0] + 1, max(0, a - grow[1]):b + grow[1]] = True
+    return mask
 
 
 def _aligned(ref: np.ndarray, other_y: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -246,27 +257,20 @@ def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.nda
     y = _luma(cur)
     h, w = y.shape
     t = dropout_threshold(y)
-    spatial = y - _vertical_median(y)
+    median = _vertical_median(y)
+    spatial = y - median
     candidates = np.abs(spatial) > t
     candidates[:4] = candidates[-4:] = False  # the median and the motion are unsure at the picture's edge
     min_length = max(6, w // 100)
-    n, mask = _streaks(candidates, min_length)
-    if not n or not neighbours:  # a streak no neighbour can confirm is left alone (a thin line of the picture)
+    runs = _runs(candidates, min_length)
+    if not len(runs) or not neighbours:  # a streak no neighbour can confirm is left alone (a thin line)
         return np.zeros((h, w), bool), []
-    aligned = []
-    for nb in neighbours:
-        nb_y = _luma(nb)
-        ref = np.where(mask, _vertical_median(y), y)  # the flow should follow the picture, not the streak
-        aligned.append(_aligned(ref, nb_y, nb))
+    ref = np.where(_mask(runs, y.shape), median, y)  # the flow should follow the picture, not the streaks
+    aligned = [_aligned(ref, _luma(nb), nb) for nb in neighbours]
     temporal = np.stack([y - _luma(a) for a in aligned])  # (N, H, W)
     same = np.all(np.sign(temporal) == np.sign(spatial), axis=0) & np.all(np.abs(temporal) > t * 0.75, axis=0)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(_streaks(candidates & same, min_length)[1].astype(np.uint8))
-    mask = np.zeros((h, w), bool)
-    for i in range(1, n):  # the whole run, a line more above and below and two pixels more at each end
-        x0, y0, bw, bh = (int(stats[i, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
-                                                         cv2.CC_STAT_HEIGHT))
-        mask[max(0, y0 - 1):y0 + bh + 1, max(0, x0 - 2):x0 + bw + 2] = True
-    return mask, aligned
+    # the whole run, a line more above and below and two pixels more at each end
+    return _mask(_runs(candidates & same, min_length), y.shape, grow=(1, 2)), aligned
 
 
 def fill_dropouts(cur: np.ndarray, mask: np.ndarray, aligned: list[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -381,16 +385,17 @@ def repair_frame(plan: RepairPlan, rgb: np.ndarray, neighbours: list[np.ndarray]
 
 @dataclass
 class RepairStats:
-    frames: int = 0
     dropouts_filled: int = 0
     repeated: list[float] = field(default_factory=list)  # seconds: frames the capture repeated
     gaps: list[float] = field(default_factory=list)  # seconds: frames that follow a gap in the timestamps
     _last: tuple[float, np.ndarray] | None = None
 
-    def see(self, time: float, nominal: float, rgb: np.ndarray) -> None:
-        """One output frame at ``time`` s (``nominal``: a frame's usual duration): a repeat is a frame equal
-        to the one before it (a capture card fills a lost frame with the last one); a gap is a step in
-        the timestamps of more than one and a half frames (a capture card dropped frames, audio went on)."""
+    def see(self, time: float, nominal: float, rgb: np.ndarray, filled: int) -> None:
+        """One output frame at ``time`` s (``nominal``: a frame's usual duration) with ``filled`` dropouts:
+        a repeat is a frame equal to the one before it (a capture card fills a lost frame with the last
+        one); a gap is a step in the timestamps of more than one and a half frames (a capture card dropped
+        frames, audio went on)."""
+        self.dropouts_filled += filled
         small = cv2.resize(rgb, (max(1, rgb.shape[1] // 4), max(1, rgb.shape[0] // 4)), interpolation=cv2.INTER_AREA)
         if self._last is not None:
             before, prev = self._last
@@ -408,8 +413,10 @@ class RepairStats:
 
 
 class RepairStage:
-    """Frames in, in order, as (tag, rgb); the same frames out, repaired, ``plan.radius`` frames later (and
-    the rest at :meth:`flush`). The tag (whatever the caller keeps with a frame) comes back untouched.
+    """Frames in, in order, as (tag, rgb); the same frames out, repaired, as (tag, rgb, dropout streaks filled),
+    ``plan.radius`` frames later (and the rest at :meth:`flush`). The tag (whatever the caller keeps with a
+    frame) comes back untouched. The caller counts what it keeps in :attr:`stats` (a resumed decode repairs
+    frames before its start point again, for their neighbours, but does not count them).
     The chroma delay is not undone here but before the frame becomes RGB (:func:`undo_chroma_delay`)."""
 
     def __init__(self, plan: RepairPlan) -> None:
@@ -418,23 +425,20 @@ class RepairStage:
         self._buf: deque[tuple[object, np.ndarray]] = deque()
         self._next = 0  # position in _buf of the next frame to hand back
 
-    def push(self, tag: object, rgb: np.ndarray) -> list[tuple[object, np.ndarray]]:
+    def push(self, tag: object, rgb: np.ndarray) -> list[tuple[object, np.ndarray, int]]:
         self._buf.append((tag, rgb))
         return self._ready(final=False)
 
-    def flush(self) -> list[tuple[object, np.ndarray]]:
+    def flush(self) -> list[tuple[object, np.ndarray, int]]:
         return self._ready(final=True)
 
-    def _ready(self, *, final: bool) -> list[tuple[object, np.ndarray]]:
+    def _ready(self, *, final: bool) -> list[tuple[object, np.ndarray, int]]:
         r, out = self.plan.radius, []
         while self._next < len(self._buf) and (final or len(self._buf) - 1 - self._next >= r):
             i = self._next
             tag, rgb = self._buf[i]
             neighbours = [self._buf[j][1] for j in range(max(0, i - r), min(len(self._buf), i + r + 1)) if j != i]
-            repaired, filled = repair_frame(self.plan, rgb, neighbours)
-            self.stats.frames += 1
-            self.stats.dropouts_filled += filled
-            out.append((tag, repaired))
+            out.append((tag, *repair_frame(self.plan, rgb, neighbours)))
             self._next += 1
             while self._next > r:
                 self._buf.popleft()
