@@ -165,15 +165,17 @@ def _misfit(frames: list[np.ndarray], shifts: list[tuple[float, float]], k: int 
     return total
 
 
-def _best(frames: list[np.ndarray], axis: int, limit: float, other: float) -> float:
-    """Along one axis (1: x, 0: y; the other axis at ``other``): coarse steps over +-limit, then fine ones
-    around the best, then a parabola through the three best."""
+def _best(frames: list[np.ndarray], axis: int, around: float, reach: float, other: float,
+          coarse: float | None = None) -> float:
+    """Along one axis (1: x, 0: y; the other axis at ``other``): steps of ``coarse`` px over around +- reach,
+    then steps of 0.1 px within 0.6 px of the best, then a parabola through the three best."""
     def at(values: np.ndarray) -> list[tuple[float, float]]:
         return [(float(v), other) if axis == 1 else (other, float(v)) for v in values]
 
-    coarse = np.arange(-limit, limit + 1e-6, 0.5)
-    c0 = float(coarse[int(np.argmin(_misfit(frames, at(coarse))))])
-    fine = c0 + np.arange(-0.5, 0.5 + 1e-6, 0.1)
+    if coarse:
+        steps = around + np.arange(-reach, reach + 1e-6, coarse)
+        around = float(steps[int(np.argmin(_misfit(frames, at(steps))))])
+    fine = around + np.arange(-0.6, 0.6 + 1e-6, 0.1)
     cost = _misfit(frames, at(fine))
     i = int(np.clip(np.argmin(cost), 1, len(fine) - 2))
     a, b, c = cost[i - 1], cost[i], cost[i + 1]
@@ -184,10 +186,10 @@ def _best(frames: list[np.ndarray], axis: int, limit: float, other: float) -> fl
 def measure_chroma_delay(frames: list[np.ndarray]) -> tuple[float, float]:
     """(dx, dy) in pixels: how far right and down the chroma sits against luma, over ``frames`` (from
     :func:`yuv_planes`: in YUV, where nothing is clipped yet). Each axis is measured with the other's shift
-    undone."""
-    dx = _best(frames, 1, 6.0, 0.0)
-    dy = _best(frames, 0, 2.0, dx)
-    return _best(frames, 1, 6.0, dy), dy
+    undone: x over +-6 px, y over +-2 lines, then x again near where it was."""
+    dx = _best(frames, 1, 0.0, 6.0, 0.0, coarse=1.0)
+    dy = _best(frames, 0, 0.0, 2.0, dx, coarse=0.5)
+    return _best(frames, 1, dx, 0.0, dy), dy
 
 
 def undo_chroma_delay(frame: av.VideoFrame, delay: tuple[float, float]) -> av.VideoFrame:
@@ -268,9 +270,21 @@ def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.nda
     ref = np.where(_mask(runs, y.shape), median, y)  # the flow should follow the picture, not the streaks
     aligned = [_aligned(ref, _luma(nb), nb) for nb in neighbours]
     temporal = np.stack([y - _luma(a) for a in aligned])  # (N, H, W)
-    same = np.all(np.sign(temporal) == np.sign(spatial), axis=0) & np.all(np.abs(temporal) > t * 0.75, axis=0)
-    # the whole run, a line more above and below and two pixels more at each end
-    return _mask(_runs(candidates & same, min_length), y.shape, grow=(1, 2)), aligned
+    same = np.all(np.sign(temporal) == np.sign(spatial), axis=0) & np.all(np.abs(temporal) > t, axis=0)
+    confirmed = _mask(_runs(candidates & same, min_length), y.shape)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(confirmed.astype(np.uint8), connectivity=8)
+    runs = []
+    for x0, y0, bw, bh, _ in stats[1:]:
+        # a streak is one or two lines tall, and the lines just above and below it agree with each other
+        # far better than with it (an edge, text or a thin shape of the picture does not)
+        if bh > 2:
+            continue
+        above, below, it = y[y0 - 1, x0:x0 + bw], y[y0 + bh, x0:x0 + bw], y[y0:y0 + bh, x0:x0 + bw].mean(axis=0)
+        lift = float(np.mean(it - (above + below) / 2))
+        if abs(lift) > t and float(np.mean(np.abs(above - below))) < abs(lift) / 2:
+            runs += [(r, x0, x0 + bw) for r in range(y0, y0 + bh)]
+    # the whole streak, a line more above and below and two pixels more at each end
+    return _mask(np.array(runs, int).reshape(-1, 3), y.shape, grow=(1, 2)), aligned
 
 
 def fill_dropouts(cur: np.ndarray, mask: np.ndarray, aligned: list[np.ndarray]) -> tuple[np.ndarray, int]:

@@ -1,0 +1,214 @@
+"""Tape repair against known defects: defects put at known places (vsr.train.tape) on moving pictures made
+from real photographs (a camera panning across each, SD 720x576), and clean real footage for false repairs.
+
+    python benchmarks/bench_repair.py                 # all parts (about 20 min on 2 cores)
+    python benchmarks/bench_repair.py --part dropouts --clips 4
+
+Prints, per part:
+- chroma delay: every injected offset from -3 to +3 px in quarter steps (and a vertical one of -1..1 line),
+  each on two of the clips: the error of the measured value against the injected one plus the clean clip's
+  own (its photograph's chroma siting), and the chroma planes' PSNR against the clean clip before and after;
+- dropouts: clips with 0.1, 0.3 and 1 streaks per frame: streaks found and filled (of those standing out by
+  the stage's 40 levels, and of all), PSNR-Y inside the streaks before and after;
+- false fills: streaks filled on clean footage (the shared videos, and the clean pan clips), per 1000 frames;
+- head-switching: bands of 6-10 lines torn by 8-32 px: lines found, PSNR-Y of the bottom 16 lines before and after;
+- cost: the repair of one SD frame (dropouts on; chroma delay and band too), next to `compact` (x2) on it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vsr.images import read_image
+from vsr.train import tape
+from vsr.video.frames import rgb_frames
+from vsr.video.repair import (find_dropouts, fill_dropouts, head_switching_band, measure_chroma_delay,
+                              repair_head_switching, RepairPlan, repair_frame, _shift)
+
+DATA = Path(os.environ.get("VSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+W, H = 720, 576
+
+
+def clips(count: int, frames: int) -> list[list[np.ndarray]]:
+    """``count`` pans of ``frames`` frames (Y, U, V planes) over the first photographs (halved where they are
+    large enough: they are JPEGs)."""
+    photos = sorted(p for p in (DATA / "photos").iterdir() if p.suffix in (".jpg", ".png"))[:count]
+    rng = np.random.default_rng(0)
+    out = []
+    for p in photos:
+        img = read_image(p)
+        img = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img[..., :3]
+        need = max((H + 80 + 3 * frames) / img.shape[0], (W + 80 + 3 * frames) / img.shape[1])
+        f = min(1.0, max(0.5, need))  # halved where the photograph is large enough for the pan
+        img = cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_AREA)
+        vx, vy = rng.uniform(-3, 3, 2)
+        x0 = rng.uniform(40 + max(0.0, -vx * frames), img.shape[1] - W - 40 - max(0.0, vx * frames))
+        y0 = rng.uniform(40 + max(0.0, -vy * frames), img.shape[0] - H - 40 - max(0.0, vy * frames))
+        out.append([tape.yuv(cv2.warpAffine(img, np.float32([[1, 0, x0 + vx * i], [0, 1, y0 + vy * i]]), (W, H),
+                                            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)) for i in range(frames)])
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255 ** 2 / max(1e-6, float(np.mean((a.astype(np.float64) - b) ** 2)))))
+
+
+def chroma_part(clip_list: list[list[np.ndarray]]) -> None:
+    offsets = np.arange(-3.0, 3.0 + 1e-6, 0.25)
+    errors, before, after, worst = [], [], [], (0.0, None)
+    t0 = time.perf_counter()
+    for k, clip in enumerate(clip_list):
+        sample = clip[:3]
+        base = measure_chroma_delay([np.round(f) for f in sample])
+        for j, dx in enumerate(offsets):
+            if (j + k) % len(clip_list) not in (0, len(clip_list) // 2):  # each offset on two clips
+                continue
+            dy = float([-1.0, -0.5, 0.0, 0.5, 1.0][(j + k) % 5])
+            hit = [np.round(tape.chroma_delay(f, dx, dy)) for f in sample]
+            got = measure_chroma_delay(hit)
+            err = max(abs(got[0] - base[0] - dx), abs(got[1] - base[1] - dy))
+            errors.append(err)
+            if err >= worst[0]:
+                worst = (err, (k, dx, dy, got, base))
+            inner = (slice(8, -8), slice(8, -8))
+            for f, c in zip(hit[:1], sample[:1]):
+                fixed = np.stack([_shift(f[..., ch], -(got[0] - base[0]), -(got[1] - base[1])) for ch in (1, 2)], -1)
+                before.append(psnr(f[inner][..., 1:], c[inner][..., 1:]))
+                after.append(psnr(fixed[inner], c[inner][..., 1:]))
+        print(f"  clip {k}: own chroma offset {base[0]:+.2f}, {base[1]:+.2f} px", flush=True)
+    e = np.array(errors)
+    print(f"chroma delay: {len(e)} measurements, |error| median {np.median(e):.3f} px, 95th percentile "
+          f"{np.percentile(e, 95):.3f}, max {e.max():.3f} (clip, dx, dy, measured, clean {worst[1]}); "
+          f"within 0.25 px: {100 * np.mean(e <= 0.25):.1f}%")
+    print(f"  chroma PSNR vs clean: before {statistics.median(before):.2f} dB, after {statistics.median(after):.2f} dB "
+          f"(medians); {time.perf_counter() - t0:.0f} s")
+
+
+def dropout_part(clip_list: list[list[np.ndarray]]) -> None:
+    rng = np.random.default_rng(1)
+    for rate in (0.1, 0.3, 1.0):
+        shown = found = total = hits = 0
+        inside_before, inside_after = [], []
+        t0 = time.perf_counter()
+        for clip in clip_list:
+            hit, masks = [], []
+            for f in clip:
+                h, m = f, np.zeros(f.shape[:2], bool)
+                streaks = []
+                for _ in range(rng.poisson(rate)):
+                    h, one = tape.dropouts(h, 1, rng)
+                    streaks.append(one)
+                    m |= one
+                hit.append(h)
+                masks.append(streaks)
+            pictures = [tape.rgb(f) for f in hit]
+            for i, pic in enumerate(pictures):
+                nb = [pictures[j] for j in (i - 1, i + 1) if 0 <= j < len(pictures)]
+                mask, aligned = find_dropouts(pic, nb)
+                fixed, n = fill_dropouts(pic, mask, aligned) if mask.any() else (pic, 0)
+                hits += n
+                y_fixed, y_clean, y_hit = tape.yuv(fixed)[..., 0], clip[i][..., 0], hit[i][..., 0]
+                for s in masks[i]:
+                    total += 1
+                    standout = np.abs(y_hit[s] - y_clean[s]).mean() >= 40
+                    covered = mask[s].mean() >= 0.8
+                    shown += standout
+                    found += covered and standout
+                    if standout:
+                        inside_before.append(psnr(y_hit[s], y_clean[s]))
+                        inside_after.append(psnr(y_fixed[s], y_clean[s]))
+        print(f"dropouts, {rate} per frame: {total} streaks, {shown} stand out by 40 levels; found and filled "
+              f"{found} of those ({100 * found / max(1, shown):.1f}%); {hits} fills in all; PSNR-Y inside them "
+              f"{statistics.median(inside_before or [0]):.1f} -> {statistics.median(inside_after or [0]):.1f} dB "
+              f"(medians); {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def false_fill_part(clip_list: list[list[np.ndarray]], max_video_frames: int) -> None:
+    sources = {p.name: list(rgb_frames(p, skip_damaged=True))[:max_video_frames]
+               for p in sorted((DATA / "video").iterdir())}
+    sources["pans"] = [tape.rgb(f) for clip in clip_list for f in clip]
+    t0 = time.perf_counter()
+    frames = fills = 0
+    for name, pics in sources.items():
+        n_fills = 0
+        for i, pic in enumerate(pics):
+            nb = [pics[j] for j in (i - 1, i + 1) if 0 <= j < len(pics)]
+            mask, _ = find_dropouts(pic, nb)
+            if mask.any():
+                n_fills += int(cv2.connectedComponents(mask.astype(np.uint8))[0] - 1)
+        print(f"  {name}: {len(pics)} clean frames, {n_fills} streaks filled", flush=True)
+        frames, fills = frames + len(pics), fills + n_fills
+    print(f"false fills: {fills} in {frames} clean frames = {1000 * fills / frames:.2f} per 1000 frames; "
+          f"{time.perf_counter() - t0:.0f} s")
+
+
+def head_part(clip_list: list[list[np.ndarray]]) -> None:
+    rng = np.random.default_rng(2)
+    rows_found, before, after = [], [], []
+    for k, clip in enumerate(clip_list):
+        rows, skew = 6 + k % 5, 8 + 6 * (k % 5)
+        torn = [tape.head_switching(f, rows, skew, rng) for f in clip[:4]]
+        band = head_switching_band([f[..., 0] for f in torn])
+        rows_found.append((rows, band))
+        for c, t in zip(clip, torn):
+            before.append(psnr(t[-16:, :, 0], c[-16:, :, 0]))
+            after.append(psnr(tape.yuv(repair_head_switching(tape.rgb(t), band))[-16:, :, 0], c[-16:, :, 0]))
+    clean = [head_switching_band([f[..., 0] for f in clip[:4]]) for clip in clip_list]
+    print(f"head-switching: lines (injected, found) {rows_found}; on the clean clips {clean}")
+    print(f"  PSNR-Y of the bottom 16 lines: before {statistics.median(before):.2f} dB, after "
+          f"{statistics.median(after):.2f} dB (medians over {len(before)} frames)")
+
+
+def cost_part(clip_list: list[list[np.ndarray]], rounds: int = 5) -> None:
+    import torch
+
+    from vsr import zoo
+    from vsr.engine import Upscaler
+
+    clip = [tape.rgb(f) for f in clip_list[0][:3]]
+    plan = RepairPlan(dropouts=True, head_switching=8)
+    desc, _ = zoo.resolve("compact", 2)
+    engine = Upscaler(desc, device="cpu", precision="fp32", backend="torch", tile=0)
+    engine.upscale_array(clip[1][None])  # warm-up
+    repair_s, model_s = [], []
+    for _ in range(rounds):  # interleaved: the machine's load falls on both alike
+        t0 = time.perf_counter()
+        repair_frame(plan, clip[1], [clip[0], clip[2]])
+        repair_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        engine.upscale_array(clip[1][None])
+        model_s.append(time.perf_counter() - t0)
+    print(f"cost per SD frame ({torch.get_num_threads()} threads, medians of {rounds}): repair (dropouts found "
+          f"and filled, band) {statistics.median(repair_s):.3f} s; compact x2 fp32 {statistics.median(model_s):.3f} s; "
+          f"ratio {statistics.median(repair_s) / statistics.median(model_s):.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["chroma", "dropouts", "false-fills", "head", "cost"], action="append")
+    ap.add_argument("--clips", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--video-frames", type=int, default=1000, help="clean frames of each shared video at most")
+    args = ap.parse_args()
+    if not (DATA / "photos").is_dir():
+        print(f"no photographs at {DATA} (set VSR_DATA)", file=sys.stderr)
+        return 1
+    parts = args.part or ["chroma", "dropouts", "false-fills", "head", "cost"]
+    clip_list = clips(args.clips, args.frames)
+    print(f"{len(clip_list)} pans of {args.frames} frames, {W}x{H}", flush=True)
+    for part in parts:
+        {"chroma": lambda: chroma_part(clip_list), "dropouts": lambda: dropout_part(clip_list),
+         "false-fills": lambda: false_fill_part(clip_list, args.video_frames), "head": lambda: head_part(clip_list),
+         "cost": lambda: cost_part(clip_list)}[part]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
