@@ -13,9 +13,10 @@ Each repair is measured from the picture, never assumed:
   sample; each of its lines is moved back into line with the one above, and lines that still do not match
   are filled from above.
 
-Frames are (H, W, 3) uint8 or uint16 RGB. The stage sees each frame with its neighbours only (one frame before
-and after), so a resumed run that decodes the frame before its start point again repairs exactly as an
-uninterrupted one did.
+The chroma delay is measured and undone on the decoded frame's Y, U, V planes, before the conversion to RGB
+clips anything; the other repairs work on (H, W, 3) uint8 or uint16 RGB frames. A frame's repair looks at the
+frame before and after it only, so a resumed run that decodes the frame before its start point again repairs
+exactly as an uninterrupted one did.
 """
 from __future__ import annotations
 
