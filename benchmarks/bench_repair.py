@@ -29,7 +29,7 @@ import numpy as np
 from vsr.images import read_image
 from vsr.train import tape
 from vsr.video.frames import rgb_frames
-from vsr.video.repair import (find_dropouts, fill_dropouts, head_switching_band, measure_chroma_delay,
+from vsr.video.repair import (chroma_delay_fit, find_dropouts, fill_dropouts, head_switching_band, measure_chroma_delay,
                               repair_head_switching, RepairPlan, repair_frame, _shift)
 
 DATA = Path(os.environ.get("VSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -67,6 +67,11 @@ def chroma_part(clip_list: list[list[np.ndarray]]) -> None:
     for k, clip in enumerate(clip_list):
         sample = clip[:3]
         base = measure_chroma_delay([np.round(f) for f in sample])
+        probe = chroma_delay_fit([np.round(tape.chroma_delay(f, 2.0, 0.0)) for f in sample], (base[0] + 2, base[1]))
+        if probe > 0.9:  # as vsr decides: a delay it cannot see is left alone
+            print(f"  clip {k}: too little colour to measure (a 2 px delay leaves {probe:.2f} of the misfit); "
+                  "skipped", flush=True)
+            continue
         for j, dx in enumerate(offsets):
             if (j + k) % len(clip_list) not in (0, len(clip_list) // 2):  # each offset on two clips
                 continue
