@@ -45,7 +45,8 @@ def zeros(model, x: torch.Tensor) -> list[torch.Tensor]:
 
 def reference_state_dict(name: str) -> tuple[dict[str, torch.Tensor], int]:
     """Random tensors of the shapes a released checkpoint lists (trunk block 0 expanded to all blocks):
-    rotations for the 1x1 convs and small values elsewhere, so that decoding stays finite."""
+    rotations for the 1x1 convs, small values elsewhere and the couplings' scales near 1 (not sigmoid(2),
+    which decoding divides by at every coupling), so that decoding stays finite and well conditioned."""
     path = REFERENCE / f"{name}-checkpoint-keys.txt"
     if not path.is_file():
         pytest.skip(f"{path} not found (../shared/reference)")
@@ -67,15 +68,19 @@ def reference_state_dict(name: str) -> tuple[dict[str, torch.Tensor], int]:
             else:  # the zero convs (couplings' last layers, split priors) start near zero in training too
                 small = k.startswith("flowUpsamplerNet.layers.") and re.search(r"(\.4|conv)\.weight$", k)
                 sd[k] = torch.randn(shape, generator=g) * (1e-3 if small else 0.02)
+                if k.endswith(".4.bias"):  # a coupling's (shift, scale) pairs: scale = sigmoid(. + 2) -> ~0.99
+                    sd[k][1::2] += 3.0
     assert len(sd) == nkeys
     assert sum(v.numel() for v in sd.values()) == nparams
     return sd, nparams
 
 
 @pytest.mark.parametrize("name,params,shapes", [
-    ("srflow-df2k-x4", dict(scale=4, nf=64, nb=23, gc=32, K=16, L=3, hidden=64, cond_blocks=4, residual=False),
+    ("srflow-df2k-x4", dict(scale=4, nf=64, nb=23, gc=32, K=16, L=3, hidden=64, cond_blocks=4, residual=False,
+                            authors_rrdb=True),
      [(96, 8, 8), (6, 32, 32)]),
-    ("srflow-celeba-x8", dict(scale=8, nf=64, nb=8, gc=32, K=16, L=4, hidden=64, cond_blocks=4, residual=False),
+    ("srflow-celeba-x8", dict(scale=8, nf=64, nb=8, gc=32, K=16, L=4, hidden=64, cond_blocks=4, residual=False,
+                            authors_rrdb=True),
      [(192, 8, 8), (12, 32, 32), (6, 64, 64)]),
 ])
 def test_the_released_checkpoint_layouts_load_strictly_and_decode(name, params, shapes):

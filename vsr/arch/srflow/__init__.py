@@ -5,7 +5,9 @@ Key layouts. Ours: ``encoder.*`` (the conditioning RRDBNet, BasicSR names as in 
 and ``flow.layers.{i}.*`` (the flow, one index per layer in encoding order, squeezes included, with
 the authors' per-layer names). The authors' released checkpoints: ``RRDB.*`` (ESRGAN master names,
 ``upconv3`` at x8) and ``flowUpsamplerNet.layers.{i}.*`` (the same indices and names), plus
-``flowUpsamplerNet.f.*``, a conv no forward pass uses, which is dropped on loading.
+``flowUpsamplerNet.f.*``, a conv no forward pass uses, which is dropped on loading. Their layout also
+selects their RRDBNet's conventions (``authors_rrdb``, see :mod:`.net`), which a re-saved file keeps in
+its ``vsr.params``.
 """
 from __future__ import annotations
 
@@ -99,7 +101,10 @@ def detect(sd: StateDict) -> tuple[dict[str, Any], StateDict] | None:
     converted = to_our_layout(sd)
     if converted is None:
         return None
-    return params_from_state_dict(converted), converted
+    params = params_from_state_dict(converted)
+    if "RRDB.conv_first.weight" in sd:  # trained with the authors' code: their RRDBNet computes so
+        params["authors_rrdb"] = True
+    return params, converted
 
 
 __all__ = ["SRFlowNet", "detect", "params_from_state_dict", "to_our_layout"]

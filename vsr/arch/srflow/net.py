@@ -9,6 +9,11 @@ conditioning of level i is the RRDB feature at its resolution (``conv_up{k}`` be
 LR * 2^k, the trunk output at LR, the trunk bilinearly downscaled below) with the outputs of a few trunk
 blocks (evenly spaced from block 1 to the last: [1, 8, 15, 22] of 23, [1, 3, 5, 7] of 8) appended,
 resized with nearest: nf * (1 + cond_blocks) channels (320 for the released models).
+
+``authors_rrdb``: the authors' RRDBNet, which their released checkpoints were trained with, differs from
+ESRGAN's in two places: its trunk output is the last block's output plus ``conv_body`` of it (not the
+first conv's output plus it), and its ``conv_up{k}`` features are taken after the LeakyReLU (their
+in-place activation overwrites them). Their checkpoints' layout selects it; our own models keep ESRGAN's.
 """
 from __future__ import annotations
 
@@ -37,9 +42,11 @@ class ConditionEncoder(nn.Module):
     """An RRDBNet (BasicSR names) whose features condition the flow. ``conv_hr``/``conv_last`` (and the
     upsampling convs past the finest level) make its own SR output, unused by the flow."""
 
-    def __init__(self, *, in_ch: int, nf: int, nb: int, gc: int, scale: int, cond_blocks: int) -> None:
+    def __init__(self, *, in_ch: int, nf: int, nb: int, gc: int, scale: int, cond_blocks: int,
+                 authors_rrdb: bool = False) -> None:
         super().__init__()
         self.ups = int(math.log2(scale))
+        self.authors_rrdb = authors_rrdb  # see the module's docstring
         self.cond_blocks = cond_block_indices(nb, cond_blocks)
         if len(set(self.cond_blocks)) != cond_blocks:
             raise ValueError(f"{cond_blocks} conditioning blocks need a trunk of more than {nb} blocks")
@@ -62,14 +69,14 @@ class ConditionEncoder(nn.Module):
             x = block(x)
             if i in self.cond_blocks:
                 blocks.append(x)
-        trunk = fea + self.conv_body(x)
+        trunk = self._trunk(fea, x)
         appended = torch.cat(blocks, dim=1)  # (B, nf * n, h, w)
         feats = {0: trunk}
         fea = trunk
         for k in range(1, max(ks) + 1):
-            fea = getattr(self, f"conv_up{k}")(F.interpolate(fea, scale_factor=2, mode="nearest"))
-            feats[k] = fea
-            fea = F.leaky_relu(fea, 0.2)
+            up = getattr(self, f"conv_up{k}")(F.interpolate(fea, scale_factor=2, mode="nearest"))
+            fea = F.leaky_relu(up, 0.2)
+            feats[k] = fea if self.authors_rrdb else up
         h, w = lr.shape[-2:]
         out = {}
         for k in ks:
@@ -82,10 +89,14 @@ class ConditionEncoder(nn.Module):
             fea = F.leaky_relu(getattr(self, f"conv_up{k}")(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
         return out, self.conv_last(F.leaky_relu(self.conv_hr(fea), 0.2))
 
+    def _trunk(self, first: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        """The LR feature from the first conv's output and the last block's."""
+        return (blocks if self.authors_rrdb else first) + self.conv_body(blocks)
+
     def sr(self, lr: torch.Tensor) -> torch.Tensor:
         """The RRDBNet's own (L1-trained) super-resolved image."""
         fea = self.conv_first(lr)
-        fea = fea + self.conv_body(self.body(fea))
+        fea = self._trunk(fea, self.body(fea))
         for k in range(1, self.ups + 1):
             fea = F.leaky_relu(getattr(self, f"conv_up{k}")(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(fea), 0.2))
@@ -153,7 +164,7 @@ class SRFlowNet(nn.Module):
     split's eps from the coarsest level to the finest (the order decoding consumes them)."""
 
     def __init__(self, *, scale: int = 4, nf: int = 64, nb: int = 23, gc: int = 32, K: int = 16, L: int = 3,
-                 hidden: int = 64, cond_blocks: int = 4, residual: bool = False) -> None:
+                 hidden: int = 64, cond_blocks: int = 4, residual: bool = False, authors_rrdb: bool = False) -> None:
         super().__init__()
         if scale not in (2, 4, 8, 16):
             raise ValueError(f"SRFlow scale must be 2, 4, 8 or 16, got {scale}")
@@ -162,7 +173,8 @@ class SRFlowNet(nn.Module):
                              f"L={L}, K={K}, nb={nb}, cond_blocks={cond_blocks}")
         self.scale, self.L, self.in_ch = scale, L, 3
         self.size_multiple = max(1, 2 ** L // scale)  # the top level works at LR * scale / 2^L
-        self.encoder = ConditionEncoder(in_ch=3, nf=nf, nb=nb, gc=gc, scale=scale, cond_blocks=cond_blocks)
+        self.encoder = ConditionEncoder(in_ch=3, nf=nf, nb=nb, gc=gc, scale=scale, cond_blocks=cond_blocks,
+                                        authors_rrdb=authors_rrdb)
         self.flow = FlowUpsampler(in_ch=3, levels=L, K=K, cond_ch=nf * (1 + cond_blocks), hidden=hidden)
         # level i works at LR * 2^k, k = log2(scale) - i
         self.level_k = {i: int(math.log2(scale)) - i for i in range(1, L + 1)}
