@@ -57,7 +57,7 @@ def dropouts(planes: np.ndarray, count: int, rng: np.random.Generator, *, length
     """``count`` dropout streaks where the FM carrier was lost: 1-2 lines tall, ``length`` px long (default
     about 10-150 px at 720 wide), white, black or noise, without colour. Returns (planes, mask of the streaks)."""
     h, w = planes.shape[:2]
-    lo, hi = length or (max(6, w // 70), max(12, w // 5))
+    lo, hi = length or (max(8, w // 70), max(16, w // 5))
     out = planes.copy()
     mask = np.zeros((h, w), bool)
     for _ in range(count):
