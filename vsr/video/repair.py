@@ -95,10 +95,16 @@ def plan_repair(options: RepairOptions, sample: list[np.ndarray]) -> RepairPlan:
         delay = tuple(float(v) for v in options.chroma_delay)
         notes.append(f"chroma moved back by {delay[0]:+.2f}, {delay[1]:+.2f} px (--chroma-delay)")
     elif "chroma-delay" in wanted and sample:
-        dx, dy = measure_chroma_delay(sample)
+        # measured on the odd and the even frames of the sample apart: a delay is the tape's, the same in
+        # both; a value that only some pictures give is the content's, and is left alone
+        halves = [measure_chroma_delay(sample[k::2]) for k in (0, 1)] if len(sample) > 1 else \
+            [measure_chroma_delay(sample)] * 2
+        dx, dy = (round((a + b) / 2, 2) for a, b in zip(*halves))
         if max(abs(dx), abs(dy)) >= APPLY_CHROMA_DELAY:
-            if chroma_delay_fit(sample, (dx, dy)) > 0.9 or abs(dx) > 5.9 or abs(dy) > 1.9:
-                notes.append("chroma delay not measurable (too little colour in the sample): left alone; "
+            agree = max(abs(a - b) for a, b in zip(*halves)) <= 0.5
+            if not agree or chroma_delay_fit(sample, (dx, dy)) > 0.9 or abs(dx) > 5.9 or abs(dy) > 1.9:
+                notes.append(f"chroma delay not measurable ({halves[0][0]:+.2f}, {halves[0][1]:+.2f} px on half of "
+                             f"the sample, {halves[1][0]:+.2f}, {halves[1][1]:+.2f} on the other): left alone; "
                              "--chroma-delay DX,DY sets it")
             else:
                 delay = (dx, dy)
