@@ -75,7 +75,7 @@ def test_the_authors_layout_conditions_the_flow_as_their_rrdbnet(name):
                 extra = [F.interpolate(appended[b], size=size, mode="nearest") for b in blocks]
                 assert _close(cond[level], torch.cat([feats[k], *extra], 1)), (authors, level)
             assert _close(model.encoder.sr(lr), sr), authors
-        # the conventions differ where the ticket found them: the trunk (LR level) and the upsampled levels
+        # the two conventions differ where they should: the trunk (LR level) and the upsampled levels
         a, b = theirs.model.conditioning(lr)[0], ours.model.conditioning(lr)[0]
         for level, k in level_k.items():
             if k >= 0:
