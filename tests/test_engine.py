@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from vsr.engine import Upscaler, select_precision
+from vsr.errors import VsrError
 from vsr.train.loop import autocast_dtype
 from vsr.engine.tiling import tile_starts
 
@@ -68,7 +69,7 @@ def test_precision_choice(monkeypatch):
     assert select_precision("auto", cpu, supports_bf16=False) == torch.float32
     assert select_precision("auto", torch.device("cuda")) == torch.float16
     assert select_precision("auto", torch.device("cuda"), supports_fp16=False) in (torch.bfloat16, torch.float32)
-    with pytest.raises(ValueError, match="does not support"):
+    with pytest.raises(VsrError, match="does not support"):
         select_precision("fp16", cpu, supports_fp16=False)
 
 
@@ -85,7 +86,7 @@ def test_self_ensemble_averages_the_flipped_passes():
     by_hand = (net(x) + net(x.flip(-1)).flip(-1) + net(x.flip(-2)).flip(-2) + net(x.flip(-1, -2)).flip(-1, -2)) / 4
     assert torch.allclose(Upscaler(desc, tile=0, ensemble=4)(x), by_hand, atol=1e-5)
     assert not torch.allclose(Upscaler(desc, tile=0, ensemble=8)(x), by_hand, atol=1e-3)
-    with pytest.raises(ValueError, match="ensemble"):
+    with pytest.raises(VsrError, match="ensemble"):
         Upscaler(desc, ensemble=3)
 
 
@@ -113,19 +114,19 @@ def test_backend_choice(monkeypatch):
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert openvino.choose("auto", device=cpu, contract="plain") == "torch"  # not installed (the tests' setting)
-    with pytest.raises(ValueError, match="needs OpenVINO"):
+    with pytest.raises(VsrError, match="needs OpenVINO"):
         openvino.choose("openvino", device=cpu, contract="plain")
     monkeypatch.setattr("vsr.engine.openvino.available", lambda: True)
     assert openvino.choose("auto", device=cpu, contract="plain") == "openvino"
     assert openvino.choose("auto", device=cpu, contract="sampled") == "torch"
     assert openvino.choose("auto", device=cuda, contract="plain") == "torch"
     assert openvino.choose("torch", device=cpu, contract="plain") == "torch"
-    with pytest.raises(ValueError, match="plain networks on the CPU only"):
+    with pytest.raises(VsrError, match="plain networks on the CPU only"):
         openvino.choose("openvino", device=cpu, contract="recurrent")
     assert openvino.choose("auto", device=cpu, contract="plain", traceable=False) == "torch"  # switched
-    with pytest.raises(ValueError, match="depends on the input"):
+    with pytest.raises(VsrError, match="depends on the input"):
         openvino.choose("openvino", device=cpu, contract="plain", traceable=False)
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(VsrError, match="unknown backend"):
         openvino.choose("tensorrt", device=cpu, contract="plain")
 
 
@@ -145,7 +146,6 @@ def _out_of_memory_on_a_gpu(monkeypatch, engine):
 def test_out_of_memory_never_tiles_a_whole_frame_network(monkeypatch):
     from dataclasses import replace
 
-    from vsr.errors import VsrError
 
     engine = Upscaler(replace(tiny("compact", nf=8, num_conv=1, upscale=2), tiling="whole"), device="cpu")
     tried = _out_of_memory_on_a_gpu(monkeypatch, engine)
@@ -155,7 +155,6 @@ def test_out_of_memory_never_tiles_a_whole_frame_network(monkeypatch):
 
 
 def test_out_of_memory_does_not_tile_a_fractional_scale(monkeypatch):
-    from vsr.errors import VsrError
 
     engine = Upscaler(tiny("compact", nf=8, num_conv=1, upscale=2, out_scale=0.75), device="cpu", tile=0)
     assert engine.desc.scale == 1.5

@@ -479,14 +479,16 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
     ing, enc = preset.get("ingest", {}), preset.get("encode", {})
 
     def pick(key: str, from_preset: Any, default: Any) -> Any:
-        return given[key] if given[key] is not None else (from_preset if from_preset is not None else default)
+        mine = given.get(key)
+        return mine if mine is not None else (from_preset if from_preset is not None else default)
 
     codec = pick("codec", enc.get("codec"), "libx264")
     if enc.get("codec") not in (None, codec):  # a preset's CRF, speed and options are for its own codec
         enc = {k: v for k, v in enc.items() if k == "keep_sar"}
 
     crop = pick("crop", ing.get("crop"), "off")
-    repair = RepairOptions(mode=str(pick("repair", ing.get("repair"), "off")), chroma_delay=given["chroma_delay"])
+    mode = pick("repair", ing.get("repair"), "off")
+    repair = RepairOptions(mode="off" if mode is False else str(mode), chroma_delay=given.get("chroma_delay"))
     ingest = IngestOptions(deinterlace=pick("deinterlace", ing.get("deinterlace"), "auto"),
                            double_rate=bool(pick("double_rate", ing.get("double_rate"), False)),
                            crop=None if crop in ("off", False) else str(crop),
