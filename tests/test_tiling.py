@@ -79,7 +79,7 @@ def test_one_tile_is_the_network_output_itself():
 def test_seams_cross_fade_linearly():
     """Each tile paints its own number: outside overlaps a pixel is its tile's, and across an overlap the
     weight moves from one tile to the next as the ramp says, the outer 3/8 at each tile's edge ignored."""
-    h, w, tile, overlap, scale = 8, 70, 24, 8, 1  # overlaps of 8 and 10 pixels, no pixel in three tiles
+    h, w, tile, overlap, scale = 8, 71, 24, 8, 1  # overlaps of 8 and 9 pixels, no pixel in three tiles
     xs = tile_starts(w, tile, overlap)
     row = tiled(lambda part, origin, n: torch.full_like(part, float(n)), torch.zeros(1, 1, h, w),
                 tile=tile, overlap=overlap, scale=scale)[0, 0]
@@ -131,5 +131,6 @@ def test_tile_starts_of_a_short_side():
     assert tile_starts(32, 32, 8) == tile_starts(5, 32, 8, 4) == [0]
     assert tile_starts(33, 32, 8) == [0, 1]
     assert tile_count(8, 100, tile=32, overlap=8) == len(tile_starts(100, 32, 8)) == 4
+    assert tile_count(8, 100, tile=32, overlap=9) == len(tile_starts(100, 32, 9)) < len(tile_starts(100, 32, 9, 2))
     assert tile_count(100, 8, tile=32, overlap=8, align=4) == len(tile_starts(100, 32, 8, 4))
     assert tile_count(100, 100, tile=0, overlap=8) == 1
