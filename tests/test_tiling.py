@@ -28,6 +28,7 @@ def blur_up(radius: int, scale: int):
     (52, 36, 20, 7, 2, 4, 1),
     (33, 33, 32, 4, 2, 1, 1),  # one pixel more than a tile: the last tile overlaps almost all of the first
     (30, 70, 24, 40, 2, 1, 1),  # an overlap larger than half a tile is cut to half a tile
+    (49, 20, 32, 16, 2, 1, 1),  # three tiles over some rows (starts 0, 16, 17): weights do not sum to 1
 ])
 def test_tiled_equals_untiled(h, w, tile, overlap, scale, align, radius):
     torch.manual_seed(0)
