@@ -124,7 +124,8 @@ def test_refusal_names_the_offending_global(tmp_path):
     assert "_Global" in str(e.value) and e.value.__cause__ is None
 
 
-@pytest.mark.parametrize("content", [b"PK\x03\x04 not really a zip", b"garbage bytes", b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":"])
+@pytest.mark.parametrize("content", [b"PK\x03\x04 not really a zip", b"garbage bytes",
+                                     b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":"])  # safetensors, cut
 def test_unreadable_file_is_one_line(tmp_path, content):
     path = tmp_path / "w.pth"
     path.write_bytes(content)
