@@ -79,11 +79,14 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
         assert str(e.value) == f"no checkpoint to resume from: {expected} does not exist"
 
 
-@pytest.mark.parametrize("content", ["pickle", "garbage"])
-def test_unreadable_checkpoint_is_refused_in_one_line(tmp_path, content):
-    """Only tensors and plain values are read back (weights_only): a pickled object is refused, not run."""
+@pytest.mark.parametrize("content", ["pickle", "garbage", "pickle, unsafe loading asked for elsewhere"])
+def test_unreadable_checkpoint_is_refused_in_one_line(tmp_path, monkeypatch, content):
+    """Only tensors and plain values are read back (weights_only): a pickled object is refused, not run,
+    even where the environment asks PyTorch for unsafe loading by default (for some other program)."""
+    if "elsewhere" in content:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = tmp_path / "latest.pt"
-    if content == "pickle":
+    if content.startswith("pickle"):
         torch.save({"w": torch.ones(1), "x": _NotATensor()}, path)
     else:
         path.write_bytes(b"\x80\x02 not a checkpoint at all")

@@ -110,7 +110,11 @@ def test_legacy_pickle_loads_without_warnings(tmp_path, recwarn):
     assert not [w for w in recwarn if "weights" in str(w.message).lower() or "pickle" in str(w.message).lower()]
 
 
-def test_refusal_names_the_offending_global(tmp_path):
+@pytest.mark.parametrize("unsafe_default", [False, True])
+def test_refusal_names_the_offending_global(tmp_path, monkeypatch, unsafe_default):
+    """Refused even where the environment asks PyTorch for unsafe loading by default (for another program)."""
+    if unsafe_default:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = tmp_path / "evil.pth"
     torch.save({"conv_first.weight": torch.zeros(1), "x": _Global()}, path)
     with pytest.raises(Exception) as direct:
