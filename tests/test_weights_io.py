@@ -128,16 +128,67 @@ def test_refusal_names_the_offending_global(tmp_path, monkeypatch, unsafe_defaul
     assert "_Global" in str(e.value) and e.value.__cause__ is None
 
 
+def test_a_pickle_refused_for_another_reason_names_it(tmp_path):
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"\x80\x02 cut")  # a legacy pickle that is not one
+    with pytest.raises(Exception) as direct:
+        torch.load(path, map_location="cpu", weights_only=True)
+    lines = [ln.strip() for ln in str(direct.value).splitlines() if ln.strip()]
+    assert not any("GLOBAL" in ln for ln in lines)
+    with pytest.raises(VsrError) as e:
+        weights.read_state_dict(path)
+    assert str(e.value) == (f"refusing to load {path}: it holds more than tensors and could run code "
+                            f"({lines[0][:120]}); convert it to .safetensors with the tool that made it")
+
+
 @pytest.mark.parametrize("content", [b"PK\x03\x04 not really a zip", b"garbage bytes",
                                      b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":"])  # safetensors, cut
 def test_unreadable_file_is_one_line(tmp_path, content):
     path = tmp_path / "w.pth"
     path.write_bytes(content)
+    with pytest.raises(Exception) as direct:
+        if content.startswith(b"PK"):
+            torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            load_file(str(path))
     with pytest.raises(VsrError) as e:
         weights.read_state_dict(path)
-    msg = str(e.value)
-    assert msg.startswith(f"cannot read weights from {path}: ") and "\n" not in msg
-    assert len(msg) <= len(f"cannot read weights from {path}: ") + 160
+    assert str(e.value) == f"cannot read weights from {path}: {str(direct.value).splitlines()[0][:160]}"
+
+
+def test_a_safetensors_file_is_never_taken_for_a_pickle(tmp_path):
+    """Its first byte is the header size: 0x80, a pickle's first byte, for one size in 256; the name decides."""
+    sd = {"w": torch.ones(2)}
+    for n in range(64):
+        path = tmp_path / f"w{n}.safetensors"
+        weights.save(sd, path, metadata={"pad": "x" * n})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no header size of 0x80 mod 256 found")
+    assert same(weights.read_state_dict(path), sd)
+
+
+def test_what_holds_no_tensors_names_the_file(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"step": 3}, path)
+    with pytest.raises(VsrError) as e:
+        weights.read_state_dict(path)
+    assert str(e.value) == f"{path} holds no tensors"
+    with pytest.raises(VsrError) as e:
+        weights.unwrap({})
+    assert str(e.value).startswith("checkpoint holds no state dict")
+
+
+@pytest.mark.parametrize("extra, missing", [(5, 0), (0, 5)])
+def test_a_misfit_names_the_first_three(extra, missing):
+    sd = rrdb_sd()
+    gone = [k for k in sd if k.endswith(".bias") and not k.startswith("body.")][:missing]  # in the network's order
+    sd = {k: v for k, v in sd.items() if k not in gone} | {f"extra{i}.weight": torch.zeros(1) for i in range(extra)}
+    with pytest.raises(VsrError) as e:
+        weights.detect(sd)
+    assert str(e.value) == (f"state dict looks like rrdb but does not fit it: missing {gone[:3]}, "
+                            f"unexpected {[f'extra{i}.weight' for i in range(extra)][:3]}")
 
 
 def test_missing_and_empty_files(tmp_path):
