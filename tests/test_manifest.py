@@ -276,3 +276,25 @@ def test_a_holder_without_a_process_number_is_still_named_plainly(tmp_path):
         assert str(e.value).startswith(f"another vsr run is writing {out}; ")
     finally:
         os.close(fd)
+
+
+def test_adoption_stops_at_the_first_part_that_cannot_continue(tmp_path):
+    work = tmp_path / "w"
+    first = make_part(work, 0, frames=4)
+    make_part(work, 1, finished=False)
+    m = Manifest.open(work=work, identity=ID)
+    assert m.segments == first and m.adopted == 4
+    assert m.note == f"4 frames came from parts computed separately; 4 frames in 1 segments are done ({work.name})"
+
+
+def test_manifests_without_segments_hold_none(tmp_path):
+    """A manifest or a part's manifest that lists no segments (written before any was finished)."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / MANIFEST).write_text(json.dumps({"version": resume.VERSION, "identity": ID, "layout": {"a": 1},
+                                             "end": None}))
+    (work / "part_00000").mkdir()
+    (work / "part_00000" / MANIFEST).write_text(json.dumps({"version": resume.VERSION, "identity": ID,
+                                                            "end": {"frames": 0}}))
+    m = Manifest.open(work=work, identity=ID)
+    assert m.segments == [] and m.layout == {"a": 1} and m.adopted == 0
