@@ -170,3 +170,23 @@ def test_a_named_cover_keeps_its_name_and_type(tmp_path):
         assert dict(c.streams[1].metadata) == {"filename": "Folder.jpeg", "mimetype": "image/jpeg"}
         assert [bytes(p) for p in c.demux(c.streams[1]) if p.size] == [jpg.read_bytes()]
     assert (tmp_path / "cover-1.jpeg").read_bytes() == jpg.read_bytes()
+
+
+def test_a_negative_start_moves_every_stream_together(tmp_path):
+    """An edited camera file whose streams start at -0.2 s: the new video starts at 0 and the input's other
+    streams move by the same 0.2 s, so picture and sound stay in step; the cut (in input time) moves too."""
+    src = tmp_path / "edited.mkv"
+    vf = media.video_filter(width=32, height=24, frames=10, pix_fmt="yuv420p")
+    run_ffmpeg(["-f", "lavfi", "-i", vf, "-f", "lavfi", "-i", "sine=frequency=440:duration=0.4", "-c:v", "ffv1",
+                "-c:a", "flac", "-output_ts_offset", "-0.2", "-avoid_negative_ts", "disabled", str(src)],
+               what="making a negative start")
+    info = probe(src)
+    assert info.start_time < -0.19 and info.start_shift > 0
+    out = tmp_path / "out.mkv"
+    mux(video=new_video(tmp_path / "v.mkv", frames=10, codec="ffv1"), info=info,
+        plan=plan_mux(out, info, video_codec="ffv1"), out=out, size=(32, 24), end_time=0.0)
+    with av.open(str(out)) as c:
+        starts = [float(s.start_time * s.time_base) for s in c.streams]
+        audio = [float(p.pts * p.time_base) for p in c.demux(c.streams.audio[0]) if p.size]
+    assert starts[0] == 0 and abs(starts[1]) <= 0.001  # Matroska keeps milliseconds
+    assert 0.05 < max(audio) < 0.2  # cut where the video ends: 0 s of input time, 0.2 s into the output  # cut where the video ends, 0.2 s of input time after its start
