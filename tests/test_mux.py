@@ -16,11 +16,12 @@ from vsr.video.probe import probe
 import media
 
 
-def new_video(path: Path, *, width: int = 32, height: int = 24, frames: int = 5, codec: str = "libx264") -> Path:
-    """What the pipeline hands the muxer: the upscaled picture alone."""
+def new_video(path: Path, *, width: int = 32, height: int = 24, frames: int = 5, codec: str = "libx264",
+              start: float = 0) -> Path:
+    """What the pipeline hands the muxer: the upscaled picture alone, with the input video's timestamps."""
     vf = media.video_filter(width=width, height=height, frames=frames, pix_fmt="yuv420p")
     run_ffmpeg(["-f", "lavfi", "-i", vf, "-c:v", codec, *(["-preset", "ultrafast"] if codec == "libx264" else []),
-                str(path)], what="making the new video")
+                *(["-output_ts_offset", f"{start}"] if start else []), str(path)], what="making the new video")
     return path
 
 
@@ -85,16 +86,17 @@ def test_a_cover_stays_a_cover_in_mp4(covered, tmp_path):
     assert got[0][3] == "ger"
 
 
-@pytest.mark.parametrize("time_scale", [None, 12800])
-def test_mp4_index_comes_first_in_the_videos_time_scale(tmp_path, time_scale):
+@pytest.mark.parametrize("time_scale, name", [(None, "out.mp4"), (12800, "out.m4v")])
+def test_mp4_index_comes_first_in_the_videos_time_scale(tmp_path, time_scale, name):
     src = media.make_mp4(tmp_path / "in.mp4", frames=5)
     info = probe(src)
-    out = tmp_path / "out.mp4"
+    out = tmp_path / name
     mux(video=new_video(tmp_path / "v.mp4"), info=info, plan=plan_mux(out, info, video_codec="h264"), out=out,
         size=(32, 24), time_scale=time_scale)
     data = out.read_bytes()
     assert data.index(b"moov") < data.index(b"mdat")  # playable while still downloading
     assert mvhd_timescale(out) == (time_scale or 1000)
+    assert data[8:12] == b"isom"  # written by the mp4 muxer, whatever the suffix (.m4v would pick "ipod")
     assert [f[0] for f in facts(out)] == ["video", "audio"]
 
 
@@ -152,24 +154,57 @@ def test_without_other_streams_the_input_still_gives_title_and_chapters(tmp_path
         assert [s.type for s in c.streams] == ["video"]
 
 
-def test_a_named_cover_keeps_its_name_and_type(tmp_path):
-    """A Matroska input's cover (an attachment that reads back as a picture) keeps its file name and type."""
-    jpg = tmp_path / "Folder.jpeg"
-    run_ffmpeg(["-f", "lavfi", "-i", "color=blue:size=16x16", "-frames:v", "1", str(jpg)], what="making a cover")
+@pytest.mark.parametrize("name, mime, codec", [("Folder.jpeg", "image/jpeg", "mjpeg"),
+                                              ("scan.tif", "image/tiff", "tiff")])
+def test_a_named_cover_keeps_its_name_and_type(tmp_path, name, mime, codec):
+    """A Matroska input's cover (an attachment that reads back as a picture) keeps its file name and type,
+    also where its type is not one the muxer knows a name for (TIFF)."""
+    pic = tmp_path / name
+    run_ffmpeg(["-f", "lavfi", "-i", "color=blue:size=16x16", "-frames:v", "1", str(pic)], what="making a cover")
     src = tmp_path / "album.mkv"
     run_ffmpeg(["-f", "lavfi", "-i", media.video_filter(width=32, height=24, frames=5, pix_fmt="yuv420p"),
-                "-c:v", "ffv1", "-attach", str(jpg), "-metadata:s:t", "mimetype=image/jpeg", str(src)],
+                "-c:v", "ffv1", "-attach", str(pic), "-metadata:s:t", f"mimetype={mime}", str(src)],
                what="making a clip with a cover")
     info = probe(src)
     out = tmp_path / "out.mkv"
     plan = plan_mux(out, info, video_codec="ffv1")
-    assert [(s.codec, s.is_cover) for s in plan.keep] == [("mjpeg", True)]
+    assert [(s.codec, s.is_cover) for s in plan.keep] == [(codec, True)]
     mux(video=new_video(tmp_path / "v.mkv", codec="ffv1"), info=info, plan=plan, out=out, size=(32, 24))
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "video"]
-        assert dict(c.streams[1].metadata) == {"filename": "Folder.jpeg", "mimetype": "image/jpeg"}
-        assert [bytes(p) for p in c.demux(c.streams[1]) if p.size] == [jpg.read_bytes()]
-    assert (tmp_path / "cover-1.jpeg").read_bytes() == jpg.read_bytes()
+        assert dict(c.streams[1].metadata) == {"filename": name, "mimetype": mime}
+        assert [bytes(p) for p in c.demux(c.streams[1]) if p.size] == [pic.read_bytes()]
+    assert (tmp_path / f"cover-1{pic.suffix}").read_bytes() == pic.read_bytes()
+
+
+def test_a_late_start_moves_to_zero(tmp_path):
+    """A transport stream starting at 0.5 s (not the usual 1.4): every stream moves to start at 0."""
+    src = tmp_path / "late.ts"
+    vf = media.video_filter(width=32, height=24, frames=10, pix_fmt="yuv420p")
+    run_ffmpeg(["-f", "lavfi", "-i", vf, "-f", "lavfi", "-i", "sine=frequency=440:duration=0.4", "-c:v", "libx264",
+                "-preset", "ultrafast", "-c:a", "mp2", "-muxdelay", "0", "-muxpreload", "0",
+                "-output_ts_offset", "0.5", str(src)], what="making a late start")
+    info = probe(src)
+    assert 0.4 < info.start_time < 1
+    with av.open(str(src)) as c:
+        before = {s.type: float(s.start_time * s.time_base) for s in c.streams}
+    out = tmp_path / "out.mkv"
+    mux(video=new_video(tmp_path / "v.mkv", frames=10, codec="ffv1", start=before["video"]), info=info,
+        plan=plan_mux(out, info, video_codec="ffv1"), out=out, size=(32, 24))
+    with av.open(str(out)) as c:
+        after = {s.type: float(s.start_time * s.time_base) for s in c.streams}
+    assert min(after.values()) == 0  # the earliest stream starts at 0, the others keep their offsets
+    assert abs((after["video"] - after["audio"]) - (before["video"] - before["audio"])) <= 0.002
+
+
+def test_a_failed_write_says_what_it_was_writing(tmp_path):
+    src = media.make_mp4(tmp_path / "in.mp4", frames=3)
+    info = probe(src)
+    out = tmp_path / "missing" / "out.mkv"
+    with pytest.raises(RuntimeError) as e:
+        mux(video=new_video(tmp_path / "v.mkv"), info=info, plan=plan_mux(out, info, video_codec="h264"), out=out,
+            size=(32, 24))
+    assert str(e.value).startswith("ffmpeg failed while writing out.mkv: ")
 
 
 def test_a_negative_start_moves_every_stream_together(tmp_path):

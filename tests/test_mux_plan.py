@@ -78,6 +78,9 @@ def test_a_named_container_is_never_switched(info):
         plan_mux(Path("/o/out.mp4"), with_streams(info), video_codec="ffv1", container="mp4")
     assert str(e.value) == "mp4 cannot hold video ffv1; use the mkv container"
     with pytest.raises(VsrError) as e:
+        plan_mux(Path("/o/out.mp4"), src, video_codec="ffv1", container="mp4")
+    assert str(e.value) == "mp4 cannot hold video ffv1, audio pcm_s16le; use the mkv container"
+    with pytest.raises(VsrError) as e:
         plan_mux(Path("/o/out.mp4"), with_streams(info), video_codec="h264", container="avi")
     assert str(e.value) == f"unknown container 'avi'; expected one of: {', '.join(CONTAINERS)}"
 
