@@ -162,11 +162,12 @@ def test_recurrent_from_anything_else_is_refused():
         arch.from_rrdb(gray)
 
 
-@pytest.mark.parametrize("change", [dict(contract="streamed"), dict(tiling="rows"), dict(settings=("speed",)),
-                                    dict(tiling="latent")])
-def test_descriptor_refuses_what_the_engine_cannot_do(change):
+@pytest.mark.parametrize("change, what", [(dict(contract="streamed"), "streamed"), (dict(tiling="rows"), "rows"),
+                                          (dict(settings=("speed",)), "speed"),
+                                          (dict(tiling="latent"), "only sampled models have latents")])
+def test_descriptor_refuses_what_the_engine_cannot_do(change, what):
     desc = tiny("compact", nf=8, num_conv=1, upscale=2)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=what):
         dataclasses.replace(desc, **change)
 
 
