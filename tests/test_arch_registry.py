@@ -122,22 +122,23 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("name, params", [("rrdb", dict(nf=16, nb=1, gc=8, scale=s)) for s in (4, 2, 1)] + [
-    ("rrdb-recurrent", dict(nf=16, nb=1, gc=8, scale=4)), ("compact", dict(nf=16, num_conv=2, upscale=4)),
-    ("compact", dict(nf=8, num_conv=1, upscale=2)), ("switched", dict(nf=8, num_conv=2, upscale=4, breadth=4)),
-    ("srflow", dict(nf=8, nb=3, gc=4, K=1, hidden=8, cond_blocks=2)),
-    ("srflow", dict(nf=16, nb=1, gc=8, K=2, hidden=16, cond_blocks=1, residual=True))])
-def test_memory_estimate_bounds_what_inference_holds(name, params, one_thread):
+@pytest.mark.parametrize("name, params, most", [("rrdb", dict(nf=16, nb=1, gc=8, scale=s), 3) for s in (4, 2, 1)] + [
+    ("rrdb-recurrent", dict(nf=16, nb=1, gc=8, scale=4), 3), ("compact", dict(nf=16, num_conv=2, upscale=4), 3),
+    ("compact", dict(nf=8, num_conv=1, upscale=2), 3), ("switched", dict(nf=8, num_conv=2, upscale=4, breadth=4), 3),
+    ("srflow", dict(nf=8, nb=3, gc=4, K=1, hidden=8, cond_blocks=2), 1.5),
+    ("srflow", dict(nf=16, nb=1, gc=8, K=2, hidden=16, cond_blocks=1, residual=True), 1.5),
+    ("srflow", dict(scale=8, L=4, nf=8, nb=1, gc=4, K=1, hidden=8, cond_blocks=1, residual=True), 1.5)])
+def test_memory_estimate_bounds_what_inference_holds(name, params, most, one_thread):
     """bytes_per_px sizes automatic tiles: it must not be much below the activations an fp32 inference really
     holds at once per input pixel (a tile would not fit), nor so far above that tiles come out needlessly
-    small. (SRFlow's estimate is within 1% of what it holds; the others leave room.)"""
+    small. SRFlow's estimate counts its buffers one by one, so it is closer; the others leave room."""
     desc = tiny(name, **params)
     side = 16 * desc.size_multiple
     x = torch.rand(1, 3, side, side)
     with torch.inference_mode(), LiveBytes() as live:
         run(desc, x)
     measured = live.peak / side ** 2
-    assert 0.95 * measured <= desc.bytes_per_px <= 3 * measured
+    assert 0.95 * measured <= desc.bytes_per_px <= most * measured
 
 
 def test_recurrent_from_rrdb_starts_as_the_rrdb():
@@ -164,7 +165,7 @@ def test_recurrent_from_anything_else_is_refused():
 
 @pytest.mark.parametrize("change, what", [(dict(contract="streamed"), "streamed"), (dict(tiling="rows"), "rows"),
                                           (dict(settings=("speed",)), "speed"),
-                                          (dict(tiling="latent"), "only sampled models have latents")])
+                                          (dict(tiling="latent"), "^only sampled models have latents$")])
 def test_descriptor_refuses_what_the_engine_cannot_do(change, what):
     desc = tiny("compact", nf=8, num_conv=1, upscale=2)
     with pytest.raises(AssertionError, match=what):
