@@ -16,6 +16,6 @@ python -m pytest -q || status=$?
 if command -v ffmpeg >/dev/null; then
     VSR_FFMPEG=bundled python -m pytest -q tests/test_ffmpeg.py tests/test_video.py tests/test_orientation.py \
         tests/test_corpus.py tests/test_fuzz.py tests/test_upscale_video.py tests/test_resume.py \
-        tests/test_ingest.py || status=$?
+        tests/test_ingest.py tests/test_mux.py tests/test_repair.py || status=$?
 fi
 exit $status

@@ -204,7 +204,9 @@ def test_a_failed_write_says_what_it_was_writing(tmp_path):
     with pytest.raises(RuntimeError) as e:
         mux(video=new_video(tmp_path / "v.mkv"), info=info, plan=plan_mux(out, info, video_codec="h264"), out=out,
             size=(32, 24))
-    assert str(e.value).startswith("ffmpeg failed while writing out.mkv: ")
+    assert str(e.value).startswith(f"{src}: ffmpeg failed while joining the new video and the copied streams into "
+                                   "out.mkv (")
+    assert "\n" not in str(e.value) and "tries another" in str(e.value)
 
 
 def test_a_negative_start_moves_every_stream_together(tmp_path):
