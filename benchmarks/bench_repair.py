@@ -31,8 +31,9 @@ import numpy as np
 from vsr.images import read_image
 from vsr.train import tape
 from vsr.video.frames import rgb_frames
-from vsr.video.repair import (RepairOptions, RepairPlan, fill_dropouts, find_dropouts, head_switching_band,
-                              measure_chroma_delay, plan_repair, repair_frame, repair_head_switching, _shift)
+from vsr.video.mend import (_shift, fill_dropouts, find_dropouts, head_switching_band, measure_chroma_delay,
+                            repair_head_switching)
+from vsr.video.repair import RepairOptions, RepairPlan, plan_repair, repair_frame
 
 DATA = Path(os.environ.get("VSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 W, H = 720, 576

@@ -17,8 +17,8 @@ from vsr.cli import main
 from vsr.train import tape
 from vsr.video import IngestOptions, VideoOptions, ingest, probe, transcode
 from vsr.video.decode import Decoder, StartPoint
-from vsr.video.repair import (RepairOptions, RepairPlan, RepairStage, head_switching_band, measure_chroma_delay,
-                              repair_head_switching, yuv_planes)
+from vsr.video.mend import head_switching_band, measure_chroma_delay, repair_head_switching, yuv_planes
+from vsr.video.repair import RepairOptions, RepairPlan, RepairStage
 
 W, H = 320, 240
 

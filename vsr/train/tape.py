@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 
-from vsr.video.repair import yuv_planes
+from vsr.video.mend import yuv_planes
 
 
 def yuv(rgb: np.ndarray) -> np.ndarray:

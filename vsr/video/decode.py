@@ -14,7 +14,8 @@ import numpy as np
 from vsr.video.colour import to_rgb
 from vsr.video.ingest import FrameFilter, IngestPlan
 from vsr.video.probe import VideoInfo
-from vsr.video.repair import RepairStage, undo_chroma_delay
+from vsr.video.mend import undo_chroma_delay
+from vsr.video.repair import RepairStage
 from vsr.video.scenes import is_cut, signature
 
 

@@ -22,7 +22,8 @@ from vsr.errors import VsrError
 from vsr.video.colour import BT470BG, BT709, SMPTE170M, Colour
 from vsr.video.ffmpeg import compile_cmd, execute, log_tail
 from vsr.video.probe import VideoInfo
-from vsr.video.repair import RepairOptions, RepairPlan, head_switching_band, plan_repair, yuv_planes
+from vsr.video.mend import head_switching_band, yuv_planes
+from vsr.video.repair import RepairOptions, RepairPlan, plan_repair
 
 DEINTERLACERS = ("auto", "off", "bwdif", "yadif")
 COLOUR_MODES = ("auto", "bt709", "keep")
