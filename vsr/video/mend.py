@@ -195,7 +195,12 @@ def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.nda
     confirmed = np.zeros((h, w), np.uint8)
     for r, a, b in runs:  # on average over the run: noise inside a streak does not break it
         lift = float(spatial[r, a:b].mean())
-        if all(abs(float(d[r, a:b].mean())) > t and np.sign(d[r, a:b].mean()) == np.sign(lift) for d in temporal):
+        stands_out = all(abs(float(d[r, a:b].mean())) > t and np.sign(d[r, a:b].mean()) == np.sign(lift)
+                         for d in temporal)
+        # ... and the two neighbours agree there: they show the picture the streak hides (where the motion
+        # is lost, on a moving person's thin details, they do not)
+        agree = len(temporal) < 2 or float(np.abs(temporal[0][r, a:b] - temporal[1][r, a:b]).mean()) < abs(lift) / 2
+        if stands_out and agree:
             confirmed[r, a:b] = 1
     n, _, stats, _ = cv2.connectedComponentsWithStats(confirmed, connectivity=8)
     streaks = []
