@@ -2,7 +2,7 @@
 command until it finishes, and compare the result with an uninterrupted run (every decoded frame and
 every audio packet). Prints one line per kill and the verdict.
 
-    nice -n 10 python benchmarks/bench_resume_kill.py [--kills 10] [--seconds 20] [--seed 0]
+    nice -n 10 python benchmarks/bench_resume_kill.py [--kills 10] [--seconds 20] [--seed 0] [--repair auto]
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--segment-frames", type=int, default=25)
+    ap.add_argument("--repair", default="off", help="tape repair, as vsr upscale --repair (auto: the stage runs "
+                    "with a frame of context on each side)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +61,7 @@ def main() -> int:
         def cmd(out: Path) -> list[str]:
             return [sys.executable, "-m", "vsr", "upscale", str(src), "-o", str(out), "--model", str(model),
                     "--codec", "ffv1", "--segment-frames", str(args.segment_frames), "--quiet",
-                    "--deinterlace", "off"]
+                    "--deinterlace", "off", "--repair", args.repair]
 
         ref = tmp / "ref.mkv"
         t0 = time.perf_counter()
