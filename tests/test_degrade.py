@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,28 @@ def test_a_mixture_draws_each_part_for_its_share():
     assert a.sample(np.random.default_rng(5)) == b.sample(np.random.default_rng(5))
     with pytest.raises(ValueError, match="mix: expected shares"):
         DegradeConfig(mix=[MixPart(0.7), MixPart(0.6)])
+
+
+def test_tape_defects_drawn_only_where_a_recipe_asks():
+    """The head-switching band and the vertical chroma delay (vsr.train.tape) for training: the default config
+    draws exactly what it drew before; with ranges, the band tears the bottom lines and chroma moves down."""
+    rng = lambda: np.random.default_rng(5)  # noqa: E731
+    assert Degradation(config=DegradeConfig(), scale=2).sample(rng()) == \
+        Degradation(config=DegradeConfig(head_switching=(0, 0), chroma_shift_v=(0, 0)), scale=2).sample(rng())
+    hr = np.full((96, 96, 3), 120, np.uint8)
+    hr[:, ::8] = 40  # upright lines: something for the band to tear
+    hr[40:56] = (200, 40, 40)  # a red band across: colour edges for the chroma to move off
+    cfg = DegradeConfig(codecs={"none": 1.0}, luma_noise=(0, 0), chroma_noise=(0, 0), tape_noise=(0, 0),
+                        tape_banding=(0, 0), dropouts=(0, 0), chroma_shift=(0, 0), sharpen=(0, 0),
+                        downscale={"area": 1.0})
+    deg = Degradation(config=cfg, scale=2)
+    params = deg.sample(rng())
+    base = deg(hr, params, rng())
+    torn = deg(hr, replace(params, head_switching=6, head_skew=8.0), rng())
+    changed = np.abs(torn.astype(int) - base).max(axis=(1, 2)) > 8
+    assert changed[-6:].all() and not changed[:-6].any()
+    moved = deg(hr, replace(params, chroma_shift_v=2.0), rng())
+    rows = np.abs(moved.astype(int) - base).max(axis=(1, 2))
+    assert rows[19:22].max() > 20 and rows[:14].max() <= 2 and rows[34:].max() <= 2  # around the band's top edge
+    with pytest.raises(ValueError, match="head_switching: expected values in"):
+        DegradeConfig(head_switching=(0, 40))

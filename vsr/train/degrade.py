@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import capture
+from . import capture, tape
 
 Range = tuple[float, float]
 DOWNSCALE = {"area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR,
@@ -71,12 +71,16 @@ class DegradeConfig:
     chroma_subsample: Range = (2.0, 4.0)  # horizontal chroma decimation factor
     chroma_bleed: Range = (0.5, 2.0)  # extra horizontal chroma blur (sigma, LR pixels)
     chroma_shift: Range = (-1.0, 1.0)  # chroma delay against luma, LR pixels
+    chroma_shift_v: Range = (0.0, 0.0)  # its vertical part, LR lines (a deck's comb filter delays chroma a line)
     luma_noise: Range = (0.0, 0.02)  # standard deviation on a 0..1 scale
     chroma_noise: Range = (0.0, 0.03)
     tape_noise: Range = (0.0, 0.03)  # correlated luma noise, std on a 0..1 scale
     tape_streak: Range = (0.5, 3.0)  # its smear along the line (sigma, LR pixels)
     tape_banding: Range = (0.0, 0.01)  # per-line offset (std)
     dropouts: Range = (0.0, 0.3)  # streaks per 10,000 LR pixels
+    head_switching: Range = (0.0, 0.0)  # lines of the torn head-switching band at the bottom (0: none; at most
+    # a quarter of the picture)
+    head_skew: Range = (0.0, 0.0)  # how far its last line is torn sideways, LR pixels
     interlace: float = 0.0  # probability that the picture was interlaced and deinterlaced
     deinterlace: dict[str, float] = field(default_factory=lambda: {"double": 1.0, "blend": 1.0, "weave": 0.2})
     interlace_motion: Range = (0.0, 1.5)  # picture motion between the two fields, LR pixels
@@ -95,7 +99,8 @@ class DegradeConfig:
         _choice_check("codecs", self.codecs, CODECS)
         _choice_check("deinterlace", self.deinterlace, DEINTERLACE)
         for name in ("blur", "luma_cutoff", "sharpen", "sharpen_radius", "chroma_subsample", "chroma_bleed",
-                     "chroma_shift", "luma_noise", "chroma_noise", "tape_noise", "tape_streak", "tape_banding",
+                     "chroma_shift", "chroma_shift_v", "head_switching", "head_skew", "luma_noise",
+                     "chroma_noise", "tape_noise", "tape_streak", "tape_banding",
                      "dropouts", "interlace_motion", "codec_quality", "jpeg_quality", "sensor_noise"):
             lo, hi = getattr(self, name)
             if lo > hi:
@@ -104,6 +109,7 @@ class DegradeConfig:
                   "sharpen": (0.0, 4.0), "sharpen_radius": (0.1, 8.0), "chroma_bleed": (0.0, 8.0),
                   "luma_noise": (0.0, 1.0), "chroma_noise": (0.0, 1.0), "blur": (0.0, 8.0),
                   "tape_noise": (0.0, 1.0), "tape_streak": (0.0, 16.0), "tape_banding": (0.0, 1.0),
+                  "chroma_shift_v": (-4.0, 4.0), "head_switching": (0.0, 32.0), "head_skew": (0.0, 64.0),
                   "dropouts": (0.0, 100.0), "interlace_motion": (-8.0, 8.0), "codec_quality": (0.0, 1.0),
                   "sensor_noise": (0.0, 1.0)}
         for name, (a, b) in checks.items():
@@ -149,6 +155,9 @@ class DegradeParams:
     jpeg_quality: int
     digital: bool = False
     sensor_noise: float = 0.0
+    chroma_shift_v: float = 0.0
+    head_switching: int = 0
+    head_skew: float = 0.0
     part: int = -1  # the mixture part that drew these (an index into ``mix``; -1: the model itself)
 
 
@@ -181,6 +190,9 @@ class Degradation:
             deinterlace=_pick(c.deinterlace, rng), interlace_motion=u(c.interlace_motion),
             codec=_pick(c.codecs, rng), codec_quality=u(c.codec_quality),
             digital=bool(rng.random() < c.digital), sensor_noise=u(c.sensor_noise),
+            # tape defects (vsr.train.tape), drawn only where a recipe gives them a range
+            chroma_shift_v=u(c.chroma_shift_v), head_switching=int(round(u(c.head_switching))),
+            head_skew=u(c.head_skew),
         )
 
     def __call__(self, hr: np.ndarray, params: DegradeParams, rng: np.random.Generator) -> np.ndarray:
@@ -230,6 +242,9 @@ class Degradation:
                 n = _hfilter(rng.standard_normal(ch.shape, dtype=np.float32), streak)
                 ch += n * (p.chroma_noise / float(np.sqrt((streak ** 2).sum())))
         out = np.stack([y, cr, cb], axis=2)
+        rows = min(p.head_switching, out.shape[0] // 4)
+        if rows:  # the tape's own band at the bottom of the picture, before the capture deinterlaces it
+            out = tape.head_switching(out * 255.0, rows, p.head_skew, rng, blank=(0.0, 128.0, 128.0)) / 255.0
         if p.interlace:
             out = capture.interlace(out, mode=p.deinterlace, motion=p.interlace_motion, field=p.interlace_field)
         out = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -283,7 +298,7 @@ def _chroma(ch: np.ndarray, p: DegradeParams) -> np.ndarray:
     ch = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if p.chroma_bleed > 0:
         ch = _hfilter(ch, _gauss_kernel(p.chroma_bleed))
-    if p.chroma_shift != 0:
-        m = np.float32([[1, 0, p.chroma_shift], [0, 1, 0]])
+    if p.chroma_shift != 0 or p.chroma_shift_v != 0:
+        m = np.float32([[1, 0, p.chroma_shift], [0, 1, p.chroma_shift_v]])
         ch = cv2.warpAffine(ch, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return ch

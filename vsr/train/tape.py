@@ -78,16 +78,17 @@ def dropouts(planes: np.ndarray, count: int, rng: np.random.Generator, *, length
     return out, mask
 
 
-def head_switching(planes: np.ndarray, rows: int, skew: float, rng: np.random.Generator) -> np.ndarray:
+def head_switching(planes: np.ndarray, rows: int, skew: float, rng: np.random.Generator, *,
+                   blank: tuple[float, float, float] = (16.0, 128.0, 128.0)) -> np.ndarray:
     """The bottom ``rows`` lines torn sideways (line i of the band moved right by skew * ((i + 1) / rows)^1.5,
-    blanking coming in at the left) and noisier towards the bottom."""
+    ``blank`` coming in at the left) and noisier towards the bottom."""
     out = planes.copy()
     h = planes.shape[0]
     for i in range(rows):
         r = h - rows + i
         s = int(round(skew * ((i + 1) / rows) ** 1.5))
         line = np.roll(planes[r], s, axis=0)
-        line[:s] = (16.0, 128.0, 128.0)
+        line[:s] = blank
         line[:, 0] += rng.normal(0, 3 + 10 * (i + 1) / rows, line.shape[0])
         out[r] = line
     return out
