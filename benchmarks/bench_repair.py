@@ -73,7 +73,8 @@ def chroma_part(clip_list: list[list[np.ndarray]]) -> None:
     t0 = time.perf_counter()
     for k, clip in enumerate(clip_list):
         sample = [np.round(f) for f in clip[:6]]
-        base = measure_chroma_delay(sample)
+        base = measure_chroma_delay(sample) or (0.0, 0.0)  # not measurable: taken as in place
+        tally = [0, 0, 0]
         for j, dx in enumerate(offsets):
             if (j + k) % len(clip_list) not in (0, len(clip_list) // 2):  # each offset on two clips
                 continue
@@ -82,17 +83,22 @@ def chroma_part(clip_list: list[list[np.ndarray]]) -> None:
             plan = plan_repair(RepairOptions(mode="chroma-delay"), hit)
             if plan.chroma_delay is None:
                 declined += 1
+                tally[1] += 1
                 continue
             got = plan.chroma_delay
             err = max(abs(got[0] - base[0] - dx), abs(got[1] - base[1] - dy))
             errors.append(err)
             right += err <= 0.25
             wrong += err > 0.25
+            tally[0 if err <= 0.25 else 2] += 1
+            if err > 0.25:
+                print(f"    injected {dx:+.2f}, {dy:+.2f}: {plan.notes[0]}")
             inner = (slice(8, -8), slice(8, -8))
             fixed = np.stack([_shift(hit[0][..., ch], -(got[0] - base[0]), -(got[1] - base[1])) for ch in (1, 2)], -1)
             before.append(psnr(hit[0][inner][..., 1:], sample[0][inner][..., 1:]))
             after.append(psnr(fixed[inner], sample[0][inner][..., 1:]))
-        print(f"  clip {k}: own chroma offset {base[0]:+.2f}, {base[1]:+.2f} px", flush=True)
+        print(f"  clip {k}: own chroma offset {base[0]:+.2f}, {base[1]:+.2f} px; found, left alone, wrong: {tally}",
+              flush=True)
     n = right + declined + wrong
     e = np.array(errors or [0.0])
     print(f"chroma delay: {n} injected offsets: {right} found within 0.25 px ({100 * right / n:.1f}%), {declined} "

@@ -57,28 +57,54 @@ def _shift(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return cv2.warpAffine(a, m, (a.shape[1], a.shape[0]), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
-def _misfit(frames: list[np.ndarray], shifts: list[tuple[float, float]], k: int = 8) -> np.ndarray:
-    """For each candidate (dx, dy): how badly chroma moved back by it fits an affine function of luma, in
-    windows of k x k around luma edges, summed over the frames."""
-    total = np.zeros(len(shifts))
+def _windows(frames: list[np.ndarray], k: int = 8) -> list[tuple]:
+    """What the chroma-delay fit needs of each frame, computed once: its planes smoothed (so that the
+    smoothing a sub-pixel shift brings does not favour half-pixel shifts), luma's local mean and variance,
+    and per axis (1: x, 0: y) and chroma plane the k x k windows to fit in: luma structure (std above 5
+    levels), chroma structure within reach of it, and edges that a shift along that axis moves (a horizontal
+    edge says nothing about a horizontal shift)."""
+    out = []
     for f in frames:
+        f = cv2.GaussianBlur(f, (0, 0), 1.0)
         y = f[..., 0]
+        gx, gy = cv2.Sobel(y, cv2.CV_32F, 1, 0), cv2.Sobel(y, cv2.CV_32F, 0, 1)
+        jxx, jyy = _box(gx * gx, k), _box(gy * gy, k)
         m_y = _box(y, k)
         v_y = _box(y * y, k) - m_y * m_y
-        edges = v_y > 25.0  # windows with luma structure (std above 5 levels)
-        if not edges.any():
-            continue
-        for i, (dx, dy) in enumerate(shifts):
-            for c in (1, 2):
+        masks = {}
+        for c in (1, 2):
+            m_c = _box(f[..., c], k)
+            near = (v_y > 25.0) & (cv2.dilate(_box(f[..., c] ** 2, k) - m_c * m_c, np.ones((3, 13), np.uint8)) > 4.0)
+            masks[1, c], masks[0, c] = near & (3 * jxx > jyy), near & (3 * jyy > jxx)
+        out.append((f, y, m_y, v_y, masks))
+    return out
+
+
+def _misfit(windows: list[tuple], shifts: list[tuple[float, float]], axis: int, k: int = 8) -> np.ndarray:
+    """For each candidate (dx, dy): how badly chroma moved back by it fits an affine function of luma (1 - r^2
+    of the fit, summed over the axis's windows and the frames)."""
+    total = np.zeros(len(shifts))
+    for f, y, m_y, v_y, masks in windows:
+        for c in (1, 2):
+            where = masks[axis, c]
+            if not where.any():
+                continue
+            for i, (dx, dy) in enumerate(shifts):
                 ch = _shift(f[..., c], -dx, -dy)
                 m_c = _box(ch, k)
                 v_c = _box(ch * ch, k) - m_c * m_c
                 cov = _box(y * ch, k) - m_y * m_c
-                total[i] += float((v_c - cov * cov / (v_y + 1e-3))[edges].mean())
+                total[i] += float((1.0 - cov * cov / (v_y * v_c + 1e-3))[where].sum())
     return total
 
 
-def _best(frames: list[np.ndarray], axis: int, around: float, reach: float, other: float,
+def _measurable(windows: list[tuple], axis: int) -> bool:
+    """Whether enough of the picture (0.2%) has edges that a shift along ``axis`` moves."""
+    n = sum(int(m[axis, c].sum()) for *_, m in windows for c in (1, 2))
+    return n >= 0.002 * sum(w[1].size for w in windows)
+
+
+def _best(windows: list[tuple], axis: int, around: float, reach: float, other: float,
           coarse: float | None = None) -> float:
     """Along one axis (1: x, 0: y; the other axis at ``other``): steps of ``coarse`` px over around +- reach,
     then steps of 0.1 px within 0.6 px of the best, then a parabola through the three best."""
@@ -87,29 +113,32 @@ def _best(frames: list[np.ndarray], axis: int, around: float, reach: float, othe
 
     if coarse:
         steps = around + np.arange(-reach, reach + 1e-6, coarse)
-        around = float(steps[int(np.argmin(_misfit(frames, at(steps))))])
+        around = float(steps[int(np.argmin(_misfit(windows, at(steps), axis)))])
     fine = around + np.arange(-0.6, 0.6 + 1e-6, 0.1)
-    cost = _misfit(frames, at(fine))
+    cost = _misfit(windows, at(fine), axis)
     i = int(np.clip(np.argmin(cost), 1, len(fine) - 2))
     a, b, c = cost[i - 1], cost[i], cost[i + 1]
     step = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c > 0 else 0.0
     return round(float(fine[i] + np.clip(step, -1, 1) * 0.1), 2)
 
 
-def measure_chroma_delay(frames: list[np.ndarray]) -> tuple[float, float]:
+def measure_chroma_delay(frames: list[np.ndarray]) -> tuple[float, float] | None:
     """(dx, dy) in pixels: how far right and down the chroma sits against luma, over ``frames`` (from
-    :func:`yuv_planes`: in YUV, where nothing is clipped yet). Each axis is measured with the other's shift
-    undone: x over +-6 px, y over +-2 lines, then x again near where it was."""
-    dx = _best(frames, 1, 0.0, 6.0, 0.0, coarse=1.0)
-    dy = _best(frames, 0, 0.0, 2.0, dx, coarse=0.5)
-    return _best(frames, 1, dx, 0.0, dy), dy
+    :func:`yuv_planes`: in YUV, where nothing is clipped yet); None when the frames have too few coloured
+    edges across the lines to tell. Each axis is measured with the other's shift undone: x over +-6 px, y
+    over +-2 lines (0 when the frames have too few edges along the lines), then x again near where it was."""
+    w = _windows(frames)
+    if not _measurable(w, 1):
+        return None
+    dx = _best(w, 1, 0.0, 6.0, 0.0, coarse=1.0)
+    dy = _best(w, 0, 0.0, 2.0, dx, coarse=0.5) if _measurable(w, 0) else 0.0
+    return _best(w, 1, dx, 0.0, dy), dy
 
 
 def chroma_delay_fit(frames: list[np.ndarray], delay: tuple[float, float]) -> float:
-    """How much of the chroma's misfit to luma undoing ``delay`` leaves (1: none removed). A real delay of
-    0.75 px leaves about 0.8 on a colourful picture; on a nearly grey one, where chroma is mostly noise,
-    nothing can be measured and it stays near 1."""
-    cost = _misfit(frames, [(0.0, 0.0), delay])
+    """How much of the chroma's misfit to luma undoing ``delay`` leaves (1: none removed), across the lines.
+    On a nearly grey picture, where chroma is mostly noise, nothing can be measured and it stays near 1."""
+    cost = _misfit(_windows(frames), [(0.0, 0.0), delay], 1)
     return float(cost[1] / max(cost[0], 1e-9))
 
 

@@ -22,6 +22,7 @@ from vsr.video.mend import (chroma_delay_fit, fill_dropouts, find_dropouts, head
 REPAIRS = ("chroma-delay", "dropouts", "head-switching")
 MAX_CHROMA_DELAY = 8.0  # px: farther than any deck puts it; a larger forced value is a mistake
 APPLY_CHROMA_DELAY = 0.75  # px: smaller measured delays are left alone (digital chroma siting is within 0.5)
+FIT = 0.9  # a delay is applied only where undoing it leaves at most this share of the chroma's misfit to luma
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,33 @@ def plan_repair(options: RepairOptions, sample: list[np.ndarray]) -> RepairPlan:
         # both; a value that only some pictures give is the content's, and is left alone
         halves = [measure_chroma_delay(sample[k::2]) for k in (0, 1)] if len(sample) > 1 else \
             [measure_chroma_delay(sample)] * 2
-        dx, dy = (round((a + b) / 2, 2) for a, b in zip(*halves))
-        if max(abs(dx), abs(dy)) >= APPLY_CHROMA_DELAY:
-            agree = max(abs(a - b) for a, b in zip(*halves)) <= 0.5
-            if not agree or chroma_delay_fit(sample, (dx, dy)) > 0.9 or abs(dx) > 5.9 or abs(dy) > 1.9:
-                notes.append(f"chroma delay not measurable ({halves[0][0]:+.2f}, {halves[0][1]:+.2f} px on half of "
-                             f"the sample, {halves[1][0]:+.2f}, {halves[1][1]:+.2f} on the other): left alone; "
-                             "--chroma-delay DX,DY sets it")
-            else:
-                delay = (dx, dy)
-                notes.append(f"chroma delay {dx:+.2f}, {dy:+.2f} px (right, down) measured and undone")
+        if None in halves:
+            notes.append("chroma delay not measurable (too few coloured edges): left alone; --chroma-delay DX,DY "
+                         "sets it")
+        else:
+            delay = _chroma_delay(sample, halves, notes)
     rows = head_switching_band([f[..., 0] for f in sample]) if "head-switching" in wanted and sample else 0
     if rows:
         notes.append(f"head-switching band of {rows} lines at the bottom repaired")
     if delay == (0.0, 0.0):
         delay = None
     return RepairPlan(chroma_delay=delay, dropouts="dropouts" in wanted, head_switching=rows, notes=tuple(notes))
+
+
+def _chroma_delay(sample: list[np.ndarray], halves: list[tuple[float, float]], notes: list[str]
+                  ) -> tuple[float, float] | None:
+    """The delay to undo from the measurements on the two halves of the sample, or None."""
+    dx, dy = (round((a + b) / 2, 2) for a, b in zip(*halves))
+    if max(abs(dx), abs(dy)) < APPLY_CHROMA_DELAY:
+        return None
+    fit = chroma_delay_fit(sample, (dx, dy))
+    if max(abs(a - b) for a, b in zip(*halves)) > 0.5 or fit > FIT or abs(dx) > 5.9 or abs(dy) > 1.9:
+        notes.append(f"chroma delay not measurable ({halves[0][0]:+.2f}, {halves[0][1]:+.2f} px on half of the "
+                     f"sample, {halves[1][0]:+.2f}, {halves[1][1]:+.2f} on the other, fit {fit:.2f}): left alone; "
+                     "--chroma-delay DX,DY sets it")
+        return None
+    notes.append(f"chroma delay {dx:+.2f}, {dy:+.2f} px (right, down) measured and undone")
+    return dx, dy
 
 
 # --- the stage -----------------------------------------------------------------------------------------
