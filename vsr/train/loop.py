@@ -22,12 +22,12 @@ from ..engine import device as devices
 from ..engine.device import select_device
 from ..errors import VsrError
 from . import checkpoint as ckpt
-from . import ddp, losses, temporal
+from . import ddp, loss_types, losses, temporal
 from .clipdata import ClipData, validation_clips
 from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, to_dict
 from .data import TrainData, load_frames, validation_set
 from .evaluate import Logger, validate
-from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data, resolve
+from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data
 
 
 @dataclass
@@ -65,32 +65,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _check_losses(cfg: RecipeConfig) -> None:
-    for i, ts in enumerate(cfg.steps):  # a discriminator's step trains it with the gan losses that name it
-        judge = cfg.networks[ts.network].arch in DISCRIMINATORS
-        for name in ts.losses:
-            loss = cfg.losses[name]
-            if judge and (loss.type != "gan" or loss.discriminator != ts.network):
-                raise VsrError(f"steps[{i}].losses: {name!r} ({loss.type}) cannot train the discriminator "
-                               f"{ts.network!r}; its steps take only gan losses with discriminator: {ts.network}")
-    for name, loss in cfg.losses.items():
-        if loss.type == "gan" and cfg.networks[loss.discriminator or ""].arch not in DISCRIMINATORS:
-            raise VsrError(f"losses.{name}.discriminator: {loss.discriminator!r} is a "
-                           f"{cfg.networks[loss.discriminator or ''].arch}, not a discriminator "
-                           f"({', '.join(DISCRIMINATORS)})")
-        if loss.type == "distill":
-            if cfg.data.clips is not None:
-                raise VsrError(f"losses.{name}: the distill loss trains on patches (remove data.clips)")
-            parts = len(cfg.data.degradation.mix)
-            if loss.part is not None and not -1 <= loss.part < parts:
-                raise VsrError(f"losses.{name}.part: expected -1 (the mixture's own model) or a part of "
-                               f"data.degradation.mix (0..{parts - 1}), got {loss.part}")
-        if loss.type == "translational":
-            crop = loss.crop or cfg.data.patch * 3 // 4
-            if not 0 < crop < cfg.data.patch:
-                raise VsrError(f"losses.{name}.crop: expected 1..{cfg.data.patch - 1} (below data.patch), got {crop}")
-
-
 def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, Any]) -> None:
     """The data are made at the recipe's scale: the generator must upscale by as much. A flow (the
     sampled contract: SRFlow) trains with its likelihood and pixel losses on its temperature-0 image;
@@ -105,16 +79,7 @@ def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, 
     if desc.contract == "sampled" and cfg.data.clips is not None:
         raise VsrError(f"data.clips: a {net_cfg.arch} generator samples each frame on its own; "
                        "train it on patches (remove data.clips)")
-    for name, loss in cfg.losses.items():
-        if loss.type == "pingpong" and desc.contract != "recurrent":
-            raise VsrError(f"losses.{name}: the ping-pong loss needs a frame-recurrent generator "
-                           f"(rrdb-recurrent); {net_cfg.arch} sees one frame at a time")
-        if desc.contract == "sampled" and loss.type not in ("nll", "l1", "l2"):
-            raise VsrError(f"losses.{name}: a {net_cfg.arch} generator trains with the nll loss and l1/l2 on "
-                           f"its temperature-0 image (it samples: no one output for other losses), got {loss.type}")
-        if desc.contract != "sampled" and loss.type == "nll":
-            raise VsrError(f"losses.{name}: the nll loss needs a flow generator (srflow); "
-                           f"a {net_cfg.arch} has no likelihood")
+    loss_types.check_generator(cfg, arch=net_cfg.arch, contract=desc.contract)
     scale = desc.scale
     if abs(scale - cfg.scale) > 1e-6:
         what = net_cfg.weights or f"{net_cfg.arch} with params {net_cfg.params}"
@@ -126,7 +91,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
           export_name: str | None = None, export_dir: Path | None = None) -> RunResult:
     """Train (or continue training) from a recipe; ``stop_after`` ends this part after that step
     (a checkpoint is written), as an interruption would."""
-    _check_losses(cfg)
+    loss_types.check(cfg)
     device = select_device(cfg.device)
     dist = ddp.setup(device.type)
     out_dir = Path(cfg.output or Path("runs") / cfg.name).expanduser()
@@ -156,8 +121,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
     scaler = grad_scaler(amp, device)
-    vgg = _perceptual(cfg, device)
-    teachers = _teachers(cfg, device)
+    fixed = loss_types.prepare(cfg, device)  # VGG features, teachers
 
     start, seconds = 0, 0.0
     if state is not None:
@@ -213,8 +177,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         fakes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         skipped = False
         for i, ts in enumerate(cfg.steps):
-            active = [n for n in ts.losses if loss_active(cfg.losses[n], step)
-                      and (cfg.losses[n].type != "perceptual" or n in vgg)]  # disabled: no VGG weights
+            active = [n for n in ts.losses if loss_active(cfg.losses[n], step)]
             if step < ts.start or (step - ts.start) % ts.every or not active:
                 continue
             net, opt = wrapped[ts.network], opts[i]
@@ -227,7 +190,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
                 sync = contextlib.nullcontext() if m == A - 1 or not dist.enabled else net.no_sync()
                 with sync:
                     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        terms = _terms(cfg, ts, active, net, wrapped, mb, m, fakes, vgg, teachers, step, dist)
+                        terms = _terms(cfg, ts, active, net, wrapped, mb, m, fakes, fixed, step, dist)
                     total = sum(terms.values()) / A
                     (scaler.scale(total) if scaler else total).backward()
                 names = list(terms) + ["total"]
@@ -333,42 +296,14 @@ def _optimizer(ts: TrainStepConfig, net: torch.nn.Module) -> torch.optim.Optimiz
                lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
-def _perceptual(cfg: RecipeConfig, device: torch.device) -> dict[str, losses.VGGFeatures]:
-    """Feature networks of the perceptual losses that have weights; the others are disabled."""
-    found = {}
-    for name, loss in cfg.losses.items():
-        if loss.type != "perceptual":
-            continue
-        if not loss.vgg_weights:
-            print(f"vsr: perceptual loss {name!r} disabled: no VGG19 weights file given "
-                  f"(losses.{name}.vgg_weights); nothing is downloaded", file=sys.stderr)
-            continue
-        found[name] = losses.VGGFeatures(weights=loss.vgg_weights, layer=loss.layer or "conv5_4").to(device)
-    return found
-
-
-def _teachers(cfg: RecipeConfig, device: torch.device) -> dict[str, torch.nn.Module]:
-    """The fixed models of the distill losses, by loss name (no gradients, never updated)."""
-    found = {}
-    for name, loss in cfg.losses.items():
-        if loss.type == "distill":
-            desc = resolve(loss.teacher, f"losses.{name}.teacher")
-            if desc.contract != "plain" or abs(desc.scale - cfg.scale) > 1e-6:
-                raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
-                               f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")
-            found[name] = desc.model.float().eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
-    return found
-
-
 def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch.nn.Module,
            wrapped: dict[str, torch.nn.Module], mb: dict[str, torch.Tensor], m: int,
-           fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], vgg: dict[str, losses.VGGFeatures],
-           teachers: dict[str, torch.nn.Module], step: int, dist: ddp.Dist) -> dict[str, torch.Tensor]:
+           fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], fixed: dict[str, torch.nn.Module], step: int,
+           dist: ddp.Dist) -> dict[str, torch.Tensor]:
     """The weighted loss terms of one training step on one micro-batch."""
     clips = mb["lq"].ndim == 5  # (B, T, C, p, p): the generator runs over clips
     lq = mb["lq"] if clips else mb["lq"].contiguous(memory_format=torch.channels_last)
     hq = mb["hq"]
-    terms: dict[str, torch.Tensor] = {}
     if cfg.networks[ts.network].arch in DISCRIMINATORS:  # the discriminator's side of the GAN losses
         if m in fakes:
             real, fake = fakes[m]
@@ -378,48 +313,24 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
             if clips:  # every frame is an image to judge
                 real, fake = real.flatten(0, 1), fake.flatten(0, 1)
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + dist.rank)
-        for name in active:
-            loss = cfg.losses[name]
-            terms[name] = loss.weight * losses.gan_d_loss(
-                net, real, fake, kind=loss.gan_type or "vanilla", noise=loss.noise or 0.0,
-                gp=loss.gradient_penalty or 0.0, rng=rng)
-        return terms
+        return {name: cfg.losses[name].weight * loss_types.get(cfg.losses[name].type).judge(
+                    cfg.losses[name], net, real, fake, rng) for name in active}
     if hasattr(ddp.unwrap(net), "latent_shapes"):  # a flow: the likelihood of the target, pixel losses
-        mean = None                                   # on the temperature-0 image
-        for name in active:
-            loss = cfg.losses[name]
-            if loss.type == "nll":
-                terms[name] = loss.weight * losses.nll(net, hq, lq, quant=loss.dequantisation)
-                continue
-            if mean is None:
-                mean = losses.flow_mean(ddp.unwrap(net), lq).float()
-            terms[name] = loss.weight * losses.pixel(mean, hq, loss.type)
-        return terms
+        scene = loss_types.Scene(lq=lq, target=hq, mb=mb, net=net, nets=wrapped,  # on the temperature-0 image
+                                 make_out=lambda: losses.flow_mean(ddp.unwrap(net), lq))
+        return loss_types.terms(cfg, active, scene, fixed)
     if clips:
-        return temporal.clip_terms(cfg, active, net, mb, vgg, wrapped, fakes, m)
+        return temporal.clip_terms(cfg, active, net, mb, wrapped, fakes, m, fixed)
+    made = {}
     trans = next((n for n in active if cfg.losses[n].type == "translational"), None)
     if trans:
-        crop = cfg.losses[trans].crop or cfg.data.patch * 3 // 4
-        out, t = losses.translational(net, lq, mb["corner"], mb["corner_b"], crop=crop, scale=cfg.scale)
-        target = losses.target_crop(hq, mb["corner"], patch=cfg.data.patch, crop=crop, scale=cfg.scale)
-        terms[trans] = cfg.losses[trans].weight * t
+        out, t, cut = loss_types.get("translational").generate(net, lq, mb, loss=cfg.losses[trans],
+                                                               patch=cfg.data.patch, scale=cfg.scale)
+        scene = loss_types.Scene(lq=lq, target=cut(hq), mb=mb, net=net, nets=wrapped, make_out=lambda: out, cut=cut)
+        made[trans] = cfg.losses[trans].weight * t
     else:
-        out, target = net(lq), hq
-    out = out.float()
-    for name in active:
-        loss = cfg.losses[name]
-        if loss.type in ("l1", "l2"):
-            terms[name] = loss.weight * losses.pixel(out, target, loss.type)
-        elif loss.type == "distill":
-            with torch.no_grad():
-                taught = teachers[name](lq).float()
-            if trans:  # the same crop as the target's
-                taught = losses.target_crop(taught, mb["corner"], patch=cfg.data.patch, crop=crop, scale=cfg.scale)
-            terms[name] = loss.weight * losses.distill(out, taught, mb["part"], loss.part)
-        elif loss.type == "perceptual" and name in vgg:
-            terms[name] = loss.weight * losses.perceptual(vgg[name], out, target)
-        elif loss.type == "gan":
-            d = ddp.unwrap(wrapped[loss.discriminator or ""])
-            terms[name] = loss.weight * losses.gan_g_loss(d, target, out, kind=loss.gan_type or "vanilla")
-    fakes[m] = (target, out.detach())
+        out = net(lq)
+        scene = loss_types.Scene(lq=lq, target=hq, mb=mb, net=net, nets=wrapped, make_out=lambda: out)
+    terms = loss_types.terms(cfg, active, scene, fixed, made)
+    fakes[m] = (scene.target, scene.out.detach())
     return terms
