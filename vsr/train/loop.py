@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .. import arch
+from ..arch import Contract
 from ..engine import device as devices
 from ..engine.device import select_device
 from ..errors import VsrError
@@ -73,10 +74,10 @@ def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, 
     if net_cfg.arch in DISCRIMINATORS:
         raise VsrError(f"networks.{cfg.generator}: the generator cannot be a {net_cfg.arch}")
     desc = arch.get_arch(net_cfg.arch).describe(params, gen)
-    if desc.contract == "recurrent" and cfg.data.clips is None:
+    if desc.contract == Contract.RECURRENT and cfg.data.clips is None:
         raise VsrError(f"data.clips: a {net_cfg.arch} generator learns from its previous output; train it "
                        "on clips (e.g. clips: {frames: 5})")
-    if desc.contract == "sampled" and cfg.data.clips is not None:
+    if desc.contract == Contract.SAMPLED and cfg.data.clips is not None:
         raise VsrError(f"data.clips: a {net_cfg.arch} generator samples each frame on its own; "
                        "train it on patches (remove data.clips)")
     loss_types.check_generator(cfg, arch=net_cfg.arch, contract=desc.contract)
@@ -145,7 +146,7 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     if cfg.data.clips is not None:  # the generator runs over whole clips, one call per clip (for DDP)
         contract = arch.get_arch(cfg.networks[cfg.generator].arch).describe(
             params[cfg.generator], nets[cfg.generator]).contract
-        trained[cfg.generator] = temporal.ClipRunner(net=nets[cfg.generator], recurrent=contract == "recurrent")
+        trained[cfg.generator] = temporal.ClipRunner(net=nets[cfg.generator], recurrent=contract == Contract.RECURRENT)
     wrapped = {n: ddp.wrap(m, dist, device) for n, m in trained.items()}
     log = Logger(out_dir, enabled=dist.main and cfg.log.tensorboard)
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
+from ..arch import Contract
 from ..errors import VsrError
 from . import ddp, losses
 
@@ -80,7 +81,7 @@ class LossType:
     def check(self, cfg: RecipeConfig, name: str, loss: LossConfig) -> None:
         """Before training, before the data load (VsrError)."""
 
-    def check_generator(self, name: str, loss: LossConfig, *, arch: str, contract: str) -> None:
+    def check_generator(self, name: str, loss: LossConfig, *, arch: str, contract: Contract) -> None:
         """Once the generator is built (VsrError)."""
 
     def prepare(self, cfg: RecipeConfig, name: str, loss: LossConfig, device: torch.device) -> nn.Module | None:
@@ -187,8 +188,8 @@ class PingPong(LossType):
     patches = False
     needs_clips = "the ping-pong loss runs a clip forward and back"
 
-    def check_generator(self, name: str, loss: LossConfig, *, arch: str, contract: str) -> None:
-        if contract != "recurrent":
+    def check_generator(self, name: str, loss: LossConfig, *, arch: str, contract: Contract) -> None:
+        if contract != Contract.RECURRENT:
             raise VsrError(f"losses.{name}: the ping-pong loss needs a frame-recurrent generator "
                            f"(rrdb-recurrent); {arch} sees one frame at a time")
 
@@ -222,8 +223,8 @@ class Nll(LossType):
                 raise ValueError(f"steps[{i}].losses: {name!r} (nll) is the generator's likelihood; "
                                  f"this step trains {s.network!r}")
 
-    def check_generator(self, name: str, loss: LossConfig, *, arch: str, contract: str) -> None:
-        if contract != "sampled":
+    def check_generator(self, name: str, loss: LossConfig, *, arch: str, contract: Contract) -> None:
+        if contract != Contract.SAMPLED:
             raise VsrError(f"losses.{name}: the nll loss needs a flow generator (srflow); a {arch} has no likelihood")
 
     def term(self, loss: LossConfig, s: Scene, fixed: nn.Module | None) -> Tensor:
@@ -251,7 +252,7 @@ class Distill(LossType):
         from .nets import resolve
 
         desc = resolve(loss.teacher, f"losses.{name}.teacher")
-        if desc.contract != "plain" or abs(desc.scale - cfg.scale) > 1e-6:
+        if desc.contract != Contract.PLAIN or abs(desc.scale - cfg.scale) > 1e-6:
             raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
                            f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")
         return desc.model.float().eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
@@ -299,11 +300,11 @@ def check(cfg: RecipeConfig) -> None:
         get(loss.type).check(cfg, name, loss)
 
 
-def check_generator(cfg: RecipeConfig, *, arch: str, contract: str) -> None:
+def check_generator(cfg: RecipeConfig, *, arch: str, contract: Contract) -> None:
     """Each loss against the generator's contract: a flow (sampled) trains only with the flow types."""
     for name, loss in cfg.losses.items():
         t = get(loss.type)
-        if contract == "sampled" and not t.flow:
+        if contract == Contract.SAMPLED and not t.flow:
             raise VsrError(f"losses.{name}: a {arch} generator trains with the nll loss and l1/l2 on its "
                            f"temperature-0 image (it samples: no one output for other losses), got {loss.type}")
         t.check_generator(name, loss, arch=arch, contract=contract)
