@@ -121,7 +121,7 @@ def test_a_perceptual_loss_without_weights_stops_before_training(tmp_path, loss,
 
 
 def test_the_gan_experiment_names_what_it_needs(tmp_path):
-    cfg = load_recipe(ROOT / "pipelines" / "esrgan-gan.yml", **{"data.frames": str(tmp_path)})
+    cfg = load_recipe(ROOT / "pipelines" / "experiments" / "esrgan-gan.yml", **{"data.frames": str(tmp_path)})
     with pytest.raises(VsrError, match="losses.perceptual: a perceptual loss needs VGG19 weights"):
         train(cfg, progress=False)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import catalog
 from ..errors import VsrError
 from ..yamlfile import read_mapping
 from . import loss_types
@@ -332,6 +333,11 @@ def load_recipe(path: str | Path, **overrides: Any) -> RecipeConfig:
     (a number picks an item of a list: ``data.degradation.mix.0.share``)."""
     path = find_recipe(path)
     data = read_mapping(path, "recipe")
+    # a file-level marker, not a training setting (left out of the config that checkpoints store)
+    if catalog.kind_of(data, path, default="recipe") != "recipe":
+        raise VsrError(f"{path} is a restoration preset (kind: preset), not a training recipe; "
+                       "use it with vsr upscale --preset")
+    data.pop("kind", None)
     for dotted, value in overrides.items():
         node: Any = data
         *parents, last = dotted.split(".")
@@ -362,12 +368,7 @@ def find_recipe(name: str | Path) -> Path:
         if not path.is_file():
             raise VsrError(f"recipe {path} does not exist")
         return path
-    from importlib import resources
-    shipped = Path(str(resources.files("vsr.pipelines"))) / f"{name}.yml"
-    if not shipped.is_file():
-        names = sorted(p.stem for p in shipped.parent.glob("*.yml"))
-        raise VsrError(f"unknown recipe {name!r}; shipped: {', '.join(names) or 'none'} (or give a .yml path)")
-    return shipped
+    return catalog.find(str(name), "recipe")
 
 
 def to_dict(cfg: Any) -> Any:
