@@ -91,7 +91,8 @@ def test_every_type_computes_on_tiny_tensors(tmp_path, name):
 
 def test_defaults_belong_to_the_types():
     gan, given = LossConfig(type="gan", discriminator="d"), LossConfig(type="gan", discriminator="d", noise=0.5)
-    assert [loss_types.get("gan").value(gan, k) for k in ("gan_type", "noise", "gradient_penalty")] == ["vanilla", 0.0, 0.0]
+    gan_keys = ("gan_type", "noise", "gradient_penalty")
+    assert [loss_types.get("gan").value(gan, k) for k in gan_keys] == ["vanilla", 0.0, 0.0]
     assert loss_types.get("gan").value(given, "noise") == 0.5
     assert loss_types.get("pingpong").value(LossConfig(type="pingpong"), "distance") == "l1"
     assert loss_types.get("perceptual").value(LossConfig(type="perceptual"), "layer") == "conv5_4"

@@ -84,7 +84,8 @@ class ModelDescriptor:
         if unknown:
             raise ValueError(f"{self.arch}: settings: expected some of {', '.join(SETTINGS)}, got {unknown[0]!r}")
         if self.tiling == Tiling.LATENT and self.contract != Contract.SAMPLED:
-            raise ValueError(f"{self.arch}: tiling latent: only sampled models have latents, this one is {self.contract}")
+            raise ValueError(f"{self.arch}: tiling latent: only sampled models have latents, "
+                             f"this one is {self.contract}")
 
     @property
     def num_params(self) -> int:

@@ -215,7 +215,8 @@ class Nll(LossType):
 
     def check_loss(self, loss: LossConfig) -> None:
         if loss.quant is not None and loss.quant < 0:
-            raise ValueError(f"quant: expected 0 (no dequantisation) or the number of levels, e.g. 256, got {loss.quant}")
+            raise ValueError("quant: expected 0 (no dequantisation) or the number of levels, e.g. 256, "
+                             f"got {loss.quant}")
 
     def check_recipe(self, cfg: RecipeConfig, name: str, loss: LossConfig) -> None:
         for i, s in enumerate(cfg.steps):
