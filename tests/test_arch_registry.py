@@ -3,6 +3,7 @@ seams and the memory that automatic tiling budgets; and the registry's checks of
 from __future__ import annotations
 
 import dataclasses
+import json
 import weakref
 
 import pytest
@@ -54,7 +55,7 @@ def test_each_architectures_contract():
     }
     assert by_name["rrdb-recurrent"].context_frames == recurrent.CONTEXT_FRAMES
     assert all(d.context_frames == 0 for n, d in by_name.items() if n != "rrdb-recurrent")
-    assert all(d.supports_fp16 and d.supports_bf16 for d in by_name.values())
+    assert all(isinstance(d.contract, arch.Contract) and isinstance(d.tiling, arch.Tiling) for d in by_name.values())
 
 
 def test_recurrent_rrdb_budgets_as_the_rrdb():
@@ -163,13 +164,26 @@ def test_recurrent_from_anything_else_is_refused():
         arch.from_rrdb(gray)
 
 
-@pytest.mark.parametrize("change, what", [(dict(contract="streamed"), "streamed"), (dict(tiling="rows"), "rows"),
-                                          (dict(settings=("speed",)), "speed"),
-                                          (dict(tiling="latent"), "^only sampled models have latents$")])
+@pytest.mark.parametrize("change, what", [
+    (dict(contract="streamed"), "compact: contract: expected one of plain, sampled, recurrent, got 'streamed'"),
+    (dict(tiling="rows"), "compact: tiling: expected one of tiles, latent, got 'rows'"),
+    (dict(tiling="whole"), "compact: tiling: expected one of tiles, latent, got 'whole'"),
+    (dict(settings=("speed",)), "compact: settings: expected some of temperature, seed, got 'speed'"),
+    (dict(tiling="latent"), "compact: tiling latent: only sampled models have latents, this one is plain")])
 def test_descriptor_refuses_what_the_engine_cannot_do(change, what):
+    """Checked when the descriptor is built (not by assert: python -O keeps these checks)."""
     desc = tiny("compact", nf=8, num_conv=1, upscale=2)
-    with pytest.raises(AssertionError, match=what):
+    with pytest.raises(ValueError) as e:
         dataclasses.replace(desc, **change)
+    assert str(e.value) == what
+
+
+def test_contract_and_tiling_read_as_their_names():
+    desc = dataclasses.replace(tiny("compact", nf=8, num_conv=1, upscale=2), contract="recurrent")
+    assert desc.contract is arch.Contract.RECURRENT and desc.tiling is arch.Tiling.TILES
+    assert desc.contract == "recurrent" and f"{desc.contract}" == str(desc.contract) == "recurrent"
+    assert json.dumps({"contract": desc.contract}) == '{"contract": "recurrent"}'
+    assert {"recurrent": 1}[desc.contract] == 1
 
 
 def test_registry_refuses_a_second_architecture_of_a_name(monkeypatch):

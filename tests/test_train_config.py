@@ -15,6 +15,7 @@ from vsr.train.config import find_recipe, load_recipe
 from vsr.train.loop import train
 
 TINY = Path(__file__).with_name("train_tiny.yml")
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "pipelines" / "experiments"
 
 
 def write_frames(folder: Path, n: int = 3, size: int = 96, seed: int = 0) -> Path:
@@ -49,12 +50,12 @@ _DELETE = object()
 
 
 def test_shipped_recipes_load():
-    for name in ("finetune-esrgan", "vhs-esrgan", "capture-esrgan", "esrgan-gan"):
+    for name in ("finetune-esrgan", "vhs-esrgan", EXPERIMENTS / "capture-esrgan.yml", EXPERIMENTS / "esrgan-gan.yml"):
         cfg = load_recipe(name)
         assert cfg.steps and cfg.losses and cfg.networks[cfg.generator].arch == "rrdb"
     # the shipped esrgan's narrow model, and the wide one the newer recipes use
     assert load_recipe("vhs-esrgan").data.degradation.codecs == {"jpeg": 1.0}
-    assert len(load_recipe("capture-esrgan").data.degradation.codecs) == 6
+    assert len(load_recipe(EXPERIMENTS / "capture-esrgan.yml").data.degradation.codecs) == 6
     mixed = load_recipe("capture-esrgan-3").data.degradation  # the wide model with two more parts
     assert [m.share for m in mixed.mix] == [0.3, 0.25] and mixed.mix[0].config.codecs == {"jpeg": 1.0}
     compact = load_recipe("finetune-compact")

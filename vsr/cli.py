@@ -6,9 +6,12 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
 from .errors import VsrError
+
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns
 
 
 def _devices(value: str) -> list[str]:
@@ -107,7 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vsr {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     sub = p.add_subparsers(dest="command", required=True)
+    for add, handler in _commands():  # in the order `vsr --help` lists them
+        add(sub).set_defaults(handler=handler)
+    from .train.cli import register as register_training
+    for name, handler in register_training(sub).items():
+        sub.choices[name].set_defaults(handler=handler)
+    return p
 
+
+def _add_upscale(sub: Subparsers) -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="upscale an image, a video or a folder of them")
     up.add_argument("input", type=Path, help="image, video or folder")
     up.add_argument("-o", "--output", type=Path, help="output file or folder (default: beside the input)")
@@ -135,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     up.add_argument("--quiet", action="store_true", help="no progress bars")
     up.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    return up
 
+
+def _add_repair(sub: Subparsers) -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="tape repair alone, no network: chroma delay, dropouts, head-switching "
                         "(for upscaling elsewhere)")
     rp.add_argument("input", type=Path, help="video")
@@ -145,20 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--overwrite", action="store_true", help="redo an output that already exists")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    return rp
 
-    sub.add_parser("models", help="list the named models")
+
+def _add_models(sub: Subparsers) -> argparse.ArgumentParser:
+    return sub.add_parser("models", help="list the named models")
+
+
+def _add_average(sub: Subparsers) -> argparse.ArgumentParser:
     av = sub.add_parser("average", help="average the weights of fine-tunes of one network (a model soup): "
                         "the average often keeps what each of them is good at")
     av.add_argument("models", nargs="+", metavar="MODEL", help="model names or weights files, all one network")
     av.add_argument("--weights", type=float, nargs="+", metavar="W",
                     help="one weight per model (default equal), scaled to sum to 1")
     av.add_argument("-o", "--output", type=Path, required=True, help="weights file to write (.safetensors)")
+    return av
 
+
+def _add_demo(sub: Subparsers) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="restore a generated, degraded video clip")
     demo.add_argument("-o", "--output", type=Path, default=Path("vsr-demo"), help="folder (default vsr-demo)")
     demo.add_argument("--model", default="esrgan")
     demo.add_argument("--device", default="auto")
+    return demo
 
+
+def _add_srflow(sub: Subparsers) -> argparse.ArgumentParser:
     fl = sub.add_parser("srflow", help="a flow model's other uses: restore an image, transfer texture")
     fl_sub = fl.add_subparsers(dest="action", required=True)
     rs = fl_sub.add_parser("restore", help="normalise the image's latents (zero mean, unit std) and decode")
@@ -170,14 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-o", "--output", type=Path, required=True, help="output image")
         q.add_argument("--model", default="srflow", help="an SRFlow model: name or weights file (default srflow)")
         q.add_argument("--device", default="auto")
+    return fl
 
+
+def _add_inspect(sub: Subparsers) -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="look inside a model")
     ins_sub = ins.add_subparsers(dest="what", required=True)
     sel = ins_sub.add_parser("selectors", help="each switched layer's choice of kernel, as colour maps")
     sel.add_argument("image", type=Path)
     sel.add_argument("-o", "--output", type=Path, required=True, help="output image (the maps beside the input)")
     sel.add_argument("--model", default="switched", help="a switched model: name or weights file")
+    return ins
 
+
+def _add_bench(sub: Subparsers) -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="how fast a model runs here: model-only and end-to-end frames/s, "
                         "GFLOP/s against the machine's peak")
     be.add_argument("--model", default="esrgan", help="model name or weights file (default esrgan)")
@@ -191,15 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--codec", help="output codec of the pipeline run (default libx264, as vsr upscale)")
     be.add_argument("--clip", type=Path, help="run the pipeline on this video instead of a generated clip")
     be.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return be
 
-    from .compare import add_arguments as compare_arguments
-    compare_arguments(sub.add_parser(
-        "compare", help="two restorations of one clip: PSNR-Y/SSIM-Y, tOF, warping error, a picture and a plot"))
 
-    from .train.cli import register as register_training
-    for name, handler in register_training(sub).items():
-        sub.choices[name].set_defaults(handler=handler)
-    return p
+def _add_compare(sub: Subparsers) -> argparse.ArgumentParser:
+    from .compare import add_arguments
+
+    cp = sub.add_parser(
+        "compare", help="two restorations of one clip: PSNR-Y/SSIM-Y, tOF, warping error, a picture and a plot")
+    add_arguments(cp)
+    return cp
 
 
 def _job_options(args: argparse.Namespace, **defaults: object):
@@ -294,17 +327,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _commands() -> list[tuple[Callable[[Subparsers], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]]:
+    """Each command: the function that adds its parser, the one that runs it (looked up when the parser is
+    built); the training commands come from vsr.train.cli."""
+    return [(_add_upscale, cmd_upscale), (_add_repair, cmd_repair), (_add_models, cmd_models),
+            (_add_average, cmd_average), (_add_demo, cmd_demo), (_add_srflow, cmd_srflow),
+            (_add_inspect, cmd_inspect), (_add_bench, cmd_bench), (_add_compare, cmd_compare)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"upscale": cmd_upscale, "repair": cmd_repair, "models": cmd_models, "average": cmd_average,
-                "demo": cmd_demo,
-                "srflow": cmd_srflow,
-                "inspect": cmd_inspect, "compare": cmd_compare, "bench": cmd_bench}
     try:
         with warnings.catch_warnings():
             if not args.debug:  # library warnings are for developers: a refusal or a run says one line
                 warnings.simplefilter("ignore")
-            return (getattr(args, "handler", None) or commands[args.command])(args)
+            return args.handler(args)
     except KeyboardInterrupt as e:  # a resumable video says where its finished work is kept
         print(f"vsr: interrupted; {e}" if str(e) else "vsr: interrupted", file=sys.stderr)
         return 130

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import zoo
-from .arch import ModelDescriptor
+from .arch import Contract, ModelDescriptor
 from .engine.device import select_device
 from .engine.upscaler import usable
 from .errors import VsrError
@@ -28,7 +28,7 @@ from .images import read_image, to_rgb8, write_image
 
 def load_flow(model: str) -> ModelDescriptor:
     desc, _ = zoo.resolve(model)
-    if not callable(getattr(desc.model, "encode", None)) or desc.contract != "sampled":
+    if not callable(getattr(desc.model, "encode", None)) or desc.contract != Contract.SAMPLED:
         raise VsrError(f"model {model!r} is a {desc.arch} network, not a flow: give an SRFlow model (--model srflow)")
     return desc
 

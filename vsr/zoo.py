@@ -18,7 +18,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from . import ncnn, weights
-from .arch import ModelDescriptor
+from .arch import Contract, ModelDescriptor
 from .errors import VsrError
 from .yamlfile import read_mapping
 
@@ -248,7 +248,7 @@ def average(models: list[str], weights_: list[float] | None, output: Path) -> No
     first = None
     for spec, w in zip(models, weights_):
         desc, _ = resolve(spec)
-        if desc.contract != "plain":
+        if desc.contract != Contract.PLAIN:
             raise VsrError(f"{spec} is a {desc.arch} model ({desc.contract}); only plain networks are averaged")
         sd = desc.model.state_dict()
         if first is None:

@@ -8,6 +8,7 @@ is in :class:`ModelDescriptor`, including the inference contract its module foll
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,8 +20,37 @@ from . import compact, recurrent, rrdb, srflow, switched
 
 StateDict = dict[str, torch.Tensor]
 
-CONTRACTS = ("plain", "sampled", "recurrent")  # how the engine calls the module
-TILINGS = ("tiles", "latent", "whole")  # how the engine may split a frame
+class _Kind(str, enum.Enum):
+    """A kind named by a string: it compares, hashes, prints and serialises (JSON, cards) as its value."""
+    __hash__ = str.__hash__
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def of(cls, value: Any, what: str) -> Any:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"{what}: expected one of {', '.join(k.value for k in cls)}, got {value!r}") from None
+
+
+class Contract(_Kind):
+    """How the engine calls the module (vsr.engine's docstring says what each asks of it)."""
+    PLAIN = "plain"  # model(x)
+    SAMPLED = "sampled"  # model.reverse(x, latents), latent_shapes(h, w)
+    RECURRENT = "recurrent"  # model(x, prev_x, prev_y)
+
+
+class Tiling(_Kind):
+    """How the engine may split a frame."""
+    TILES = "tiles"  # overlapping tiles, cross-faded
+    LATENT = "latent"  # tiles, the whole frame's latents sliced to match (sampled models)
+
+
 SETTINGS = ("temperature", "seed")  # per-call settings a module may take
 
 
@@ -33,13 +63,12 @@ class ModelDescriptor:
     in_ch: int
     out_ch: int
     size_multiple: int  # inputs are padded to a multiple of this
-    supports_fp16: bool = True
-    supports_bf16: bool = True
     bytes_per_px: int = 16384  # rough fp32 activation memory per input pixel, for automatic tiling
     tile_overlap: int = 16  # input pixels of context that tiles share so that seams don't show
-    # The inference contract (vsr.engine's docstring says what each asks of the module):
-    contract: str = "plain"  # plain: model(x); sampled: model.reverse(x, latents); recurrent: model(x, prev_x, prev_y)
-    tiling: str = "tiles"  # tiles; latent: tiles with the whole frame's latents sliced to match; whole frames only
+    # The inference contract (vsr.engine's docstring says what each asks of the module); a string is taken
+    # and checked, e.g. contract="sampled"
+    contract: Contract = Contract.PLAIN
+    tiling: Tiling = Tiling.TILES
     context_frames: int = 0  # recurrent: frames before a segment's first that rebuild the state
     settings: tuple[str, ...] = ()  # per-call settings the module takes, from SETTINGS
     traceable: bool = True  # a plain network whose graph does not depend on its input (another runtime can run a trace)
@@ -49,10 +78,14 @@ class ModelDescriptor:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        assert self.contract in CONTRACTS, self.contract
-        assert self.tiling in TILINGS, self.tiling
-        assert set(self.settings) <= set(SETTINGS), self.settings
-        assert self.tiling != "latent" or self.contract == "sampled", "only sampled models have latents"
+        self.contract = Contract.of(self.contract, f"{self.arch}: contract")
+        self.tiling = Tiling.of(self.tiling, f"{self.arch}: tiling")
+        unknown = sorted(set(self.settings) - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"{self.arch}: settings: expected some of {', '.join(SETTINGS)}, got {unknown[0]!r}")
+        if self.tiling == Tiling.LATENT and self.contract != Contract.SAMPLED:
+            raise ValueError(f"{self.arch}: tiling latent: only sampled models have latents, "
+                             f"this one is {self.contract}")
 
     @property
     def num_params(self) -> int:
@@ -94,7 +127,7 @@ def _detect_rrdb_recurrent(sd: StateDict):
 
 def _describe_rrdb_recurrent(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
     # the RRDB's memory and context; one frame at a time, the state (previous input and output) kept
-    return dataclasses.replace(_describe_rrdb(p, model), arch="rrdb-recurrent", contract="recurrent",
+    return dataclasses.replace(_describe_rrdb(p, model), arch="rrdb-recurrent", contract=Contract.RECURRENT,
                                context_frames=recurrent.CONTEXT_FRAMES)
 
 
@@ -141,7 +174,7 @@ def _describe_srflow(p: dict[str, Any], model: nn.Module) -> ModelDescriptor:
                           + (2 * p["nf"] * p["scale"] ** 2 if p.get("residual") else 0)),
         # the RRDB's context plus K couplings per level, each reaching 2 level pixels further
         tile_overlap=64,
-        contract="sampled", tiling="latent", settings=("temperature", "seed"),
+        contract=Contract.SAMPLED, tiling=Tiling.LATENT, settings=("temperature", "seed"),
     )
 
 

@@ -29,25 +29,19 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def select_precision(name: str, device: torch.device, *, supports_fp16: bool = True,
-                     supports_bf16: bool = True) -> torch.dtype:
-    """``auto``: fp16 on GPUs (bf16 if the model can't do fp16); on the CPU bf16 where it computes bf16
-    natively (AVX-512 BF16 or AMX: about 2x faster than fp32 there), otherwise fp32 (emulated bf16 is
-    several times slower)."""
+def select_precision(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 on GPUs; on the CPU bf16 where it computes bf16 natively (AVX-512 BF16 or AMX: about
+    2x faster than fp32 there), otherwise fp32 (emulated bf16 is several times slower). Every architecture
+    runs in each (a module that must keep parts in fp32 does so under autocast: ModelDescriptor.autocast)."""
     if name == "auto":
-        if device.type in ("cuda", "mps") and supports_fp16:
+        if device.type in ("cuda", "mps"):
             return torch.float16
-        if device.type == "cuda" and supports_bf16 and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and supports_bf16 and cpu_has_native_bf16():
+        if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return torch.float32
     if name not in PRECISIONS:
         raise VsrError(f"unknown precision {name!r}; use auto, fp32, bf16 or fp16")
-    dtype = PRECISIONS[name]
-    if dtype == torch.float16 and not supports_fp16 or dtype == torch.bfloat16 and not supports_bf16:
-        raise VsrError(f"this model does not support {name}; use --precision fp32")
-    return dtype
+    return PRECISIONS[name]
 
 
 def cpu_has_native_bf16() -> bool:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 import torch
 
+from ..arch import Contract
 from ..errors import VsrError
 
 BACKENDS = ("auto", "torch", "openvino")
@@ -22,13 +23,13 @@ def available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def choose(name: str, *, device: torch.device, contract: str, traceable: bool = True) -> str:
+def choose(name: str, *, device: torch.device, contract: Contract | str, traceable: bool = True) -> str:
     """``auto``: openvino for a plain, traceable network on the CPU where it is installed, else torch."""
     if name not in BACKENDS:
         raise VsrError(f"unknown backend {name!r}; use {', '.join(BACKENDS)}")
     if name == "torch":
         return name
-    usable = device.type == "cpu" and contract == "plain" and traceable
+    usable = device.type == "cpu" and contract == Contract.PLAIN and traceable
     if name == "openvino":
         if not traceable:
             raise VsrError("--backend openvino cannot run this network (its graph depends on the input); "

@@ -26,8 +26,8 @@ Self-ensemble (``ensemble`` 4 or 8, plain networks only): the frame also goes th
 flipped (and transposed, for 8) and the outputs, turned back, are averaged; it costs 4 or 8 times
 the time for a smoother, slightly more faithful result.
 
-Tiling (``ModelDescriptor.tiling``): ``tiles`` (overlapping tiles blended with a cross-fade),
-``latent`` (tiles, the latents sliced to match) or ``whole`` (whole frames only: ``--tile`` is ignored).
+Tiling (``ModelDescriptor.tiling``): ``tiles`` (overlapping tiles blended with a cross-fade) or
+``latent`` (tiles, the latents sliced to match).
 A half-precision part with non-finite output is recomputed in fp32, and a sampled one that is still
 not usable at temperature 0; each such part is counted in ``EngineStats.nonfinite_recomputed``. A
 sampled part is usable when finite and within +-16 (a flow's reverse pass can blow up, finite but
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..arch import ModelDescriptor
+from ..arch import Contract, ModelDescriptor, Tiling
 from ..errors import VsrError
 from . import openvino
 from .device import select_device, select_precision
@@ -66,11 +66,10 @@ MIN_TILE = 32
 
 @dataclass
 class EngineStats:
+    """What a job's report shows of the engine's work."""
     model_seconds: float = 0.0
-    frames: int = 0
     nonfinite_recomputed: int = 0  # parts recomputed in fp32 (or at temperature 0) because output was not finite
     nonfinite_fallback: int = 0  # sampled parts still not finite at temperature 0: the module's fallback(x)
-    oom_retries: int = 0
 
 
 def frame_generator(*key: int) -> torch.Generator:
@@ -83,12 +82,12 @@ def frame_generator(*key: int) -> torch.Generator:
 BLOWN_UP = 16.0  # a flow's output beyond +-16 (a picture is [0, 1]) has blown up in the reverse pass
 
 
-def usable(out: torch.Tensor, contract: str = "sampled") -> bool:
+def usable(out: torch.Tensor, contract: Contract = Contract.SAMPLED) -> bool:
     """Whether a network's output can be shown: finite, and for a flow (whose reverse pass can blow up on
     latents far from those it learnt: finite but huge) within +-BLOWN_UP."""
     if not torch.isfinite(out).all():
         return False
-    return contract != "sampled" or bool(out.abs().amax() <= BLOWN_UP)
+    return contract != Contract.SAMPLED or bool(out.abs().amax() <= BLOWN_UP)
 
 
 class Upscaler:
@@ -107,7 +106,7 @@ class Upscaler:
         self.desc = desc
         if ensemble not in (1, 4, 8):
             raise VsrError(f"--ensemble must be 4 or 8, got {ensemble}")
-        if ensemble > 1 and desc.contract != "plain":
+        if ensemble > 1 and desc.contract != Contract.PLAIN:
             raise VsrError(f"--ensemble needs a plain network; this {desc.arch} model is {desc.contract}")
         self.ensemble = ensemble
         for name, value in (("temperature", temperature), ("seed", seed)):
@@ -119,8 +118,7 @@ class Upscaler:
         self.temperature = float(temperature or 0.0)
         self.seed = int(seed or 0)
         self.device = select_device(device)
-        self.dtype = select_precision(precision, self.device, supports_fp16=desc.supports_fp16,
-                                      supports_bf16=desc.supports_bf16)
+        self.dtype = select_precision(precision, self.device)
         # channels_last feeds tensor cores on GPUs and oneDNN on CPUs (benchmarks/bench_cpu_throughput.py:
         # 1.1x faster in fp32, 2x in bf16 here); MPS supports it poorly
         self.memory_format = torch.contiguous_format if self.device.type == "mps" else torch.channels_last
@@ -177,7 +175,7 @@ class Upscaler:
     @property
     def stateful(self) -> bool:
         """Output depends on earlier frames: scene cuts must reset it."""
-        return self.desc.contract == "recurrent"
+        return self.desc.contract == Contract.RECURRENT
 
     # -- sizes ------------------------------------------------------------------------------------
     def out_size(self, h: int, w: int) -> tuple[int, int]:
@@ -185,8 +183,6 @@ class Upscaler:
 
     def tile_for(self, shape: Sequence[int]) -> int:
         """The input tile size for a batch of ``shape`` (B, C, H, W); 0: the whole frame at once."""
-        if self.desc.tiling == "whole":
-            return 0
         if self.learned_tile:
             tile = self.learned_tile
         elif self.tile == "auto":
@@ -251,9 +247,9 @@ class Upscaler:
             return a.to(self.device, x.dtype).contiguous(memory_format=self.memory_format)
 
         x = cast(x)
-        if self.desc.contract == "sampled":
+        if self.desc.contract == Contract.SAMPLED:
             return model.reverse(x, cast(args[0]))
-        if self.desc.contract == "recurrent":
+        if self.desc.contract == Contract.RECURRENT:
             return model(x, cast(args[0]), cast(args[1]))
         return model(x)
 
@@ -269,9 +265,9 @@ class Upscaler:
                     self.device, torch.float32, memory_format=self.memory_format)
             self.stats.nonfinite_recomputed += 1
             out = self._call(self._fp32_model, x.float(), *args, half=False)
-            if usable(out, self.desc.contract) or self.desc.contract != "sampled":
+            if usable(out, self.desc.contract) or self.desc.contract != Contract.SAMPLED:
                 return out.float()
-        if self.desc.contract == "sampled":  # latents far from what the flow knows: its mean instead
+        if self.desc.contract == Contract.SAMPLED:  # latents far from what the flow knows: its mean instead
             if self.dtype == torch.float32:
                 self.stats.nonfinite_recomputed += 1
             zeros = [torch.zeros_like(z) for z in args[0]]
@@ -297,13 +293,9 @@ class Upscaler:
                 if self.device.type != "cuda":
                     raise
                 torch.cuda.empty_cache()
-                if self.desc.tiling == "whole":
-                    raise VsrError(f"out of GPU memory; this {self.desc.arch} network runs on whole frames only "
-                                   "(it cannot be tiled): use --batch 1 or --device cpu") from None
                 if tile and tile <= MIN_TILE:
                     raise VsrError("out of GPU memory even with the smallest tile; use --device cpu") from None
                 tile = max(MIN_TILE, (tile or max(x.shape[-2:])) // 2 // m * m)
-                self.stats.oom_retries += 1
                 if self.tile == "auto":
                     self.learned_tile = tile  # remember what fits; identity() says so
 
@@ -345,9 +337,9 @@ class Session:
         oh, ow = e.out_size(h, w)
         x = _pad(x.to(e.device, non_blocking=True), e.desc.size_multiple)
         start = time.perf_counter()
-        if e.desc.contract == "recurrent":
+        if e.desc.contract == Contract.RECURRENT:
             out = torch.cat([self._step(x[i:i + 1], reset).to(x.device) for i, reset in enumerate(resets)])
-        elif e.desc.contract == "sampled":
+        elif e.desc.contract == Contract.SAMPLED:
             out = self._sample(x, list(indices))
         else:
             out = None
@@ -363,13 +355,12 @@ class Session:
         if e.device.type == "cuda":
             torch.cuda.synchronize(e.device)
         e.stats.model_seconds += time.perf_counter() - start
-        e.stats.frames += x.shape[0]
         return out[:, :, :oh, :ow].float()
 
     def _sample(self, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
         e = self.engine
         H, W = x.shape[-2:]
-        if e.desc.tiling == "latent":  # the whole frame's latents, each tile takes its part
+        if e.desc.tiling == Tiling.LATENT:  # the whole frame's latents, each tile takes its part
             full = e._latents((H, W), [(e.seed, i) for i in indices])
 
             def part_fn(part, origin, n):

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import catalog
 from ..errors import VsrError
 from ..yamlfile import read_mapping
+from . import loss_types
 from .degrade import DegradeConfig
+
+LossType = Literal[tuple(loss_types.TYPES)]  # type: ignore[valid-type]  # the registry's names
 
 
 @dataclass
@@ -127,7 +131,7 @@ class TrainStepConfig:
 
 @dataclass
 class LossConfig:
-    type: Literal["l1", "l2", "translational", "gan", "perceptual", "pingpong", "temporal", "nll", "distill"]
+    type: LossType  # a name in vsr.train.loss_types.TYPES; the keys below apply to the types named
     weight: float = 1.0
     start: int = 0
     stop: int | None = None  # first step without the loss (None = never stops)
@@ -136,7 +140,7 @@ class LossConfig:
     discriminator: str | None = None  # gan: network name
     noise: float | None = None  # gan: std of noise added to the discriminator's inputs
     gradient_penalty: float | None = None  # gan: weight of the R1 penalty on real inputs
-    vgg_weights: str | None = None  # perceptual: VGG19 weights file (ImageNet); disabled without one
+    vgg_weights: str | None = None  # perceptual: VGG19 weights file (ImageNet), required (nothing is downloaded)
     layer: str | None = None  # perceptual: e.g. conv5_4
     # nll (a flow generator, srflow: its negative log-likelihood of the ground truth given the input, in
     # bits per HR pixel): uniform dequantisation noise of width 1/quant on the ground truth (default 256,
@@ -153,23 +157,17 @@ class LossConfig:
     part: int | None = None
 
     def __post_init__(self) -> None:
-        own = {"translational": {"crop"}, "gan": {"gan_type", "discriminator", "noise", "gradient_penalty"},
-               "perceptual": {"vgg_weights", "layer"}, "nll": {"quant"}, "pingpong": {"distance"},
-               "temporal": {"distance"}, "distill": {"teacher", "part"}}
-        typed = set().union(*own.values())
-        for key in sorted(typed - own.get(self.type, set())):
+        kind = loss_types.get(self.type)
+        for key in sorted(set(loss_types.KEYS) - set(kind.keys)):
             if getattr(self, key) is not None:
                 raise ValueError(f"key '{key}' does not apply to a loss of type {self.type}; "
-                                 f"it takes {sorted(own.get(self.type, set())) + ['start', 'stop', 'weight']}")
-        if self.type == "distill" and not self.teacher:
-            raise ValueError("a distill loss needs a teacher: a model name or weights file, e.g. teacher: esrgan-vhs")
-        if self.quant is not None and self.quant < 0:
-            raise ValueError(f"quant: expected 0 (no dequantisation) or the number of levels, e.g. 256, got {self.quant}")
+                                 f"it takes {sorted(kind.keys) + ['start', 'stop', 'weight']}")
+        kind.check_loss(self)
 
     @property
     def dequantisation(self) -> int:
         """nll: the quantisation levels of the ground truth (0 = no dequantisation noise)."""
-        return 256 if self.quant is None else self.quant
+        return loss_types.get("nll").value(self, "quant")
 
 
 @dataclass
@@ -220,15 +218,6 @@ class RecipeConfig:
             for name in s.losses:
                 if name not in self.losses:
                     raise ValueError(f"steps[{i}].losses: {name!r} is not in losses {sorted(self.losses)}")
-        for name, loss in self.losses.items():
-            if loss.type == "gan" and (loss.discriminator or "") not in self.networks:
-                raise ValueError(f"losses.{name}.discriminator: expected one of {sorted(self.networks)}, "
-                                 f"got {loss.discriminator!r}")
-        for i, s in enumerate(self.steps):
-            for name in s.losses:
-                if self.losses[name].type == "nll" and s.network != self.generator:
-                    raise ValueError(f"steps[{i}].losses: {name!r} (nll) is the generator's likelihood; "
-                                     f"this step trains {s.network!r}")
         for key in ("total_steps", "scale"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: expected a positive number, got {getattr(self, key)}")
@@ -242,13 +231,8 @@ class RecipeConfig:
             raise ValueError(f"data.rescale: expected [low, high] with 0 < low <= high <= 1, got {list(d.rescale)}")
         if d.rescale != (1.0, 1.0) and (d.lq is not None or d.clips is not None):
             raise ValueError("data.rescale: applies to single patches degraded on the fly, not to data.lq or data.clips")
-        for name, loss in self.losses.items():
-            if loss.type == "pingpong" and d.clips is None:
-                raise ValueError(f"losses.{name}: the ping-pong loss runs a clip forward and back; "
-                                 "give data.clips (e.g. clips: {frames: 5})")
-            if loss.type == "temporal" and d.clips is None:
-                raise ValueError(f"losses.{name}: the temporal loss compares consecutive frames; "
-                                 "give data.clips (e.g. clips: {frames: 5})")
+        for name, loss in self.losses.items():  # each loss against the rest of the recipe
+            loss_types.get(loss.type).check_recipe(self, name, loss)
         if d.clips is not None and d.lq is not None:
             raise ValueError("data.clips: clips are degraded on the fly; they cannot come from paired data.lq")
         if self.eval.frames is not None and self.eval.frames < 2:
@@ -349,6 +333,11 @@ def load_recipe(path: str | Path, **overrides: Any) -> RecipeConfig:
     (a number picks an item of a list: ``data.degradation.mix.0.share``)."""
     path = find_recipe(path)
     data = read_mapping(path, "recipe")
+    # a file-level marker, not a training setting (left out of the config that checkpoints store)
+    if catalog.kind_of(data, path, default="recipe") != "recipe":
+        raise VsrError(f"{path} is a restoration preset (kind: preset), not a training recipe; "
+                       "use it with vsr upscale --preset")
+    data.pop("kind", None)
     for dotted, value in overrides.items():
         node: Any = data
         *parents, last = dotted.split(".")
@@ -379,12 +368,7 @@ def find_recipe(name: str | Path) -> Path:
         if not path.is_file():
             raise VsrError(f"recipe {path} does not exist")
         return path
-    from importlib import resources
-    shipped = Path(str(resources.files("vsr.pipelines"))) / f"{name}.yml"
-    if not shipped.is_file():
-        names = sorted(p.stem for p in shipped.parent.glob("*.yml"))
-        raise VsrError(f"unknown recipe {name!r}; shipped: {', '.join(names) or 'none'} (or give a .yml path)")
-    return shipped
+    return catalog.find(str(name), "recipe")
 
 
 def to_dict(cfg: Any) -> Any:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..arch import ModelDescriptor
+from ..arch import Contract, ModelDescriptor
 from ..images import write_image
 
 
@@ -54,7 +54,7 @@ def validate(model: nn.Module, val: list[tuple[str, np.ndarray, np.ndarray]], *,
         up = Upscaler(desc, device=str(device), precision=precision, tile="auto", backend="torch")
         outs = [up.upscale_array(lq[None])[0] for _, lq, _ in val]
         flow = likelihood(model, val, size_multiple=desc.size_multiple, scale=scale, device=device,
-                          quant=quant, seed=seed) if desc.contract == "sampled" else {}
+                          quant=quant, seed=seed) if desc.contract == Contract.SAMPLED else {}
     p = [metrics.psnr(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
     s = [metrics.ssim(out, hq, border=scale) for out, (_, _, hq) in zip(outs, val)]
     return {"psnr_y": float(np.mean(p)), "ssim_y": float(np.mean(s)), **flow}, outs

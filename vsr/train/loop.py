@@ -1,8 +1,9 @@
-"""The training loop: one function, ``train``, that reads top to bottom.
+"""The training loop: ``train`` reads top to bottom, each of its steps a named function below.
 
-Per step: fetch the micro-batches (a pure function of the step), then run each training step of
-the recipe in order (e.g. generator, then discriminator): accumulate its losses over the
-micro-batches, guard against non-finite values, clip, update, and refresh the EMA copy.
+Build (data, networks, optimizers: :func:`_build`), resume (:func:`_restore`), then per step: fetch the
+micro-batches (a pure function of the step), run each training step of the recipe in order (e.g.
+generator, then discriminator: :func:`_train_step`): accumulate its losses over the micro-batches, guard
+against non-finite values, clip, update, and refresh the EMA copy; log, validate and checkpoint.
 """
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ import torch
 from tqdm import tqdm
 
 from .. import arch
+from ..arch import Contract
 from ..engine import device as devices
 from ..engine.device import select_device
 from ..errors import VsrError
 from . import checkpoint as ckpt
-from . import ddp, losses, temporal
+from . import ddp, loss_types, losses, temporal
 from .clipdata import ClipData, validation_clips
 from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, to_dict
 from .data import TrainData, load_frames, validation_set
 from .evaluate import Logger, validate
-from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data, resolve
+from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data
 
 
 @dataclass
@@ -65,32 +67,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _check_losses(cfg: RecipeConfig) -> None:
-    for i, ts in enumerate(cfg.steps):  # a discriminator's step trains it with the gan losses that name it
-        judge = cfg.networks[ts.network].arch in DISCRIMINATORS
-        for name in ts.losses:
-            loss = cfg.losses[name]
-            if judge and (loss.type != "gan" or loss.discriminator != ts.network):
-                raise VsrError(f"steps[{i}].losses: {name!r} ({loss.type}) cannot train the discriminator "
-                               f"{ts.network!r}; its steps take only gan losses with discriminator: {ts.network}")
-    for name, loss in cfg.losses.items():
-        if loss.type == "gan" and cfg.networks[loss.discriminator or ""].arch not in DISCRIMINATORS:
-            raise VsrError(f"losses.{name}.discriminator: {loss.discriminator!r} is a "
-                           f"{cfg.networks[loss.discriminator or ''].arch}, not a discriminator "
-                           f"({', '.join(DISCRIMINATORS)})")
-        if loss.type == "distill":
-            if cfg.data.clips is not None:
-                raise VsrError(f"losses.{name}: the distill loss trains on patches (remove data.clips)")
-            parts = len(cfg.data.degradation.mix)
-            if loss.part is not None and not -1 <= loss.part < parts:
-                raise VsrError(f"losses.{name}.part: expected -1 (the mixture's own model) or a part of "
-                               f"data.degradation.mix (0..{parts - 1}), got {loss.part}")
-        if loss.type == "translational":
-            crop = loss.crop or cfg.data.patch * 3 // 4
-            if not 0 < crop < cfg.data.patch:
-                raise VsrError(f"losses.{name}.crop: expected 1..{cfg.data.patch - 1} (below data.patch), got {crop}")
-
-
 def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, Any]) -> None:
     """The data are made at the recipe's scale: the generator must upscale by as much. A flow (the
     sampled contract: SRFlow) trains with its likelihood and pixel losses on its temperature-0 image;
@@ -99,22 +75,13 @@ def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, 
     if net_cfg.arch in DISCRIMINATORS:
         raise VsrError(f"networks.{cfg.generator}: the generator cannot be a {net_cfg.arch}")
     desc = arch.get_arch(net_cfg.arch).describe(params, gen)
-    if desc.contract == "recurrent" and cfg.data.clips is None:
+    if desc.contract == Contract.RECURRENT and cfg.data.clips is None:
         raise VsrError(f"data.clips: a {net_cfg.arch} generator learns from its previous output; train it "
                        "on clips (e.g. clips: {frames: 5})")
-    if desc.contract == "sampled" and cfg.data.clips is not None:
+    if desc.contract == Contract.SAMPLED and cfg.data.clips is not None:
         raise VsrError(f"data.clips: a {net_cfg.arch} generator samples each frame on its own; "
                        "train it on patches (remove data.clips)")
-    for name, loss in cfg.losses.items():
-        if loss.type == "pingpong" and desc.contract != "recurrent":
-            raise VsrError(f"losses.{name}: the ping-pong loss needs a frame-recurrent generator "
-                           f"(rrdb-recurrent); {net_cfg.arch} sees one frame at a time")
-        if desc.contract == "sampled" and loss.type not in ("nll", "l1", "l2"):
-            raise VsrError(f"losses.{name}: a {net_cfg.arch} generator trains with the nll loss and l1/l2 on "
-                           f"its temperature-0 image (it samples: no one output for other losses), got {loss.type}")
-        if desc.contract != "sampled" and loss.type == "nll":
-            raise VsrError(f"losses.{name}: the nll loss needs a flow generator (srflow); "
-                           f"a {net_cfg.arch} has no likelihood")
+    loss_types.check_generator(cfg, arch=net_cfg.arch, contract=desc.contract)
     scale = desc.scale
     if abs(scale - cfg.scale) > 1e-6:
         what = net_cfg.weights or f"{net_cfg.arch} with params {net_cfg.params}"
@@ -122,11 +89,28 @@ def _check_generator(cfg: RecipeConfig, gen: torch.nn.Module, params: dict[str, 
                        f"set scale: {scale:g} or another generator")
 
 
+@dataclass
+class Parts:
+    """What a run trains: networks (with constructor arguments), EMA copies, one optimizer per training step,
+    the loss scaler, the losses' fixed networks, and the networks as the steps call them (``wrapped``)."""
+    nets: dict[str, torch.nn.Module]
+    params: dict[str, dict[str, Any]]
+    emas: dict[str, EMA]
+    opts: list[torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler | None
+    fixed: dict[str, torch.nn.Module]
+    wrapped: dict[str, torch.nn.Module] = field(default_factory=dict)
+
+    def generator(self, cfg: RecipeConfig) -> torch.nn.Module:
+        """What is validated and shipped: the EMA copy where there is one."""
+        return self.emas[cfg.generator].model if cfg.generator in self.emas else self.nets[cfg.generator]
+
+
 def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = None, progress: bool = True,
           export_name: str | None = None, export_dir: Path | None = None) -> RunResult:
     """Train (or continue training) from a recipe; ``stop_after`` ends this part after that step
     (a checkpoint is written), as an interruption would."""
-    _check_losses(cfg)
+    loss_types.check(cfg)
     device = select_device(cfg.device)
     dist = ddp.setup(device.type)
     out_dir = Path(cfg.output or Path("runs") / cfg.name).expanduser()
@@ -134,57 +118,14 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     state = ckpt.load(ckpt_dir) if resume else None  # a missing checkpoint fails before the data loads
     if not resume and (ckpt_dir / ckpt.LATEST).is_file():
         raise VsrError(f"{out_dir} already holds a run; continue it with --resume or set another output")
-    train_frames, held = load_frames(cfg.data, scale=cfg.scale)
-    if cfg.data.clips is not None:
-        data: TrainData | ClipData = ClipData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
-        val = validation_clips(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
-    else:
-        data = TrainData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
-        val = validation_set(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+    data, val = _data(cfg)
     amp = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-
-    nets, params = {}, {}
-    for name, net_cfg in cfg.networks.items():
-        nets[name], params[name] = build_network(name, net_cfg)
-        nets[name].to(device, memory_format=torch.channels_last)
-    _check_generator(cfg, nets[cfg.generator], params[cfg.generator])
-    A, B = cfg.data.accumulate, cfg.data.batch
-    if state is None:  # data-dependent initialisation (SRFlow's ActNorms) on the first batch, before any update
-        first = {k: v.to(device) for k, v in data.batch(0, range(B)).items()}
-        initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
-    emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
-    opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
-    scaler = grad_scaler(amp, device)
-    vgg = _perceptual(cfg, device)
-    teachers = _teachers(cfg, device)
-
-    start, seconds = 0, 0.0
-    if state is not None:
-        for n, sd in state["networks"].items():
-            nets[n].load_state_dict(sd)
-        for n, sd in state["ema"].items():
-            emas[n].model.load_state_dict(sd)
-        for o, sd in zip(opts, state["optimizers"]):
-            mults = [g["lr_mult"] for g in o.param_groups]
-            o.load_state_dict(sd)
-            for g, m in zip(o.param_groups, mults):  # the recipe's (a checkpoint may predate them)
-                g["lr_mult"] = m
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start, seconds = int(state["step"]), float(state["seconds"])
-        if dist.main and state["config"] != to_dict(cfg):
-            print("vsr: the recipe differs from the checkpoint's; continuing with the recipe", file=sys.stderr)
-    freeze_encoders(nets, cfg.networks, start)  # training stage 2: SRFlow's encoder frozen
-    trained = dict(nets)
-    if cfg.data.clips is not None:  # the generator runs over whole clips, one call per clip (for DDP)
-        contract = arch.get_arch(cfg.networks[cfg.generator].arch).describe(
-            params[cfg.generator], nets[cfg.generator]).contract
-        trained[cfg.generator] = temporal.ClipRunner(net=nets[cfg.generator], recurrent=contract == "recurrent")
-    wrapped = {n: ddp.wrap(m, dist, device) for n, m in trained.items()}
+    parts = _build(cfg, data, device, amp, fresh=state is None)
+    start, seconds = _restore(cfg, parts, state, dist) if state is not None else (0, 0.0)
+    freeze_encoders(parts.nets, cfg.networks, start)  # training stage 2: SRFlow's encoder frozen
+    parts.wrapped = _wrap(cfg, parts, dist, device)
     log = Logger(out_dir, enabled=dist.main and cfg.log.tensorboard)
-    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     result = RunResult(output=out_dir, step=start, seconds=seconds)
     end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.total_steps, disable=not (progress and dist.main),
@@ -192,9 +133,8 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
     last_ckpt, streak = time.monotonic(), 0
 
     def validation(done: int) -> None:
-        gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
-        result.metrics, outs = validate(gen, val, arch=cfg.networks[cfg.generator].arch,
-                                        params=params[cfg.generator], device=device, scale=cfg.scale,
+        result.metrics, outs = validate(parts.generator(cfg), val, arch=cfg.networks[cfg.generator].arch,
+                                        params=parts.params[cfg.generator], device=device, scale=cfg.scale,
                                         quant=_quant(cfg), seed=cfg.eval.seed)
         if dist.main:
             log.validation(result.metrics, done, seconds, outs[0], val, grids=cfg.eval.grids, scale=cfg.scale)
@@ -203,60 +143,9 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         validation(0)
     for step in bar:
         t0 = time.monotonic()
-        for n in freeze_encoders(nets, cfg.networks, step):  # stage 3: the encoder trains from here on
-            wrapped[n] = ddp.wrap(nets[n], dist, device)  # DDP syncs the parameters that train now
-        # sample k*B*world + rank*B + j: N processes together see one process's batch
-        micro = [{k: v.to(device) for k, v in data.batch(step, range((m * dist.world + dist.rank) * B,
-                                                                   (m * dist.world + dist.rank + 1) * B)).items()}
-                 for m in range(A)]
-        record: dict[str, float] = {}
-        fakes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        skipped = False
-        for i, ts in enumerate(cfg.steps):
-            active = [n for n in ts.losses if loss_active(cfg.losses[n], step)
-                      and (cfg.losses[n].type != "perceptual" or n in vgg)]  # disabled: no VGG weights
-            if step < ts.start or (step - ts.start) % ts.every or not active:
-                continue
-            net, opt = wrapped[ts.network], opts[i]
-            for g in opt.param_groups:
-                g["lr"] = ts.optimizer.lr * g["lr_mult"] * lr_factor(step, ts.schedule, cfg.total_steps)
-            opt.zero_grad(set_to_none=True)
-            names: list[str] = []
-            sums = torch.zeros(0, dtype=acc_dtype, device=device)
-            for m, mb in enumerate(micro):
-                sync = contextlib.nullcontext() if m == A - 1 or not dist.enabled else net.no_sync()
-                with sync:
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        terms = _terms(cfg, ts, active, net, wrapped, mb, m, fakes, vgg, teachers, step, dist)
-                    total = sum(terms.values()) / A
-                    (scaler.scale(total) if scaler else total).backward()
-                names = list(terms) + ["total"]
-                # stays on the device: one read-back per training step, not one per term and micro-batch
-                values = torch.stack([t.detach().to(acc_dtype) for t in terms.values()]
-                                     + [total.detach().to(acc_dtype) * A])
-                sums = values if m == 0 else sums + values
-            # the mean over processes is not finite if any process's losses were not
-            sums = ddp.mean(sums / A, dist)
-            means = sums.tolist()
-            if not all(map(math.isfinite, means)):
-                skipped = True
-                opt.zero_grad(set_to_none=True)
-                if scaler:  # what a step with inf gradients does: no update, a smaller loss scale (a plain
-                    # update() raises when no step was recorded)
-                    scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
-                continue
-            if scaler:
-                scaler.unscale_(opt)
-            if ts.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(nets[ts.network].parameters(), ts.clip_grad)
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            if ts.network in emas:
-                emas[ts.network].update(nets[ts.network])
-            record.update({f"{ts.network}/{n}": v for n, v in zip(names, means)})
+        for n in freeze_encoders(parts.nets, cfg.networks, step):  # stage 3: the encoder trains from here on
+            parts.wrapped[n] = ddp.wrap(parts.nets[n], dist, device)  # DDP syncs the parameters that train now
+        record, skipped = _train_step(cfg, parts, _micro_batches(cfg, data, step, dist, device), step, dist, amp)
         streak = streak + 1 if skipped else 0
         if streak >= cfg.max_nonfinite:
             raise VsrError(f"stopped at step {step}: the loss was not finite {streak} steps in a row; "
@@ -276,25 +165,167 @@ def train(cfg: RecipeConfig, *, resume: bool = False, stop_after: int | None = N
         due = (cfg.log.checkpoint_every and done % cfg.log.checkpoint_every == 0
                or cfg.log.checkpoint_minutes and minutes >= cfg.log.checkpoint_minutes or done == end)
         if due and dist.main:
-            state = {"networks": {n: m.state_dict() for n, m in nets.items()},
-                     "ema": {n: e.model.state_dict() for n, e in emas.items()},
-                     "optimizers": [o.state_dict() for o in opts],
-                     "schedules": [{"lr": ts.optimizer.lr * lr_factor(done, ts.schedule, cfg.total_steps)}
-                                   for ts in cfg.steps],
-                     "scaler": scaler.state_dict() if scaler else {}, "step": done, "seconds": seconds,
-                     "rng": ckpt.rng_state(), "config": to_dict(cfg), "params": params}
-            ckpt.save(ckpt_dir, state, step=done, keep=cfg.log.keep)
+            ckpt.save(ckpt_dir, _checkpoint(cfg, parts, done, seconds), step=done, keep=cfg.log.keep)
         if due:
             last_ckpt = time.monotonic()
     bar.close()
     log.close()
     if result.step >= cfg.total_steps and dist.main and export_name:
-        gen = emas[cfg.generator].model if cfg.generator in emas else nets[cfg.generator]
-        result.card = export(gen, params[cfg.generator], cfg, name=export_name, folder=export_dir or out_dir,
-                             steps=result.step, seconds=seconds, metrics=result.metrics)
+        result.card = export(parts.generator(cfg), parts.params[cfg.generator], cfg, name=export_name,
+                             folder=export_dir or out_dir, steps=result.step, seconds=seconds, metrics=result.metrics)
     ddp.barrier(dist)
     ddp.cleanup(dist)
     return result
+
+
+def _data(cfg: RecipeConfig) -> tuple[TrainData | ClipData, Any]:
+    """The training data (patches or clips, a pure function of the step) and the validation set."""
+    train_frames, held = load_frames(cfg.data, scale=cfg.scale)
+    if cfg.data.clips is not None:
+        data: TrainData | ClipData = ClipData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
+        return data, validation_clips(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+    data = TrainData(frames=train_frames, cfg=cfg.data, scale=cfg.scale, seed=cfg.seed)
+    return data, validation_set(held, cfg=cfg.data, ev=cfg.eval, scale=cfg.scale)
+
+
+def _build(cfg: RecipeConfig, data: TrainData | ClipData, device: torch.device, amp: torch.dtype | None, *,
+           fresh: bool) -> Parts:
+    """The networks, checked against the recipe, and what trains them; a fresh run initialises the
+    generator from its first batch."""
+    nets, params = {}, {}
+    for name, net_cfg in cfg.networks.items():
+        nets[name], params[name] = build_network(name, net_cfg)
+        nets[name].to(device, memory_format=torch.channels_last)
+    _check_generator(cfg, nets[cfg.generator], params[cfg.generator])
+    if fresh:  # data-dependent initialisation (SRFlow's ActNorms) on the first batch, before any update
+        first = {k: v.to(device) for k, v in data.batch(0, range(cfg.data.batch)).items()}
+        initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
+    emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
+    opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
+    scaler = grad_scaler(amp, device)
+    fixed = loss_types.prepare(cfg, device)  # VGG features, teachers
+    return Parts(nets=nets, params=params, emas=emas, opts=opts, scaler=scaler, fixed=fixed)
+
+
+def _restore(cfg: RecipeConfig, parts: Parts, state: dict[str, Any], dist: ddp.Dist) -> tuple[int, float]:
+    """A checkpoint's weights, optimizer and scaler states and random state; (steps done, seconds)."""
+    for n, sd in state["networks"].items():
+        parts.nets[n].load_state_dict(sd)
+    for n, sd in state["ema"].items():
+        parts.emas[n].model.load_state_dict(sd)
+    for o, sd in zip(parts.opts, state["optimizers"]):
+        mults = [g["lr_mult"] for g in o.param_groups]
+        o.load_state_dict(sd)
+        for g, m in zip(o.param_groups, mults):  # the recipe's (a checkpoint may predate them)
+            g["lr_mult"] = m
+    if parts.scaler is not None and state.get("scaler"):
+        parts.scaler.load_state_dict(state["scaler"])
+    ckpt.set_rng_state(state["rng"])
+    if dist.main and state["config"] != to_dict(cfg):
+        print("vsr: the recipe differs from the checkpoint's; continuing with the recipe", file=sys.stderr)
+    return int(state["step"]), float(state["seconds"])
+
+
+def _wrap(cfg: RecipeConfig, parts: Parts, dist: ddp.Dist, device: torch.device) -> dict[str, torch.nn.Module]:
+    """The networks as the training steps call them."""
+    trained = dict(parts.nets)
+    if cfg.data.clips is not None:  # the generator runs over whole clips, one call per clip (for DDP)
+        contract = arch.get_arch(cfg.networks[cfg.generator].arch).describe(
+            parts.params[cfg.generator], parts.nets[cfg.generator]).contract
+        trained[cfg.generator] = temporal.ClipRunner(net=parts.nets[cfg.generator],
+                                                     recurrent=contract == Contract.RECURRENT)
+    return {n: ddp.wrap(m, dist, device) for n, m in trained.items()}
+
+
+def _micro_batches(cfg: RecipeConfig, data: TrainData | ClipData, step: int, dist: ddp.Dist,
+                   device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """The step's micro-batches on the device: sample k*B*world + rank*B + j, so that N processes
+    together see one process's batch."""
+    A, B = cfg.data.accumulate, cfg.data.batch
+    return [{k: v.to(device) for k, v in data.batch(step, range((m * dist.world + dist.rank) * B,
+                                                               (m * dist.world + dist.rank + 1) * B)).items()}
+            for m in range(A)]
+
+
+def _train_step(cfg: RecipeConfig, parts: Parts, micro: list[dict[str, torch.Tensor]], step: int, dist: ddp.Dist,
+                amp: torch.dtype | None) -> tuple[dict[str, float], bool]:
+    """Each training step of the recipe in order (e.g. generator, then discriminator) on this step's
+    micro-batches: (the mean losses, by "network/loss"; whether a step was skipped for non-finite losses)."""
+    record: dict[str, float] = {}
+    fakes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    skipped = False
+    for i, ts in enumerate(cfg.steps):
+        active = [n for n in ts.losses if loss_active(cfg.losses[n], step)]
+        if step < ts.start or (step - ts.start) % ts.every or not active:
+            continue
+        opt = parts.opts[i]
+        for g in opt.param_groups:
+            g["lr"] = ts.optimizer.lr * g["lr_mult"] * lr_factor(step, ts.schedule, cfg.total_steps)
+        opt.zero_grad(set_to_none=True)
+        names, means = _accumulate(cfg, parts, ts, active, micro, fakes, step, dist, amp)
+        if not all(map(math.isfinite, means)):
+            skipped = True
+            opt.zero_grad(set_to_none=True)
+            if parts.scaler:  # what a step with inf gradients does: no update, a smaller loss scale (a plain
+                # update() raises when no step was recorded)
+                parts.scaler.update(parts.scaler.get_scale() * parts.scaler.get_backoff_factor())
+            continue
+        _update(parts, ts, opt)
+        record.update({f"{ts.network}/{n}": v for n, v in zip(names, means)})
+    return record, skipped
+
+
+def _accumulate(cfg: RecipeConfig, parts: Parts, ts: TrainStepConfig, active: list[str],
+                micro: list[dict[str, torch.Tensor]], fakes: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                step: int, dist: ddp.Dist, amp: torch.dtype | None) -> tuple[list[str], list[float]]:
+    """Gradients of one training step's losses over the micro-batches; (the terms' names and "total",
+    their means over micro-batches and processes)."""
+    A, net = len(micro), parts.wrapped[ts.network]
+    device = micro[0]["lq"].device
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    names: list[str] = []
+    sums = torch.zeros(0, dtype=acc_dtype, device=device)
+    for m, mb in enumerate(micro):
+        sync = contextlib.nullcontext() if m == A - 1 or not dist.enabled else net.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                terms = _terms(cfg, ts, active, net, parts.wrapped, mb, m, fakes, parts.fixed, step, dist)
+            total = sum(terms.values()) / A
+            (parts.scaler.scale(total) if parts.scaler else total).backward()
+        names = list(terms) + ["total"]
+        # stays on the device: one read-back per training step, not one per term and micro-batch
+        values = torch.stack([t.detach().to(acc_dtype) for t in terms.values()] + [total.detach().to(acc_dtype) * A])
+        sums = values if m == 0 else sums + values
+    # the mean over processes is not finite if any process's losses were not
+    return names, ddp.mean(sums / A, dist).tolist()
+
+
+def _update(parts: Parts, ts: TrainStepConfig, opt: torch.optim.Optimizer) -> None:
+    """Clip, step (through the loss scaler with fp16) and refresh the EMA copy."""
+    scaler = parts.scaler
+    if scaler:
+        scaler.unscale_(opt)
+    if ts.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(parts.nets[ts.network].parameters(), ts.clip_grad)
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    if ts.network in parts.emas:
+        parts.emas[ts.network].update(parts.nets[ts.network])
+
+
+def _checkpoint(cfg: RecipeConfig, parts: Parts, done: int, seconds: float) -> dict[str, Any]:
+    """Everything a resume needs: weights, EMA copies, optimizer and scaler states, the random state, the
+    resolved recipe and the networks' constructor arguments."""
+    return {"networks": {n: m.state_dict() for n, m in parts.nets.items()},
+            "ema": {n: e.model.state_dict() for n, e in parts.emas.items()},
+            "optimizers": [o.state_dict() for o in parts.opts],
+            "schedules": [{"lr": ts.optimizer.lr * lr_factor(done, ts.schedule, cfg.total_steps)}
+                          for ts in cfg.steps],
+            "scaler": parts.scaler.state_dict() if parts.scaler else {}, "step": done, "seconds": seconds,
+            "rng": ckpt.rng_state(), "config": to_dict(cfg), "params": parts.params}
 
 
 def grad_scaler(amp: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
@@ -333,42 +364,14 @@ def _optimizer(ts: TrainStepConfig, net: torch.nn.Module) -> torch.optim.Optimiz
                lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
-def _perceptual(cfg: RecipeConfig, device: torch.device) -> dict[str, losses.VGGFeatures]:
-    """Feature networks of the perceptual losses that have weights; the others are disabled."""
-    found = {}
-    for name, loss in cfg.losses.items():
-        if loss.type != "perceptual":
-            continue
-        if not loss.vgg_weights:
-            print(f"vsr: perceptual loss {name!r} disabled: no VGG19 weights file given "
-                  f"(losses.{name}.vgg_weights); nothing is downloaded", file=sys.stderr)
-            continue
-        found[name] = losses.VGGFeatures(weights=loss.vgg_weights, layer=loss.layer or "conv5_4").to(device)
-    return found
-
-
-def _teachers(cfg: RecipeConfig, device: torch.device) -> dict[str, torch.nn.Module]:
-    """The fixed models of the distill losses, by loss name (no gradients, never updated)."""
-    found = {}
-    for name, loss in cfg.losses.items():
-        if loss.type == "distill":
-            desc = resolve(loss.teacher, f"losses.{name}.teacher")
-            if desc.contract != "plain" or abs(desc.scale - cfg.scale) > 1e-6:
-                raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
-                               f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")
-            found[name] = desc.model.float().eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
-    return found
-
-
 def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch.nn.Module,
            wrapped: dict[str, torch.nn.Module], mb: dict[str, torch.Tensor], m: int,
-           fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], vgg: dict[str, losses.VGGFeatures],
-           teachers: dict[str, torch.nn.Module], step: int, dist: ddp.Dist) -> dict[str, torch.Tensor]:
+           fakes: dict[int, tuple[torch.Tensor, torch.Tensor]], fixed: dict[str, torch.nn.Module], step: int,
+           dist: ddp.Dist) -> dict[str, torch.Tensor]:
     """The weighted loss terms of one training step on one micro-batch."""
     clips = mb["lq"].ndim == 5  # (B, T, C, p, p): the generator runs over clips
     lq = mb["lq"] if clips else mb["lq"].contiguous(memory_format=torch.channels_last)
     hq = mb["hq"]
-    terms: dict[str, torch.Tensor] = {}
     if cfg.networks[ts.network].arch in DISCRIMINATORS:  # the discriminator's side of the GAN losses
         if m in fakes:
             real, fake = fakes[m]
@@ -378,48 +381,24 @@ def _terms(cfg: RecipeConfig, ts: TrainStepConfig, active: list[str], net: torch
             if clips:  # every frame is an image to judge
                 real, fake = real.flatten(0, 1), fake.flatten(0, 1)
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + dist.rank)
-        for name in active:
-            loss = cfg.losses[name]
-            terms[name] = loss.weight * losses.gan_d_loss(
-                net, real, fake, kind=loss.gan_type or "vanilla", noise=loss.noise or 0.0,
-                gp=loss.gradient_penalty or 0.0, rng=rng)
-        return terms
+        return {name: cfg.losses[name].weight * loss_types.get(cfg.losses[name].type).judge(
+                    cfg.losses[name], net, real, fake, rng) for name in active}
     if hasattr(ddp.unwrap(net), "latent_shapes"):  # a flow: the likelihood of the target, pixel losses
-        mean = None                                   # on the temperature-0 image
-        for name in active:
-            loss = cfg.losses[name]
-            if loss.type == "nll":
-                terms[name] = loss.weight * losses.nll(net, hq, lq, quant=loss.dequantisation)
-                continue
-            if mean is None:
-                mean = losses.flow_mean(ddp.unwrap(net), lq).float()
-            terms[name] = loss.weight * losses.pixel(mean, hq, loss.type)
-        return terms
+        scene = loss_types.Scene(lq=lq, target=hq, mb=mb, net=net, nets=wrapped,  # on the temperature-0 image
+                                 make_out=lambda: losses.flow_mean(ddp.unwrap(net), lq))
+        return loss_types.terms(cfg, active, scene, fixed)
     if clips:
-        return temporal.clip_terms(cfg, active, net, mb, vgg, wrapped, fakes, m)
+        return temporal.clip_terms(cfg, active, net, mb, wrapped, fakes, m, fixed)
+    made = {}
     trans = next((n for n in active if cfg.losses[n].type == "translational"), None)
     if trans:
-        crop = cfg.losses[trans].crop or cfg.data.patch * 3 // 4
-        out, t = losses.translational(net, lq, mb["corner"], mb["corner_b"], crop=crop, scale=cfg.scale)
-        target = losses.target_crop(hq, mb["corner"], patch=cfg.data.patch, crop=crop, scale=cfg.scale)
-        terms[trans] = cfg.losses[trans].weight * t
+        out, t, cut = loss_types.get("translational").generate(net, lq, mb, loss=cfg.losses[trans],
+                                                               patch=cfg.data.patch, scale=cfg.scale)
+        scene = loss_types.Scene(lq=lq, target=cut(hq), mb=mb, net=net, nets=wrapped, make_out=lambda: out, cut=cut)
+        made[trans] = cfg.losses[trans].weight * t
     else:
-        out, target = net(lq), hq
-    out = out.float()
-    for name in active:
-        loss = cfg.losses[name]
-        if loss.type in ("l1", "l2"):
-            terms[name] = loss.weight * losses.pixel(out, target, loss.type)
-        elif loss.type == "distill":
-            with torch.no_grad():
-                taught = teachers[name](lq).float()
-            if trans:  # the same crop as the target's
-                taught = losses.target_crop(taught, mb["corner"], patch=cfg.data.patch, crop=crop, scale=cfg.scale)
-            terms[name] = loss.weight * losses.distill(out, taught, mb["part"], loss.part)
-        elif loss.type == "perceptual" and name in vgg:
-            terms[name] = loss.weight * losses.perceptual(vgg[name], out, target)
-        elif loss.type == "gan":
-            d = ddp.unwrap(wrapped[loss.discriminator or ""])
-            terms[name] = loss.weight * losses.gan_g_loss(d, target, out, kind=loss.gan_type or "vanilla")
-    fakes[m] = (target, out.detach())
+        out = net(lq)
+        scene = loss_types.Scene(lq=lq, target=hq, mb=mb, net=net, nets=wrapped, make_out=lambda: out)
+    terms = loss_types.terms(cfg, active, scene, fixed, made)
+    fakes[m] = (scene.target, scene.out.detach())
     return terms

@@ -1,4 +1,5 @@
-"""Losses of the trainer. Each is a plain function or a small module; the loop decides which apply."""
+"""Losses of the trainer, the maths: each is a plain function or a small module. Which loss a recipe's
+type names, its defaults and checks: :mod:`vsr.train.loss_types`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,13 @@ from ..errors import VsrError
 Tensor = torch.Tensor
 
 
+PIXEL = {"l1": F.l1_loss, "l2": F.mse_loss}  # the pixel criteria (l2: the mean squared error)
+
+
 def pixel(out: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
-    return F.l1_loss(out, target) if kind == "l1" else F.mse_loss(out, target)
+    if kind not in PIXEL:
+        raise VsrError(f"unknown pixel criterion {kind!r}; expected one of {', '.join(PIXEL)}")
+    return PIXEL[kind](out, target)
 
 
 def distill(out: Tensor, taught: Tensor, parts: Tensor, part: int | None) -> Tensor:

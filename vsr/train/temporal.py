@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import ddp, losses
+from . import loss_types, losses
 from .config import RecipeConfig
 
 Tensor = torch.Tensor
@@ -57,8 +57,8 @@ def unfold(images: Tensor, channels: int) -> Tensor:
 
 
 def clip_terms(cfg: RecipeConfig, active: list[str], runner: nn.Module, mb: dict[str, Tensor],
-               vgg: dict[str, losses.VGGFeatures], wrapped: dict[str, nn.Module],
-               fakes: dict[int, tuple[Tensor, Tensor]], m: int) -> dict[str, Tensor]:
+               wrapped: dict[str, nn.Module], fakes: dict[int, tuple[Tensor, Tensor]], m: int,
+               fixed: dict[str, nn.Module]) -> dict[str, Tensor]:
     """The weighted loss terms of the generator's training step on one micro-batch of clips: lq
     (B, T, C, p, p), hq (B, T, C, sp, sp). The translational loss runs the clips cropped at two corners
     and compares every frame's shared region; pixel, perceptual and GAN losses score every output."""
@@ -67,37 +67,22 @@ def clip_terms(cfg: RecipeConfig, active: list[str], runner: nn.Module, mb: dict
     pp = next((k for k in active if cfg.losses[k].type == "pingpong"), None)
     order = visit_order(n, pp is not None)
     target = hq[:, order]  # (B, T', C, sp, sp)
-    terms: dict[str, Tensor] = {}
+    made: dict[str, Tensor] = {}
     trans = next((k for k in active if cfg.losses[k].type == "translational"), None)
     if trans:
-        crop = cfg.losses[trans].crop or cfg.data.patch * 3 // 4
-
         def generator(z: Tensor) -> Tensor:  # folded crops -> folded outputs
             return fold(runner(unfold(z, lq.shape[2]), pingpong=pp is not None))
 
-        out, t = losses.translational(generator, fold(lq), mb["corner"], mb["corner_b"], crop=crop,
-                                      scale=cfg.scale)
-        out = unfold(out, c)
-        target = unfold(losses.target_crop(fold(target), mb["corner"], patch=cfg.data.patch, crop=crop,
-                                           scale=cfg.scale), c)
-        terms[trans] = cfg.losses[trans].weight * t
+        out, t, cut = loss_types.get("translational").generate(generator, fold(lq), mb, loss=cfg.losses[trans],
+                                                               patch=cfg.data.patch, scale=cfg.scale)
+        out, target = unfold(out, c), unfold(cut(fold(target)), c)
+        made[trans] = cfg.losses[trans].weight * t
     else:
         out = runner(lq, pingpong=pp is not None)
-    out = out.float()
-    frames_out, frames_target = out.flatten(0, 1), target.flatten(0, 1)  # (B * T', C, H, W)
-    for name in active:
-        loss = cfg.losses[name]
-        if loss.type in ("l1", "l2"):
-            terms[name] = loss.weight * losses.pixel(out, target, loss.type)
-        elif loss.type == "pingpong":
-            terms[name] = loss.weight * losses.pingpong(out, n, loss.distance or "l1")
-        elif loss.type == "temporal":
-            terms[name] = loss.weight * losses.temporal(out, target, loss.distance or "l1")
-        elif loss.type == "perceptual" and name in vgg:
-            terms[name] = loss.weight * losses.perceptual(vgg[name], frames_out, frames_target)
-        elif loss.type == "gan":
-            d = ddp.unwrap(wrapped[loss.discriminator or ""])
-            terms[name] = loss.weight * losses.gan_g_loss(d, frames_target, frames_out,
-                                                          kind=loss.gan_type or "vanilla")
+    scene = loss_types.Scene(lq=lq, target=target, mb=mb, net=runner, nets=wrapped, make_out=lambda: out, frames=n)
+    # (B * T', C, H, W): every frame an image to judge, made before the terms (the graph's order, and so
+    # the order its gradients are summed in, stays as it was)
+    frames_out, frames_target = scene.images()
+    terms = loss_types.terms(cfg, active, scene, fixed, made)
     fakes[m] = (frames_target, frames_out.detach())
     return terms

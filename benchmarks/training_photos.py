@@ -5,7 +5,7 @@ wallpaper packages, fetched with `apt-get download` (run `apt-get update` first)
 ../shared/data/photos (by content), so the matrix's held-out photos can never be trained on. Licences (each
 package's copyright file): mate-backgrounds' nature photos GPL-2+ and CC, lomiri's CC-BY(-SA) 3.0/4.0.
 
-    python pipelines/photos.py                  # writes runs/photos/ (44 images; the shared ones linked)
+    python benchmarks/training_photos.py                  # writes runs/photos/ (44 images; the shared ones linked)
 """
 from __future__ import annotations
 
