@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_shipped_file_is_a_recipe_or_a_preset():
-    recipes, presets = catalog.names("recipe"), ["dvd", "vhs"]
+    recipes, presets = catalog.names("recipe"), catalog.names("preset")
+    assert presets == ["dvd", "vhs"]
     assert {p.stem for p in (ROOT / "pipelines").glob("*.yml")} == {*recipes, *presets}
     for name in recipes:
         assert read_mapping(find_recipe(name), "recipe")["kind"] == "recipe"

@@ -1,7 +1,5 @@
 """What ``pipelines/`` ships: training recipes (``vsr train``, ``vsr finetune``) and restoration presets
-(``vsr upscale --preset``), told apart by the ``kind`` a file declares: ``kind: recipe`` or ``kind: preset``.
-A file that declares no kind is no recipe (the presets vhs and dvd declare none yet: their loader takes no
-such key)."""
+(``vsr upscale --preset``), told apart by the ``kind`` a file declares: ``kind: recipe`` or ``kind: preset``."""
 from __future__ import annotations
 
 from importlib import resources

@@ -9,7 +9,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from . import images, zoo
+from . import catalog, images, zoo
 from .engine import Upscaler
 from .errors import VsrError
 from .projection import FasterOptions, Projection
@@ -465,7 +464,7 @@ def _check_writable(folder: Path) -> None:
 
 # A restoration preset (pipelines/NAME.yml): ingest filters, model and encoding for one kind of source.
 PRESET_KEYS: dict[str, set[str] | None] = {
-    "name": None, "description": None, "model": None, "scale": None,
+    "kind": None, "name": None, "description": None, "model": None, "scale": None,
     "ingest": {"deinterlace", "double_rate", "crop", "colour", "repair"},
     "encode": {"codec", "crf", "encoder_preset", "pix_fmt", "options", "keep_sar"},
 }
@@ -516,12 +515,10 @@ def load_preset(name: str) -> dict[str, Any]:
     """A preset by name (shipped in pipelines/) or path, checked strictly: an unknown key is an error."""
     path = Path(name).expanduser()
     if path.suffix not in (".yml", ".yaml") or not path.is_file():
-        # training recipes share pipelines/: the restoration presets are the files with an ingest section
-        path = Path(str(resources.files("vsr.pipelines"))) / f"{name}.yml"
-        if not path.is_file() or "ingest" not in path.read_text():
-            known = sorted(p.stem for p in path.parent.glob("*.yml") if "ingest:" in p.read_text())
-            raise VsrError(f"unknown preset {name!r}; expected one of: {', '.join(known)} or a .yml file")
+        path = catalog.find(name, "preset")  # training recipes share pipelines/; each file says its kind
     data = read_mapping(path, "preset")
+    if catalog.kind_of(data, path, default="preset") != "preset":
+        raise VsrError(f"{path} is a training recipe (kind: recipe), not a preset; use it with vsr train")
     for key, value in data.items():
         if key not in PRESET_KEYS:
             raise VsrError(f"{path}: unknown key {key!r}; expected one of: {', '.join(PRESET_KEYS)}")
