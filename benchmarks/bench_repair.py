@@ -78,7 +78,7 @@ def chroma_part(clip_list: list[list[np.ndarray]]) -> None:
         for j, dx in enumerate(offsets):
             if (j + k) % len(clip_list) not in (0, len(clip_list) // 2):  # each offset on two clips
                 continue
-            dy = float([-1.0, -0.5, 0.0, 0.5, 1.0][(j + k) % 5])
+            dy = float([-1.0, -0.5, 0.0, 0.5, 1.0][(j + k) // 5 % 5])
             hit = [np.round(tape.chroma_delay(f, dx, dy)) for f in sample]
             plan = plan_repair(RepairOptions(mode="chroma-delay"), hit)
             if plan.chroma_delay is None:

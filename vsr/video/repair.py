@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 
 from vsr.errors import VsrError
-from vsr.video.mend import (chroma_delay_fit, fill_dropouts, find_dropouts, head_switching_band,
+from vsr.video.mend import (chroma_delay_certainty, fill_dropouts, find_dropouts, head_switching_band,
                             measure_chroma_delay, repair_head_switching)
 
 REPAIRS = ("chroma-delay", "dropouts", "head-switching")
 MAX_CHROMA_DELAY = 8.0  # px: farther than any deck puts it; a larger forced value is a mistake
 APPLY_CHROMA_DELAY = 0.75  # px: smaller measured delays are left alone (digital chroma siting is within 0.5)
-FIT = 0.9  # a delay is applied only where undoing it leaves at most this share of the chroma's misfit to luma
+CERTAIN = (1.03, 1.045)  # a delay is applied only where the misfit rises at least this much 1 px off it (x, y)
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,12 @@ def _chroma_delay(sample: list[np.ndarray], halves: list[tuple[float, float]], n
     dx, dy = (round((a + b) / 2, 2) for a, b in zip(*halves))
     if max(abs(dx), abs(dy)) < APPLY_CHROMA_DELAY:
         return None
-    fit = chroma_delay_fit(sample, (dx, dy))
-    if max(abs(a - b) for a, b in zip(*halves)) > 0.5 or fit > FIT or abs(dx) > 5.9 or abs(dy) > 1.9:
+    sharp = chroma_delay_certainty(sample, (dx, dy))
+    if max(abs(a - b) for a, b in zip(*halves)) > 0.5 or sharp[0] < CERTAIN[0] or sharp[1] < CERTAIN[1] \
+            or abs(dx) > 5.9 or abs(dy) > 1.9:
         notes.append(f"chroma delay not measurable ({halves[0][0]:+.2f}, {halves[0][1]:+.2f} px on half of the "
-                     f"sample, {halves[1][0]:+.2f}, {halves[1][1]:+.2f} on the other, fit {fit:.2f}): left alone; "
-                     "--chroma-delay DX,DY sets it")
+                     f"sample, {halves[1][0]:+.2f}, {halves[1][1]:+.2f} on the other; too few clear coloured "
+                     "edges): left alone; --chroma-delay DX,DY sets it")
         return None
     notes.append(f"chroma delay {dx:+.2f}, {dy:+.2f} px (right, down) measured and undone")
     return dx, dy
