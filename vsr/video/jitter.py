@@ -43,7 +43,11 @@ MARGIN = 16  # px at the left and right of a line not used for measuring (warps 
 SURE = 0.15  # px: a line's measurement with this standard error counts half
 SMOOTHNESS = 0.05
 WARP = cv2.INTER_LINEAR
+LEAK = 1.0  # px: the most of a line's jitter the flow is taken to follow
+SAME = (6.0, 2.5)  # levels, px: a warped neighbour shows the same thing where it differs by less than
+#   the first plus the second times the horizontal gradient (what a few pixels of jitter explain)
 SHRINK = 0.25  # px: local motion smaller than this is taken for the flow's own error
+SEGMENTS = 8  # pieces of a line fitted apart (about 90 px at 720 wide)
 ITERATIONS = ((4, 2), (2, 1), (1, 1))  # (width divided by, Lucas-Kanade steps) of each pass, coarse to fine  # pull of a line's offset towards the lines of its field next to it
 
 
@@ -128,7 +132,8 @@ def _motion(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> tuple[np.nd
     u, v = flow[..., 0], flow[..., 1]
     au, av = _affine(u), _affine(v)  # a pan, a zoom, a rotation
     lu = u - au
-    lu -= np.median(lu, axis=1, keepdims=True)  # a whole line moved: jitter, not motion
+    # a whole line moved by up to a pixel or so: jitter (what the flow could not smooth away), not motion
+    lu -= np.clip(np.median(lu, axis=1, keepdims=True), -LEAK * sw / w, LEAK * sw / w)
     lu, lv = (cv2.GaussianBlur(c, (0, 0), 4.0) for c in (lu, v - av))
     lu, lv = (np.sign(c) * np.maximum(np.abs(c) - SHRINK, 0) for c in (lu, lv))
     fu, fv = _refine(a, b, au + lu, av + lv)
@@ -144,28 +149,47 @@ def _shift_rows(a: np.ndarray, d: np.ndarray) -> np.ndarray:
     return cv2.remap(a, gx + d.astype(np.float32)[:, None], gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _robust_step(num: np.ndarray, den: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, from its segments' Lucas-Kanade sums (num, den: (H, S)): the step of the segments that agree
+    (within ``tol`` of the weighted median of the segments' own steps), and which segments those are. A whole
+    line moved by jitter moves in every segment alike; a thing whose motion the flow missed does not."""
+    own = -num / den
+    order = np.argsort(own, axis=1, kind="stable")
+    sorted_own = np.take_along_axis(own, order, 1)
+    cum = np.cumsum(np.take_along_axis(den, order, 1), axis=1)
+    k = (cum < cum[:, -1:] / 2).sum(axis=1, keepdims=True)
+    median = np.take_along_axis(sorted_own, np.minimum(k, own.shape[1] - 1), 1)
+    agree = np.abs(own - median) <= tol
+    return -(num * agree).sum(axis=1) / (den * agree).sum(axis=1), agree
+
+
 def _line_shifts(y: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: d with y(x + d) = ref(x) (sub-pixel), and the variance of that measurement (px^2).
-    Coarse to fine: rows shrunk to a quarter and a half of their width first, for shifts of several pixels."""
+    Coarse to fine: rows shrunk to a quarter and a half of their width first, for shifts of several pixels.
+    Each row is fitted in SEGMENTS pieces, and only the pieces that agree count."""
     h, w = y.shape
     d = np.zeros(h, np.float32)
     for f, iters in ITERATIONS:
-        size = (max(8, w // f), h)
+        size = (max(8 * SEGMENTS, w // f), h)
         ys = cv2.resize(y, size, interpolation=cv2.INTER_AREA) if f > 1 else y
         rs = cv2.resize(ref, size, interpolation=cv2.INTER_AREA) if f > 1 else ref
         ok = (cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0) if f > 1 else valid
         g = cv2.Sobel(rs, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)  # central difference
         gm = np.where(ok, g, 0).astype(np.float32)
-        gg = (gm * gm).sum(axis=1) + 1e-3
+        cuts = np.linspace(0, size[0], SEGMENTS + 1).astype(int)[:-1]
+        den = np.add.reduceat(gm * gm, cuts, axis=1) + 1e-3
         for _ in range(iters):
             e = _shift_rows(ys, d / f) - rs
-            step = -(gm * e).sum(axis=1) / gg
+            step, agree = _robust_step(np.add.reduceat(gm * e, cuts, axis=1), den, 0.5 / f)
             d += np.clip(step, -1.5, 1.5) * f
-    # the measurement's variance: the residual's (what no shift explains, as of the last step) over the texture
-    n = ok.sum(axis=1)
-    noise = (np.where(ok, e, 0) ** 2).sum(axis=1) / np.maximum(n, 1)
-    var = np.where(n > w // 8, (noise + 1.0) / gg, np.inf).astype(np.float32)
-    return d, var
+    # the measurement's variance: the residual's (what no shift explains, as of the last step) over the
+    # texture, of the segments that agree; a row whose segments mostly disagree is not measured
+    inside = (den * agree).sum(axis=1)
+    share = inside / den.sum(axis=1)
+    n = (np.add.reduceat(ok.astype(np.float32), cuts, axis=1) * agree).sum(axis=1)
+    noise = (np.add.reduceat(np.where(ok, e, 0) ** 2, cuts, axis=1) * agree).sum(axis=1) / np.maximum(n, 1)
+    var = np.where((n > w // 8) & (share >= 0.5), (noise + 1.0) / inside / share ** 2, np.inf)
+    return d, var.astype(np.float32)
 
 
 def _regularise(value: np.ndarray, sure: np.ndarray) -> np.ndarray:
@@ -207,7 +231,7 @@ def measure_jitter(y: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
         inside = (mx >= 2) & (mx <= w - 3) & (my >= 1) & (my <= h - 2)
         # the same thing there: on lines smoothed vertically (jitter averaged), within what a few pixels of
         # sideways offset explain
-        same = np.abs(_vsmooth(ref) - ys) <= 10.0 + 4.0 * grad
+        same = np.abs(_vsmooth(ref) - ys) <= SAME[0] + SAME[1] * grad
         valid = inside & same
         valid[:, :MARGIN] = valid[:, -MARGIN:] = False
         d, var = _line_shifts(y, ref, valid)
@@ -228,8 +252,10 @@ def undo_jitter(rgb: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def jitter_amount(runs: list[list[np.ndarray]]) -> float:
     """Mean |offset| (px) of a clip's lines, over a sample of it: ``runs`` of consecutive frames' luma (five is
-    the design point: the middle one is measured against the others). The bottom 1/24 of the picture (where a
-    head-switching band would be) and the top two lines are left out."""
+    the design point: the middle one is measured against the others); the median over the runs, since a
+    tape's jitter is in all of them and what a few hard moments (fast motion the flow misses, a camera's
+    rolling shutter shaken) add is not. The bottom 1/24 of the picture (where a head-switching band would
+    be) and the top two lines are left out."""
     values = []
     for run in runs:
         if len(run) < 2:
@@ -238,7 +264,7 @@ def jitter_amount(runs: list[list[np.ndarray]]) -> float:
         o = measure_jitter(run[mid], run[:mid] + run[mid + 1:])
         h = len(o)
         values.append(float(np.abs(o[2:h - max(1, h // 24)]).mean()))
-    return float(np.mean(values)) if values else 0.0
+    return float(np.median(values)) if values else 0.0
 
 
 def detect_jitter(runs: list[list[np.ndarray]]) -> float | None:
