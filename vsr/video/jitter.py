@@ -43,10 +43,11 @@ MARGIN = 16  # px at the left and right of a line not used for measuring (warps 
 SURE = 0.15  # px: a line's measurement with this standard error counts half
 SMOOTHNESS = 0.05
 WARP = cv2.INTER_LINEAR
+COARSE, FINE = cv2.INTER_LINEAR, cv2.INTER_CUBIC
 LEAK = 1.0  # px: the most of a line's jitter the flow is taken to follow
 SAME = (6.0, 2.5)  # levels, px: a warped neighbour shows the same thing where it differs by less than
 #   the first plus the second times the horizontal gradient (what a few pixels of jitter explain)
-SHRINK = 0.25  # px: local motion smaller than this is taken for the flow's own error
+SHRINK = 0.5  # px: local motion smaller than this is taken for the flow's own error
 SEGMENTS = 8  # pieces of a line fitted apart (about 90 px at 720 wide)
 ITERATIONS = ((4, 2), (2, 1), (1, 1))  # (width divided by, Lucas-Kanade steps) of each pass, coarse to fine  # pull of a line's offset towards the lines of its field next to it
 
@@ -78,75 +79,109 @@ def _small(y: np.ndarray) -> np.ndarray:
     return np.clip(cv2.blur(half, (1, 5), borderType=cv2.BORDER_REFLECT) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _affine(c: np.ndarray) -> np.ndarray:
-    """``c`` (a flow component) as an affine function of x and y, fitted on a quarter-size copy twice: the
-    second time without the worst-fitting tenth (things that move on their own)."""
-    h, w = c.shape
-    q = cv2.resize(c, (max(2, w // 4), max(2, h // 4)), interpolation=cv2.INTER_AREA)
-    qy, qx = np.indices(q.shape, dtype=np.float64)
-    basis = np.stack([(qx.ravel() + 0.5) * (w / q.shape[1]) - 0.5, (qy.ravel() + 0.5) * (h / q.shape[0]) - 0.5,
-                      np.ones(q.size)], 1)
-    t = q.ravel().astype(np.float64)
+class _Affine:
+    """u = p0 x + p1 y + p2 (and v likewise): a pan, a zoom, a rotation."""
+
+    @staticmethod
+    def at(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x * np.float32(p[0]) + y * np.float32(p[1]) + np.float32(p[2])).astype(np.float32)
+
+
+def _fit_affine(q: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The affine function of (x, y) closest to ``q`` (all raveled), fitted twice: the second time without
+    the worst-fitting tenth (things that move on their own)."""
+    basis = np.stack([x, y, np.ones_like(x)], 1).astype(np.float64)
+    t = q.astype(np.float64)
     keep = np.ones(len(t), bool)
     for _ in range(2):
         b = basis[keep]
         coef = np.linalg.solve(b.T @ b + 1e-6 * np.eye(3), b.T @ t[keep])
         err = np.abs(basis @ coef - t)
         keep = err <= np.quantile(err, 0.9)
-    gx, gy = _grid(h, w)
-    return (gx * coef[0] + gy * coef[1] + coef[2]).astype(np.float32)
+    return coef
 
 
-def _refine(a: np.ndarray, b: np.ndarray, u: np.ndarray, v: np.ndarray, steps: int = 2
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """The flow (u, v) from ``a`` to ``b`` with an affine correction fitted directly to the pictures
-    (Lucas-Kanade over the whole frame: the flow's small errors of place, which a line's shift would take for
-    jitter), leaving out pixels that do not match."""
-    h, w = a.shape
-    gx, gy = _grid(h, w)
-    af, bf = a.astype(np.float32), b.astype(np.float32)
-    ax = cv2.Sobel(af, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
-    ay = cv2.Sobel(af, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
-    sub = (slice(4, h - 4, 2), slice(4, w - 4, 2))
-    x, y = gx[sub].ravel().astype(np.float64), gy[sub].ravel().astype(np.float64)
-    jx, jy = ax[sub].ravel().astype(np.float64), ay[sub].ravel().astype(np.float64)
-    jac = np.stack([jx * x, jx * y, jx, jy * x, jy * y, jy], 1)
+class _Centre:
+    """What every neighbour of a frame is compared with, computed once: its luma, smoothed vertically, its
+    horizontal gradient there, its :func:`_small` copy with what the affine fit needs, and its lines at a
+    quarter and a half of their width."""
+
+    def __init__(self, y: np.ndarray) -> None:
+        h, w = y.shape
+        self.y, self.ys, self.small = y, _vsmooth(y), _small(y)
+        self.grad = np.abs(cv2.Sobel(self.ys, cv2.CV_32F, 1, 0, ksize=1, scale=0.5))
+        self.widths = {f: cv2.resize(y, (max(8 * SEGMENTS, w // f), h), interpolation=cv2.INTER_AREA) if f > 1 else y
+                       for f, _ in ITERATIONS}
+        a = self.small.astype(np.float32)
+        sh, sw = a.shape
+        gx, gy = _grid(sh, sw)
+        sub = (slice(4, sh - 4, 3), slice(4, sw - 4, 3))  # the points the affine correction is fitted on
+        self.sx, self.sy, self.sa = gx[sub].ravel(), gy[sub].ravel(), a[sub].ravel()
+        ax = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)[sub].ravel()
+        ay = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)[sub].ravel()
+        self.jac = np.stack([ax * self.sx, ax * self.sy, ax, ay * self.sx, ay * self.sy, ay], 1)
+
+
+def _refine(c: _Centre, b: np.ndarray, su: np.ndarray, sv: np.ndarray, steps: int = 2) -> np.ndarray:
+    """An affine correction (6 parameters: u's then v's) to the flow from ``c``'s small copy to ``b``, which
+    is (su, sv) at ``c``'s sample points, fitted directly to the pictures (Lucas-Kanade over the whole frame:
+    the flow's small errors of place, which a line's shift would take for jitter), without the pixels that
+    do not match."""
+    h, w = b.shape
+    bf = b.astype(np.float32)
+    total = np.zeros(6)
     for _ in range(steps):
-        warped = cv2.remap(bf, gx + u, gy + v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        e = (warped - af)[sub].ravel().astype(np.float64)
-        inside = ((gx + u >= 1) & (gx + u <= w - 2) & (gy + v >= 1) & (gy + v <= h - 2))[sub].ravel()
-        ok = inside & (np.abs(e) <= 3.0 * np.median(np.abs(e[inside])) + 2.0 if inside.any() else inside)
-        j = jac[ok]
-        delta = -np.linalg.solve(j.T @ j + 1e-3 * np.eye(6), j.T @ e[ok])
-        u = u + (gx * delta[0] + gy * delta[1] + delta[2]).astype(np.float32)
-        v = v + (gx * delta[3] + gy * delta[4] + delta[5]).astype(np.float32)
-    return u, v
+        mx = c.sx + su + _Affine.at(total[:3], c.sx, c.sy)
+        my = c.sy + sv + _Affine.at(total[3:], c.sx, c.sy)
+        warped = cv2.remap(bf, mx[None], my[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+        e = warped - c.sa
+        inside = (mx >= 1) & (mx <= w - 2) & (my >= 1) & (my <= h - 2)
+        if inside.sum() < 12:
+            break
+        ok = inside & (np.abs(e) <= 3.0 * np.median(np.abs(e[inside])) + 2.0)
+        j = c.jac[ok].astype(np.float64)
+        total -= np.linalg.solve(j.T @ j + 1e-3 * np.eye(6), j.T @ e[ok].astype(np.float64))
+    return total
 
 
-def _motion(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(map_x, map_y) at full size ``shape``: where each pixel of the frame whose :func:`_small` is ``a`` is in
-    the frame whose :func:`_small` is ``b``, without the lines' own sideways jitter."""
-    h, w = shape
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(a, b, None)
+def _motion(c: _Centre, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(map_x, map_y) at full size: where each pixel of the frame ``c`` is in the frame whose :func:`_small`
+    is ``b``, without the lines' own sideways jitter."""
+    h, w = c.y.shape
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(c.small, b, None)
     sh, sw = flow.shape[:2]
-    u, v = flow[..., 0], flow[..., 1]
-    au, av = _affine(u), _affine(v)  # a pan, a zoom, a rotation
-    lu = u - au
+    q = cv2.resize(flow, (max(2, sw // 4), max(2, sh // 4)), interpolation=cv2.INTER_AREA)  # quarter size
+    qh, qw = q.shape[:2]
+    qx, qy = (g * np.float32(k) + np.float32((k - 1) / 2) for g, k in zip(_grid(qh, qw), (sw / qw, sh / qh)))
+    pu, pv = (_fit_affine(q[..., i].ravel(), qx.ravel(), qy.ravel()) for i in (0, 1))
+    lu, lv = q[..., 0] - _Affine.at(pu, qx, qy), q[..., 1] - _Affine.at(pv, qx, qy)
     # a whole line moved by up to a pixel or so: jitter (what the flow could not smooth away), not motion
     lu -= np.clip(np.median(lu, axis=1, keepdims=True), -LEAK * sw / w, LEAK * sw / w)
-    lu, lv = (cv2.GaussianBlur(c, (0, 0), 4.0) for c in (lu, v - av))
-    lu, lv = (np.sign(c) * np.maximum(np.abs(c) - SHRINK, 0) for c in (lu, lv))
-    fu, fv = _refine(a, b, au + lu, av + lv)
-    fu = cv2.resize(fu, (w, h), interpolation=cv2.INTER_LINEAR) * (w / sw)
-    fv = cv2.resize(fv, (w, h), interpolation=cv2.INTER_LINEAR) * (h / sh)
-    gx, gy = _grid(h, w)
-    return gx + fu, gy + fv
+    lu, lv = (cv2.GaussianBlur(m, (0, 0), 1.0) for m in (lu, lv))
+    lu, lv = (np.sign(m) * np.maximum(np.abs(m) - SHRINK * sw / w, 0) for m in (lu, lv))
+    # the local motion at the sample points of the affine correction (in small-copy pixels)
+    at = (np.clip(c.sx * (qw / sw), 0, qw - 1), np.clip(c.sy * (qh / sh), 0, qh - 1))
+    su = _Affine.at(pu, c.sx, c.sy) + cv2.remap(lu, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
+    sv = _Affine.at(pv, c.sx, c.sy) + cv2.remap(lv, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
+    pu, pv = pu + (corr := _refine(c, b, su, sv))[:3], pv + corr[3:]
+    # full size: a pixel x of the frame is at (x + 0.5) * sw / w - 0.5 in the small copy, whose flow is in its
+    # own pixels; the affine part is a sum of a row and a column
+    ku, kv = np.float32(w / sw), np.float32(h / sh)
+    fx = (np.arange(w, dtype=np.float32) + 0.5) * np.float32(sw / w) - 0.5
+    fy = (np.arange(h, dtype=np.float32) + 0.5) * np.float32(sh / h) - 0.5
+    map_x = cv2.resize(lu * ku, (w, h), interpolation=cv2.INTER_LINEAR)
+    map_x += (np.arange(w, dtype=np.float32) + ku * np.float32(pu[0]) * fx)[None, :]
+    map_x += (ku * (np.float32(pu[1]) * fy + np.float32(pu[2])))[:, None]
+    map_y = cv2.resize(lv * kv, (w, h), interpolation=cv2.INTER_LINEAR)
+    map_y += (kv * np.float32(pv[0]) * fx)[None, :]
+    map_y += (np.arange(h, dtype=np.float32) + kv * (np.float32(pv[1]) * fy + np.float32(pv[2])))[:, None]
+    return map_x, map_y
 
 
-def _shift_rows(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _shift_rows(a: np.ndarray, d: np.ndarray, how: int = cv2.INTER_CUBIC) -> np.ndarray:
     """``a`` with row r read at x + d[r] (moved left by d[r]), edge pixels repeated."""
     gx, gy = _grid(*a.shape)
-    return cv2.remap(a, gx + d.astype(np.float32)[:, None], gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(a, gx + d.astype(np.float32)[:, None], gy, how, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _robust_step(num: np.ndarray, den: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -163,15 +198,15 @@ def _robust_step(num: np.ndarray, den: np.ndarray, tol: float) -> tuple[np.ndarr
     return -(num * agree).sum(axis=1) / (den * agree).sum(axis=1), agree
 
 
-def _line_shifts(y: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _line_shifts(c: _Centre, ref: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: d with y(x + d) = ref(x) (sub-pixel), and the variance of that measurement (px^2).
     Coarse to fine: rows shrunk to a quarter and a half of their width first, for shifts of several pixels.
     Each row is fitted in SEGMENTS pieces, and only the pieces that agree count."""
-    h, w = y.shape
+    h, w = c.y.shape
     d = np.zeros(h, np.float32)
     for f, iters in ITERATIONS:
         size = (max(8 * SEGMENTS, w // f), h)
-        ys = cv2.resize(y, size, interpolation=cv2.INTER_AREA) if f > 1 else y
+        ys = c.widths[f]
         rs = cv2.resize(ref, size, interpolation=cv2.INTER_AREA) if f > 1 else ref
         ok = (cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0) if f > 1 else valid
         g = cv2.Sobel(rs, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)  # central difference
@@ -179,7 +214,7 @@ def _line_shifts(y: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> tuple[np.
         cuts = np.linspace(0, size[0], SEGMENTS + 1).astype(int)[:-1]
         den = np.add.reduceat(gm * gm, cuts, axis=1) + 1e-3
         for _ in range(iters):
-            e = _shift_rows(ys, d / f) - rs
+            e = _shift_rows(ys, d / f, COARSE if f > 1 else FINE) - rs
             step, agree = _robust_step(np.add.reduceat(gm * e, cuts, axis=1), den, 0.5 / f)
             d += np.clip(step, -1.5, 1.5) * f
     # the measurement's variance: the residual's (what no shift explains, as of the last step) over the
@@ -221,20 +256,19 @@ def measure_jitter(y: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
     y = np.ascontiguousarray(y, dtype=np.float32)
     if not neighbours or w < 4 * MARGIN:
         return np.zeros(h, np.float32)
-    ys, small = _vsmooth(y), _small(y)
-    grad = np.abs(cv2.Sobel(ys, cv2.CV_32F, 1, 0, ksize=1, scale=0.5))
+    c = _Centre(y)
     diffs, sures = [], []
     for nb in neighbours:
         nb = np.ascontiguousarray(nb, dtype=np.float32)
-        mx, my = _motion(small, _small(nb), (h, w))
+        mx, my = _motion(c, _small(nb))
         ref = cv2.remap(nb, mx, my, WARP, borderMode=cv2.BORDER_REPLICATE)
         inside = (mx >= 2) & (mx <= w - 3) & (my >= 1) & (my <= h - 2)
         # the same thing there: on lines smoothed vertically (jitter averaged), within what a few pixels of
         # sideways offset explain
-        same = np.abs(_vsmooth(ref) - ys) <= SAME[0] + SAME[1] * grad
+        same = np.abs(_vsmooth(ref) - c.ys) <= SAME[0] + SAME[1] * c.grad
         valid = inside & same
         valid[:, :MARGIN] = valid[:, -MARGIN:] = False
-        d, var = _line_shifts(y, ref, valid)
+        d, var = _line_shifts(c, ref, valid)
         diffs.append(d)
         sures.append(1.0 / (1.0 + var / SURE ** 2))
     d, s = np.stack(diffs), np.stack(sures)
