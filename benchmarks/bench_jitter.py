@@ -29,7 +29,8 @@ from bench_repair import DATA, clips, psnr  # noqa: E402  (the same pans, read o
 
 from vsr.train import tape  # noqa: E402
 from vsr.video.frames import rgb_frames  # noqa: E402
-from vsr.video.jitter import JITTER_THRESHOLD, detect_jitter, jitter_amount, luma, measure_jitter, undo_jitter  # noqa: E402
+from vsr.video.jitter import (JITTER_THRESHOLD, detect_jitter, jitter_amount, luma, measure_jitter,  # noqa: E402
+                              undo_jitter)
 
 
 def around(ys: list[np.ndarray], i: int, r: int) -> list[np.ndarray]:
@@ -60,7 +61,8 @@ def injected_part(clip_list: list[list[np.ndarray]], r: int) -> None:
         print(f"jitter RMS {amount} px ({len(errors)} frames): |error| median {np.median(e):.3f} px, 90th "
               f"percentile {np.percentile(e, 90):.3f}; PSNR-Y {statistics.median(before):.2f} -> "
               f"{statistics.median(after):.2f} dB (medians); detected in {detected}/{len(clip_list)} clips, "
-              f"measured mean |offset| {statistics.median(measured):.2f} px (median; truly {statistics.mean(true_abs):.2f}); "
+              f"measured mean |offset| {statistics.median(measured):.2f} px (median; truly "
+              f"{statistics.mean(true_abs):.2f}); "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -119,7 +121,8 @@ def main() -> int:
         return 1
     parts = args.part or ["injected", "clean", "cost"]
     clip_list = clips(args.clips, max(args.frames, 2 * args.radius + 1))
-    print(f"{len(clip_list)} pans of {len(clip_list[0])} frames, {clip_list[0][0].shape[1]}x{clip_list[0][0].shape[0]}; "
+    h, w = clip_list[0][0].shape[:2]
+    print(f"{len(clip_list)} pans of {len(clip_list[0])} frames, {w}x{h}; "
           f"radius {args.radius}; threshold {JITTER_THRESHOLD} px", flush=True)
     for part in parts:
         {"injected": lambda: injected_part(clip_list, args.radius),

@@ -36,20 +36,19 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from scipy.linalg import solve_banded
 
-JITTER_THRESHOLD = 0.25  # px: mean |offset| above which a clip has jitter worth undoing
+JITTER_THRESHOLD = 0.25  # px: mean |offset| from which a clip has jitter worth undoing (clean: under 0.13)
 MARGIN = 16  # px at the left and right of a line not used for measuring (warps and shifts bring edge pixels in)
-SURE = 0.15  # px: a line's measurement with this standard error counts half
-SMOOTHNESS = 0.05
-WARP = cv2.INTER_LINEAR
-COARSE, FINE = cv2.INTER_LINEAR, cv2.INTER_CUBIC
-LEAK = 1.0  # px: the most of a line's jitter the flow is taken to follow
-SAME = (6.0, 2.5)  # levels, px: a warped neighbour shows the same thing where it differs by less than
-#   the first plus the second times the horizontal gradient (what a few pixels of jitter explain)
+LEAK = 1.0  # px: the most of a line's jitter the flow is taken to follow (a whole row moving by more is motion)
 SHRINK = 0.5  # px: local motion smaller than this is taken for the flow's own error
+SAME = (6.0, 2.5)  # a warped neighbour shows the same thing where it differs by less than this many levels plus
+#                    this many pixels times the horizontal gradient (what a few pixels of jitter explain)
 SEGMENTS = 8  # pieces of a line fitted apart (about 90 px at 720 wide)
-ITERATIONS = ((4, 2), (2, 1), (1, 1))  # (width divided by, Lucas-Kanade steps) of each pass, coarse to fine  # pull of a line's offset towards the lines of its field next to it
+ITERATIONS = ((4, 2), (2, 1), (1, 1))  # (width divided by, Lucas-Kanade steps) of each pass, coarse to fine
+COARSE, FINE = cv2.INTER_LINEAR, cv2.INTER_CUBIC  # a line's shift in the coarse passes and in the last
+WARP = cv2.INTER_LINEAR  # a neighbour moved onto the frame
+SURE = 0.15  # px: a line's measurement with this standard error counts half
+SMOOTHNESS = 0.05  # pull of a line's offset towards the lines of its field next to it
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -72,19 +71,16 @@ def _vsmooth(y: np.ndarray) -> np.ndarray:
 
 
 def _small(y: np.ndarray) -> np.ndarray:
-    """Luma halved in size and smoothed over about nine of its lines (jitter largely averaged out), uint8:
-    what the flow is computed on."""
+    """Luma halved in size and smoothed over five of its lines (ten of the frame's: jitter largely averaged
+    out), uint8: what the flow is computed on."""
     h, w = y.shape
     half = cv2.resize(y, (max(8, w // 2), max(8, h // 2)), interpolation=cv2.INTER_AREA)
     return np.clip(cv2.blur(half, (1, 5), borderType=cv2.BORDER_REFLECT) + 0.5, 0, 255).astype(np.uint8)
 
 
-class _Affine:
-    """u = p0 x + p1 y + p2 (and v likewise): a pan, a zoom, a rotation."""
-
-    @staticmethod
-    def at(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (x * np.float32(p[0]) + y * np.float32(p[1]) + np.float32(p[2])).astype(np.float32)
+def _affine_at(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """p0 x + p1 y + p2: one component of an affine motion (a pan, a zoom, a rotation)."""
+    return (x * np.float32(p[0]) + y * np.float32(p[1]) + np.float32(p[2])).astype(np.float32)
 
 
 def _fit_affine(q: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -110,8 +106,8 @@ class _Centre:
         h, w = y.shape
         self.y, self.ys, self.small = y, _vsmooth(y), _small(y)
         self.grad = np.abs(cv2.Sobel(self.ys, cv2.CV_32F, 1, 0, ksize=1, scale=0.5))
-        self.widths = {f: cv2.resize(y, (max(8 * SEGMENTS, w // f), h), interpolation=cv2.INTER_AREA) if f > 1 else y
-                       for f, _ in ITERATIONS}
+        self.widths = {f: cv2.resize(y, (max(8 * SEGMENTS, w // f), h), interpolation=cv2.INTER_AREA)
+                       if f > 1 else y for f, _ in ITERATIONS}
         a = self.small.astype(np.float32)
         sh, sw = a.shape
         gx, gy = _grid(sh, sw)
@@ -131,8 +127,8 @@ def _refine(c: _Centre, b: np.ndarray, su: np.ndarray, sv: np.ndarray, steps: in
     bf = b.astype(np.float32)
     total = np.zeros(6)
     for _ in range(steps):
-        mx = c.sx + su + _Affine.at(total[:3], c.sx, c.sy)
-        my = c.sy + sv + _Affine.at(total[3:], c.sx, c.sy)
+        mx = c.sx + su + _affine_at(total[:3], c.sx, c.sy)
+        my = c.sy + sv + _affine_at(total[3:], c.sx, c.sy)
         warped = cv2.remap(bf, mx[None], my[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
         e = warped - c.sa
         inside = (mx >= 1) & (mx <= w - 2) & (my >= 1) & (my <= h - 2)
@@ -154,15 +150,15 @@ def _motion(c: _Centre, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     qh, qw = q.shape[:2]
     qx, qy = (g * np.float32(k) + np.float32((k - 1) / 2) for g, k in zip(_grid(qh, qw), (sw / qw, sh / qh)))
     pu, pv = (_fit_affine(q[..., i].ravel(), qx.ravel(), qy.ravel()) for i in (0, 1))
-    lu, lv = q[..., 0] - _Affine.at(pu, qx, qy), q[..., 1] - _Affine.at(pv, qx, qy)
+    lu, lv = q[..., 0] - _affine_at(pu, qx, qy), q[..., 1] - _affine_at(pv, qx, qy)
     # a whole line moved by up to a pixel or so: jitter (what the flow could not smooth away), not motion
     lu -= np.clip(np.median(lu, axis=1, keepdims=True), -LEAK * sw / w, LEAK * sw / w)
     lu, lv = (cv2.GaussianBlur(m, (0, 0), 1.0) for m in (lu, lv))
     lu, lv = (np.sign(m) * np.maximum(np.abs(m) - SHRINK * sw / w, 0) for m in (lu, lv))
     # the local motion at the sample points of the affine correction (in small-copy pixels)
     at = (np.clip(c.sx * (qw / sw), 0, qw - 1), np.clip(c.sy * (qh / sh), 0, qh - 1))
-    su = _Affine.at(pu, c.sx, c.sy) + cv2.remap(lu, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
-    sv = _Affine.at(pv, c.sx, c.sy) + cv2.remap(lv, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
+    su = _affine_at(pu, c.sx, c.sy) + cv2.remap(lu, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
+    sv = _affine_at(pv, c.sx, c.sy) + cv2.remap(lv, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
     pu, pv = pu + (corr := _refine(c, b, su, sv))[:3], pv + corr[3:]
     # full size: a pixel x of the frame is at (x + 0.5) * sw / w - 0.5 in the small copy, whose flow is in its
     # own pixels; the affine part is a sum of a row and a column
@@ -227,23 +223,39 @@ def _line_shifts(c: _Centre, ref: np.ndarray, valid: np.ndarray) -> tuple[np.nda
     return d, var.astype(np.float32)
 
 
+def _tridiagonal(lower: np.ndarray, diag: np.ndarray, upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """x with lower[i] x[i-1] + diag[i] x[i] + upper[i] x[i+1] = rhs[i] (Thomas' algorithm; the system here is
+    diagonally dominant, so it needs no pivoting)."""
+    n = len(diag)
+    c, d = np.zeros(n), np.zeros(n)
+    c[0], d[0] = upper[0] / diag[0], rhs[0] / diag[0]
+    for i in range(1, n):
+        m = diag[i] - lower[i] * c[i - 1]
+        c[i], d[i] = upper[i] / m, (rhs[i] - lower[i] * d[i - 1]) / m
+    x = np.zeros(n)
+    x[-1] = d[-1]
+    for i in range(n - 2, -1, -1):
+        x[i] = d[i] - c[i] * x[i + 1]
+    return x
+
+
 def _regularise(value: np.ndarray, sure: np.ndarray) -> np.ndarray:
     """Per field (even and odd lines apart): offsets close to ``value`` where ``sure`` (0..1) is high, taken
     from the lines around where it is low: minimises sum sure (o - value)^2 + SMOOTHNESS sum (o_r - o_r+1)^2
     (+ a tiny pull to zero, for a field with nothing sure in it)."""
-    out = np.zeros_like(value, dtype=np.float64)
+    out = np.zeros(len(value))
     for p in (0, 1):
         c, v = sure[p::2].astype(np.float64), value[p::2].astype(np.float64)
         n = len(c)
         if n == 0:
             continue
-        ab = np.zeros((3, n))
-        ab[1] = c + 1e-4 + 2 * SMOOTHNESS
-        ab[1, 0] -= SMOOTHNESS
-        ab[1, -1] -= SMOOTHNESS
-        ab[0, 1:] = -SMOOTHNESS
-        ab[2, :-1] = -SMOOTHNESS
-        out[p::2] = solve_banded((1, 1), ab, c * v) if n > 1 else c * v / (c + 1e-4)
+        off = np.full(n, -SMOOTHNESS)
+        diag = c + 1e-4 + 2 * SMOOTHNESS
+        diag[0] -= SMOOTHNESS
+        diag[-1] -= SMOOTHNESS
+        off_lo, off_hi = off.copy(), off.copy()
+        off_lo[0] = off_hi[-1] = 0.0
+        out[p::2] = _tridiagonal(off_lo, diag, off_hi, c * v)
     return out.astype(np.float32)
 
 
@@ -281,7 +293,8 @@ def undo_jitter(rgb: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 or uint16 RGB with line r moved left by offsets[r] px (sub-pixel, cubic; the edge pixel
     repeated where the line comes in)."""
     gx, gy = _grid(*rgb.shape[:2])
-    return cv2.remap(rgb, gx + np.asarray(offsets, np.float32)[:, None], gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(rgb, gx + np.asarray(offsets, np.float32)[:, None], gy, cv2.INTER_CUBIC,
+                     borderMode=cv2.BORDER_REPLICATE)
 
 
 def jitter_amount(runs: list[list[np.ndarray]]) -> float:
