@@ -5,30 +5,35 @@ wide), by an amount that wanders from line to line and jumps now and then, diffe
 What is the picture's and what is the tape's: in one frame alone a line's sideways offset from the lines
 around it cannot be told from a slanted edge, a diagonal or a curve of the picture. Across frames it can: the
 picture moves smoothly (a pan, a tilt, people), while a line's jitter is new in every frame. So a frame's lines
-are measured against the same lines of its neighbouring frames, moved onto it:
+are measured against the same lines of its neighbouring frames (two before and two after), moved onto it:
 
-1. Motion. Dense optical flow (DIS) from the frame to each neighbour, on luma smoothed vertically over nine
-   lines and halved in size, where the jitter largely averages out. What is left of it in the flow is
-   removed: the flow's horizontal part is an affine motion fitted to the whole frame (a pan, a zoom, a
-   rotation) plus local motion with its median along each row taken out, because jitter moves a whole line
-   and a moving thing does not. The neighbour is warped onto the frame with that motion.
+1. Motion. Dense optical flow (DIS) from the frame to each neighbour, on luma halved in size and smoothed
+   over ten of the frame's lines, where the jitter largely averages out. What is left of it in the flow is
+   kept out: the flow is an affine motion fitted robustly to the whole frame (a pan, a zoom, a rotation),
+   corrected by a Lucas-Kanade fit of the two pictures, plus local motion, without the part of it that
+   moves a whole row alike by up to half a pixel (jitter moves a whole line; a moving thing does not) and
+   without local motion under half a pixel (the flow's own error). The neighbour is warped onto the frame.
 2. Line against line. Each line's sideways shift against the warped neighbour's same line, sub-pixel, by a
    Lucas-Kanade fit along the line, coarse to fine (lines quartered, halved, then at full width) so that
-   offsets of several pixels are found; pixels where the warped neighbour does not show the same thing
-   (something moving the flow missed, the frame's edges) are left out. This gives, per line, this frame's
-   offset minus the neighbour's.
+   offsets of several pixels are found. Pixels where the warped neighbour does not show the same thing on
+   the vertically smoothed lines are left out; each line is fitted in eight segments and only those that
+   agree count (a thing whose motion the flow missed moves a segment, not the whole line). This gives, per
+   line, this frame's offset minus the neighbour's, and how sure that is.
 3. Frames together. Each neighbour's own offset is unknown, but offsets average to zero over frames while
    the picture does not move with them: with N frames in all, the frame's offset is taken as the sum of its
    N - 1 differences over N (what the N frames have in common, including a slant of the picture, stays).
    What remains unmeasured is the mean offset of the N frames at that line: about 1/sqrt(N) of the jitter
-   (N = 5, two frames either side: 0.45). That residue is the same in the N frames, so what is left after
-   the repair wobbles far less from frame to frame than the jitter did.
+   (N = 5: 0.45). That residue is the same in the N frames, so what is left after the repair wobbles far
+   less from frame to frame than the jitter did. A frame before and the one as far after count alike on
+   each line, so that what the flow missed of a motion (one way against the frame before, the other way
+   against the frame after) cancels.
 4. Lines together. Each line's value counts as much as the line is sure (its texture against its residual
    noise); a line with no texture takes its offset from the lines of the same field around it (a smooth
    fit over the lines of each field apart, since the two fields of a frame are read apart).
 
 Offsets are in pixels, positive when the line sits to the right of where it belongs; :func:`undo_jitter`
-moves each line back. Everything is deterministic (the same frames give bit-identical offsets).
+moves each line back. Everything is deterministic (the same frames give bit-identical offsets, whatever
+the number of threads).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ import numpy as np
 
 JITTER_THRESHOLD = 0.25  # px: mean |offset| from which a clip has jitter worth undoing (clean: under 0.13)
 MARGIN = 16  # px at the left and right of a line not used for measuring (warps and shifts bring edge pixels in)
-LEAK = 1.0  # px: the most of a line's jitter the flow is taken to follow (a whole row moving by more is motion)
+LEAK = 0.5  # px: the most of a line's jitter the flow is taken to follow (a whole row moving by more is motion)
 SHRINK = 0.5  # px: local motion smaller than this is taken for the flow's own error
 SAME = (6.0, 2.5)  # a warped neighbour shows the same thing where it differs by less than this many levels plus
 #                    this many pixels times the horizontal gradient (what a few pixels of jitter explain)
@@ -84,16 +89,19 @@ def _affine_at(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _fit_affine(q: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The affine function of (x, y) closest to ``q`` (all raveled), fitted twice: the second time without
-    the worst-fitting tenth (things that move on their own)."""
+    """The affine function of (x, y) closest to ``q`` (all raveled) where it fits: from the median (a plain
+    pan), then fitted three times, each time to the points within three robust deviations of the last fit
+    (not to things that move on their own, however far)."""
     basis = np.stack([x, y, np.ones_like(x)], 1).astype(np.float64)
     t = q.astype(np.float64)
-    keep = np.ones(len(t), bool)
-    for _ in range(2):
+    coef = np.array([0.0, 0.0, float(np.median(t))])
+    for _ in range(3):
+        err = np.abs(basis @ coef - t)
+        keep = err <= max(0.25, 3.0 * 1.4826 * float(np.median(err)))
+        if keep.sum() < 6:
+            break
         b = basis[keep]
         coef = np.linalg.solve(b.T @ b + 1e-6 * np.eye(3), b.T @ t[keep])
-        err = np.abs(basis @ coef - t)
-        keep = err <= np.quantile(err, 0.9)
     return coef
 
 
@@ -112,6 +120,7 @@ class _Centre:
         sh, sw = a.shape
         gx, gy = _grid(sh, sw)
         sub = (slice(4, sh - 4, 3), slice(4, sw - 4, 3))  # the points the affine correction is fitted on
+        self.sub = sub
         self.sx, self.sy, self.sa = gx[sub].ravel(), gy[sub].ravel(), a[sub].ravel()
         ax = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)[sub].ravel()
         ay = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)[sub].ravel()
@@ -150,15 +159,15 @@ def _motion(c: _Centre, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     qh, qw = q.shape[:2]
     qx, qy = (g * np.float32(k) + np.float32((k - 1) / 2) for g, k in zip(_grid(qh, qw), (sw / qw, sh / qh)))
     pu, pv = (_fit_affine(q[..., i].ravel(), qx.ravel(), qy.ravel()) for i in (0, 1))
-    lu, lv = q[..., 0] - _affine_at(pu, qx, qy), q[..., 1] - _affine_at(pv, qx, qy)
+    gx, gy = _grid(sh, sw)
+    lu, lv = flow[..., 0] - _affine_at(pu, gx, gy), flow[..., 1] - _affine_at(pv, gx, gy)
     # a whole line moved by up to a pixel or so: jitter (what the flow could not smooth away), not motion
     lu -= np.clip(np.median(lu, axis=1, keepdims=True), -LEAK * sw / w, LEAK * sw / w)
-    lu, lv = (cv2.GaussianBlur(m, (0, 0), 1.0) for m in (lu, lv))
+    lu, lv = (cv2.GaussianBlur(m, (0, 0), 1.5) for m in (lu, lv))
     lu, lv = (np.sign(m) * np.maximum(np.abs(m) - SHRINK * sw / w, 0) for m in (lu, lv))
     # the local motion at the sample points of the affine correction (in small-copy pixels)
-    at = (np.clip(c.sx * (qw / sw), 0, qw - 1), np.clip(c.sy * (qh / sh), 0, qh - 1))
-    su = _affine_at(pu, c.sx, c.sy) + cv2.remap(lu, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
-    sv = _affine_at(pv, c.sx, c.sy) + cv2.remap(lv, at[0][None], at[1][None], cv2.INTER_LINEAR)[0]
+    su = _affine_at(pu, c.sx, c.sy) + lu[c.sub].ravel()
+    sv = _affine_at(pv, c.sx, c.sy) + lv[c.sub].ravel()
     pu, pv = pu + (corr := _refine(c, b, su, sv))[:3], pv + corr[3:]
     # full size: a pixel x of the frame is at (x + 0.5) * sw / w - 0.5 in the small copy, whose flow is in its
     # own pixels; the affine part is a sum of a row and a column
@@ -180,14 +189,16 @@ def _shift_rows(a: np.ndarray, d: np.ndarray, how: int = cv2.INTER_CUBIC) -> np.
     return cv2.remap(a, gx + d.astype(np.float32)[:, None], gy, how, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _robust_step(num: np.ndarray, den: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+def _robust_step(num: np.ndarray, den: np.ndarray, tol: float, textured: float) -> tuple[np.ndarray, np.ndarray]:
     """Per row, from its segments' Lucas-Kanade sums (num, den: (H, S)): the step of the segments that agree
-    (within ``tol`` of the weighted median of the segments' own steps), and which segments those are. A whole
-    line moved by jitter moves in every segment alike; a thing whose motion the flow missed does not."""
+    (within ``tol`` of the median of the segments' own steps), and which segments those are. A whole line
+    moved by jitter moves in every segment alike; a thing whose motion the flow missed does not. In the
+    median every segment with texture (``den`` above ``textured``) counts about alike, so that a small,
+    busy thing does not outvote the rest of the line."""
     own = -num / den
     order = np.argsort(own, axis=1, kind="stable")
     sorted_own = np.take_along_axis(own, order, 1)
-    cum = np.cumsum(np.take_along_axis(den, order, 1), axis=1)
+    cum = np.cumsum(np.take_along_axis(den / (den + textured), order, 1), axis=1)
     k = (cum < cum[:, -1:] / 2).sum(axis=1, keepdims=True)
     median = np.take_along_axis(sorted_own, np.minimum(k, own.shape[1] - 1), 1)
     agree = np.abs(own - median) <= tol
@@ -209,9 +220,10 @@ def _line_shifts(c: _Centre, ref: np.ndarray, valid: np.ndarray) -> tuple[np.nda
         gm = np.where(ok, g, 0).astype(np.float32)
         cuts = np.linspace(0, size[0], SEGMENTS + 1).astype(int)[:-1]
         den = np.add.reduceat(gm * gm, cuts, axis=1) + 1e-3
+        textured = 4.0 * size[0] / SEGMENTS  # a segment's gradient of about 2 levels a pixel: noise
         for _ in range(iters):
             e = _shift_rows(ys, d / f, COARSE if f > 1 else FINE) - rs
-            step, agree = _robust_step(np.add.reduceat(gm * e, cuts, axis=1), den, 0.5 / f)
+            step, agree = _robust_step(np.add.reduceat(gm * e, cuts, axis=1), den, 0.5 / f, textured)
             d += np.clip(step, -1.5, 1.5) * f
     # the measurement's variance: the residual's (what no shift explains, as of the last step) over the
     # texture, of the segments that agree; a row whose segments mostly disagree is not measured
@@ -259,13 +271,21 @@ def _regularise(value: np.ndarray, sure: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def measure_jitter(y: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+def measure_jitter(y: np.ndarray, neighbours: list[np.ndarray], before: int | None = None) -> np.ndarray:
     """(H,) float32 per-line offsets (px, positive: the line sits to the right of where it belongs) of the
     frame with luma ``y`` (H, W float, 0..255, e.g. :func:`luma`), measured against ``neighbours``: the luma
-    of the frames around it (two before and two after is the design point; fewer measure less of the jitter,
-    in any order). Without neighbours nothing can be told from the picture: all zeros."""
+    of the frames around it, in time order, the first ``before`` of them (default: half) before the frame.
+    Two before and two after is the design point; fewer measure less of the jitter. At a clip's ends, pass
+    what there is (``before`` 0: all after). Without neighbours nothing can be told: all zeros.
+
+    A frame before and the one as far after it are taken as a pair, and a line counts from both alike (by
+    the geometric mean of how sure each is: nothing where either is unsure): what the flow missed of a
+    thing's motion shifts a line one way against the frame before and the other way against the frame
+    after, and cancels out only when both count alike."""
     h, w = y.shape
     y = np.ascontiguousarray(y, dtype=np.float32)
+    if any(nb.shape != y.shape for nb in neighbours):
+        raise ValueError(f"neighbours must be {h}x{w} luma like the frame")
     if not neighbours or w < 4 * MARGIN:
         return np.zeros(h, np.float32)
     c = _Centre(y)
@@ -283,6 +303,11 @@ def measure_jitter(y: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
         d, var = _line_shifts(c, ref, valid)
         diffs.append(d)
         sures.append(1.0 / (1.0 + var / SURE ** 2))
+    n = len(neighbours)
+    before = n // 2 if before is None else before
+    for i in range(min(before, n - before)):  # the frame i places before it with the one as far after it
+        a, b = before - 1 - i, before + i
+        sures[a] = sures[b] = np.sqrt(sures[a] * sures[b])
     d, s = np.stack(diffs), np.stack(sures)
     # offsets average to zero over the frames: this frame's is the sum of its differences over N (weighted)
     value = (s * d).sum(axis=0) / (s.sum(axis=0) + s.mean(axis=0) + 1e-9)
