@@ -12,7 +12,7 @@ are measured against the same lines of its neighbouring frames (two before and t
    kept out: the flow is an affine motion fitted robustly to the whole frame (a pan, a zoom, a rotation),
    corrected by a Lucas-Kanade fit of the two pictures, plus local motion, without the part of it that
    moves a whole row alike by up to half a pixel (jitter moves a whole line; a moving thing does not) and
-   without local motion under half a pixel (the flow's own error). The neighbour is warped onto the frame.
+   shrunk by half a pixel (smaller local motion is the flow's own error). The neighbour is warped onto the frame.
 2. Line against line. Each line's sideways shift against the warped neighbour's same line, sub-pixel, by a
    Lucas-Kanade fit along the line, coarse to fine (lines quartered, halved, then at full width) so that
    offsets of several pixels are found. Pixels where the warped neighbour does not show the same thing on
@@ -333,7 +333,7 @@ def jitter_amount(runs: list[list[np.ndarray]]) -> float:
         if len(run) < 2:
             continue
         mid = len(run) // 2
-        o = measure_jitter(run[mid], run[:mid] + run[mid + 1:])
+        o = measure_jitter(run[mid], run[:mid] + run[mid + 1:], before=mid)
         h = len(o)
         values.append(float(np.abs(o[2:h - max(1, h // 24)]).mean()))
     return float(np.median(values)) if values else 0.0
