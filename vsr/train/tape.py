@@ -95,9 +95,11 @@ def head_switching(planes: np.ndarray, rows: int, skew: float, rng: np.random.Ge
 
 
 def line_jitter(planes: np.ndarray, amount: float, rng: np.random.Generator, *, smooth: float = 6.0,
-                noise: float = 0.3, jumps: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
-    """Time-base error: each line moved right by its own offset (px, sub-pixel; Y, U and V alike, the edge
-    pixel repeated where the picture comes in). Returns (planes, offsets): offsets (H,) float32, the truth.
+                noise: float = 0.3, jumps: float = 0.02, blank: tuple[float, float, float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Time-base error: each line moved right by its own offset (px, sub-pixel; Y, U and V alike; where the
+    picture comes in, its edge pixel repeated, or ``blank`` such as (16, 128, 128), the blanking level).
+    Returns (planes, offsets): offsets (H,) float32, the truth.
 
     Each field (even lines, odd lines) gets its own offsets, as a deck without a time-base corrector reads
     them apart: a random walk that drifts back to zero over about ``smooth`` lines of the field and jumps
@@ -118,5 +120,8 @@ def line_jitter(planes: np.ndarray, amount: float, rng: np.random.Generator, *, 
     offsets = offsets.astype(np.float32)
     gx = np.arange(w, dtype=np.float32)[None, :] - offsets[:, None]  # out(x) = in(x - offset)
     gy = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    out = cv2.remap(planes, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    if blank is None:
+        out = cv2.remap(planes, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        out = cv2.remap(planes, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=blank)
     return out, offsets

@@ -162,7 +162,7 @@ def _motion(c: _Centre, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx, gy = _grid(sh, sw)
     lu, lv = flow[..., 0] - _affine_at(pu, gx, gy), flow[..., 1] - _affine_at(pv, gx, gy)
     # a whole line moved by up to a pixel or so: jitter (what the flow could not smooth away), not motion
-    lu -= np.clip(np.median(lu, axis=1, keepdims=True), -LEAK * sw / w, LEAK * sw / w)
+    lu -= np.clip(np.median(lu[:, ::4], axis=1, keepdims=True), -LEAK * sw / w, LEAK * sw / w)
     lu, lv = (cv2.GaussianBlur(m, (0, 0), 1.5) for m in (lu, lv))
     lu, lv = (np.sign(m) * np.maximum(np.abs(m) - SHRINK * sw / w, 0) for m in (lu, lv))
     # the local motion at the sample points of the affine correction (in small-copy pixels)
