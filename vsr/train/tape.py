@@ -92,3 +92,36 @@ def head_switching(planes: np.ndarray, rows: int, skew: float, rng: np.random.Ge
         line[:, 0] += rng.normal(0, 3 + 10 * (i + 1) / rows, line.shape[0])
         out[r] = line
     return out
+
+
+def line_jitter(planes: np.ndarray, amount: float, rng: np.random.Generator, *, smooth: float = 6.0,
+                noise: float = 0.3, jumps: float = 0.02, blank: tuple[float, float, float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Time-base error: each line moved right by its own offset (px, sub-pixel; Y, U and V alike; where the
+    picture comes in, its edge pixel repeated, or ``blank`` such as (16, 128, 128), the blanking level).
+    Returns (planes, offsets): offsets (H,) float32, the truth.
+
+    Each field (even lines, odd lines) gets its own offsets, as a deck without a time-base corrector reads
+    them apart: a random walk that drifts back to zero over about ``smooth`` lines of the field and jumps
+    to a new value with probability ``jumps`` per line, plus independent noise that carries the fraction
+    ``noise`` of the variance; scaled so that the offsets' RMS over the frame is ``amount``."""
+    h, w = planes.shape[:2]
+    offsets = np.zeros(h, np.float64)
+    a = float(np.exp(-1.0 / smooth))
+    for parity in (0, 1):
+        n = len(range(parity, h, 2))
+        walk = np.empty(n)
+        walk[0] = rng.normal()
+        steps, jump, fresh = rng.normal(size=n), rng.random(n) < jumps, rng.normal(size=n)
+        for i in range(1, n):
+            walk[i] = fresh[i] if jump[i] else a * walk[i - 1] + np.sqrt(1 - a * a) * steps[i]
+        offsets[parity::2] = np.sqrt(1 - noise) * walk + np.sqrt(noise) * rng.normal(size=n)
+    offsets *= amount / max(1e-9, float(np.sqrt(np.mean(offsets ** 2))))
+    offsets = offsets.astype(np.float32)
+    gx = np.arange(w, dtype=np.float32)[None, :] - offsets[:, None]  # out(x) = in(x - offset)
+    gy = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    if blank is None:
+        out = cv2.remap(planes, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        out = cv2.remap(planes, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=blank)
+    return out, offsets
