@@ -197,7 +197,7 @@ def cost_part(clip_list: list[list[np.ndarray]], rounds: int = 5) -> None:
     repair_s, model_s = [], []
     for _ in range(rounds):  # interleaved: the machine's load falls on both alike
         t0 = time.perf_counter()
-        repair_frame(plan, clip[1], [clip[0], clip[2]])
+        repair_frame(plan, clip[1], [clip[0], clip[2]], 1)
         repair_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         engine.upscale_array(clip[1][None])

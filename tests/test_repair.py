@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -18,7 +19,7 @@ from vsr.train import tape
 from vsr.video import IngestOptions, VideoOptions, ingest, probe, transcode
 from vsr.video.decode import Decoder, StartPoint
 from vsr.video.mend import head_switching_band, measure_chroma_delay, repair_head_switching, yuv_planes
-from vsr.video.repair import RepairOptions, RepairPlan, RepairStage
+from vsr.video.repair import RepairOptions, RepairPlan, RepairStage, plan_repair
 
 W, H = 320, 240
 
@@ -70,6 +71,39 @@ def test_dropouts_are_filled_from_the_neighbouring_frames():
     pictures = [tape.rgb(f) for f in clean]
     out = [f for i, f in enumerate(pictures) for f in stage.push(i, f)] + stage.flush()
     assert all(n == 0 and np.array_equal(o, c) for (_, o, n), c in zip(out, pictures))
+
+
+def run_stage(plan: RepairPlan, clip: list[np.ndarray]) -> list[np.ndarray]:
+    stage = RepairStage(plan)
+    out = [f for i, planes in enumerate(clip) for f in stage.push(i, tape.rgb(planes))] + stage.flush()
+    assert [i for i, _, _ in out] == list(range(len(clip)))
+    return [tape.yuv(f) for _, f, _ in out]
+
+
+def test_chroma_noise_is_found_and_averaged_away_luma_kept():
+    clean = pan(6, seed=4)
+    rng = np.random.default_rng(5)
+    noisy = [np.round(tape.chroma_noise(f, 4.0, rng)) for f in clean]
+    assert plan_repair(RepairOptions("auto"), noisy).chroma_noise
+    assert not plan_repair(RepairOptions("auto"), clean).chroma_noise
+    out = run_stage(RepairPlan(chroma_noise=True), noisy)
+    before = tape.yuv(tape.rgb(noisy[2]))  # as decoded, before the stage
+    assert psnr(out[2][..., 1:], clean[2][..., 1:]) > psnr(before[..., 1:], clean[2][..., 1:]) + 4.0
+    assert np.abs(out[2][..., 0] - before[..., 0]).max() <= 1.0  # luma: rounding only
+
+
+def test_line_jitter_is_found_and_undone():
+    clean = pan(7, seed=6)
+    rng = np.random.default_rng(7)
+    shaky = [np.round(tape.line_jitter(f, 1.0, rng)[0]) for f in clean]
+    plan = plan_repair(RepairOptions("jitter"), shaky[:1], [shaky[:5], shaky[2:]])
+    assert plan.jitter and plan.jitter > 0.3, plan
+    assert plan_repair(RepairOptions("jitter"), clean[:1], [clean[:5], clean[2:]]).jitter is None
+    out = run_stage(plan, shaky)
+    inner = (slice(4, -4), slice(16, -16))
+    gain = [psnr(o[inner][..., 0], c[inner][..., 0]) - psnr(s[inner][..., 0], c[inner][..., 0])
+            for o, s, c in zip(out[1:-1], shaky[1:-1], clean[1:-1])]
+    assert min(gain) > 2.0, gain
 
 
 def test_head_switching_band_is_measured_and_mended():
@@ -146,6 +180,9 @@ def test_a_resumed_decode_repairs_exactly_as_a_full_one(tmp_path):
         dec._decode()
         return [(p, f.tobytes()) for b in q.queue for p, f in zip(b.pts, b.frames)]
 
+    full = decode()
+    assert decode(StartPoint(index=10, after_pts=full[9][0])) == full[10:]
+    plan = replace(plan, repair=replace(plan.repair, chroma_noise=True))  # two frames either side
     full = decode()
     assert decode(StartPoint(index=10, after_pts=full[9][0])) == full[10:]
     opts = VideoOptions(codec="ffv1", quiet=True, resume=True, batch_size=2,

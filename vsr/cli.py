@@ -95,7 +95,8 @@ def _video_arguments(parser: argparse.ArgumentParser) -> None:
                    help="auto (default): BT.601 input becomes BT.709 when the output is HD; keep: stay BT.601")
     a.add_argument("--repair", metavar="auto|off|LIST",
                    help="tape repair before the network: auto (each repair measures and applies what it finds; "
-                   "the vhs preset's), off (default), or a comma list of chroma-delay, dropouts, head-switching")
+                   "the vhs preset's), off (default), or a comma list of chroma-delay, dropouts, head-switching, "
+                   "chroma-noise, jitter")
     a.add_argument("--chroma-delay", type=_delay, metavar="DX,DY",
                    help="undo this chroma delay (px right, down) instead of measuring it")
     r = parser.add_argument_group("crash safety")
@@ -150,8 +151,8 @@ def _add_upscale(sub: Subparsers) -> argparse.ArgumentParser:
 
 
 def _add_repair(sub: Subparsers) -> argparse.ArgumentParser:
-    rp = sub.add_parser("repair", help="tape repair alone, no network: chroma delay, dropouts, head-switching "
-                        "(for upscaling elsewhere)")
+    rp = sub.add_parser("repair", help="tape repair alone, no network: chroma delay, dropouts, head-switching, "
+                        "chroma noise, line jitter (for upscaling elsewhere)")
     rp.add_argument("input", type=Path, help="video")
     rp.add_argument("-o", "--output", type=Path, help="output file (default: INPUT_repaired beside the input)")
     rp.add_argument("--preset", help="restoration preset whose ingest settings to use (vhs, dvd or a .yml file)")

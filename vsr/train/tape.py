@@ -78,6 +78,17 @@ def dropouts(planes: np.ndarray, count: int, rng: np.random.Generator, *, length
     return out, mask
 
 
+def chroma_noise(planes: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Chroma noise of std ``sigma`` (code levels) as a VHS colour-under signal has it: new on every line,
+    smeared along the line (its bandwidth is a fraction of luma's); luma untouched."""
+    out = planes.copy()
+    for c in (1, 2):
+        n = cv2.GaussianBlur(rng.normal(0.0, 1.0, planes.shape[:2]).astype(np.float32), (0, 0), sigmaX=2.0,
+                             sigmaY=0.01)
+        out[..., c] += n * (sigma / max(1e-6, float(n.std())))
+    return out
+
+
 def head_switching(planes: np.ndarray, rows: int, skew: float, rng: np.random.Generator, *,
                    blank: tuple[float, float, float] = (16.0, 128.0, 128.0)) -> np.ndarray:
     """The bottom ``rows`` lines torn sideways (line i of the band moved right by skew * ((i + 1) / rows)^1.5,

@@ -166,9 +166,9 @@ def resolve(options: IngestOptions, info: VideoInfo, *, scale: float) -> IngestP
         notes.append("BT.601 colour converted to BT.709 for the HD output (--colour keep leaves it BT.601)")
     repair = None
     if options.repair.wanted() or options.repair.chroma_delay is not None:
-        sample = [f[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width] if crop else f
-                  for f in sample_frames(info)]
-        repair = plan_repair(options.repair, sample)
+        runs = [[f[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width] if crop else f for f in run]
+                for run in sample_runs(info, length=5 if "jitter" in options.repair.wanted() else 1)]
+        repair = plan_repair(options.repair, [run[0] for run in runs], runs)
         notes += repair.notes
     return IngestPlan(deinterlacer=deinterlacer, parity=parity,
                       double_rate=bool(deinterlacer and options.double_rate), crop=crop,
@@ -249,27 +249,29 @@ def head_switching_rows(info: VideoInfo, *, top: int, bottom: int, samples: int 
     return head_switching_band(lumas)
 
 
-def sample_frames(info: VideoInfo, count: int = 6) -> list[np.ndarray]:
-    """``count`` frames spread over the input (past its first tenth, where leaders and titles are), as
-    :func:`vsr.video.repair.yuv_planes`; the first frames of a file too short or unseekable for that."""
-    frames: list[np.ndarray] = []
-    with av.open(str(info.path), metadata_errors="replace") as c:
-        stream = c.streams[info.video_index]
-        duration = info.duration or 0.0
-        for k in range(count):
-            if duration > 2.0:
-                try:
-                    c.seek(int((0.1 + 0.8 * k / count) * duration * av.time_base), backward=True)
-                except av.error.FFmpegError:
-                    break
-            frame = next((f for f in c.decode(stream)), None)
-            if frame is None:
-                break
-            frames.append(yuv_planes(frame))
-        if len(frames) < count:  # in order from the start instead
-            c.seek(0)
-            frames = [yuv_planes(f) for _, f in zip(range(count), c.decode(stream))]
-    return frames
+def sample_runs(info: VideoInfo, count: int = 6, length: int = 1) -> list[list[np.ndarray]]:
+    """``count`` runs of ``length`` consecutive frames spread over the input (past its first tenth, where
+    leaders and titles are), as :func:`vsr.video.repair.yuv_planes`; runs from the start of a file too short
+    or unseekable for that."""
+    def run_at(start: float | None, n: int) -> list[np.ndarray]:
+        # a container of its own per run: a decoder that met the end of the file does not decode after a seek
+        with av.open(str(info.path), metadata_errors="replace") as c:
+            stream = c.streams[info.video_index]
+            if start is not None:
+                c.seek(int(start * av.time_base), backward=True)
+            return [yuv_planes(f) for _, f in zip(range(n), c.decode(stream))]
+
+    runs: list[list[np.ndarray]] = []
+    duration = info.duration or 0.0
+    if duration > 2.0:
+        try:
+            runs = [run_at((0.1 + 0.8 * k / count) * duration, length) for k in range(count)]
+        except av.error.FFmpegError:
+            runs = []
+    if len(runs) < count or not all(runs):  # in order from the start instead
+        frames = run_at(None, count * length)
+        runs = [frames[i:i + length] for i in range(0, len(frames), length)]
+    return runs
 
 
 class FrameFilter:

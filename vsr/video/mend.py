@@ -341,3 +341,59 @@ def repair_head_switching(rgb: np.ndarray, rows: int) -> np.ndarray:
         out[r] = np.clip(line + 0.5, 0, _peak(rgb)).astype(rgb.dtype)
         y[r] = y[r - 1] + keep * d
     return out
+
+
+# --- chroma noise --------------------------------------------------------------------------------------
+
+def line_noise(plane: np.ndarray, flat: np.ndarray | None = None) -> float:
+    """A plane's noise (std, its own levels) from the differences of each line with the next, where the
+    picture is flat (``flat``: a mask of those places): VHS chroma noise is new on every line."""
+    d = np.abs(np.diff(plane, axis=0))
+    if flat is not None:
+        d = d[flat[1:] & flat[:-1]]
+    return float(np.median(d)) * 1.4826 / np.sqrt(2.0) if d.size else 0.0
+
+
+def _flat(y: np.ndarray) -> np.ndarray:
+    """Where luma has no edge (the picture's own chroma edges go with luma edges)."""
+    g = np.abs(cv2.Sobel(y, cv2.CV_32F, 0, 1)) + np.abs(cv2.Sobel(y, cv2.CV_32F, 1, 0))
+    return cv2.blur(g, (5, 5)) < 12.0
+
+
+def chroma_noise_level(sample: list[np.ndarray]) -> float:
+    """The chroma's noise (std, code levels on a 0..255 scale) over ``sample`` (from :func:`yuv_planes`):
+    the median over the frames of the noisier of U and V, where luma is flat."""
+    levels = [max(line_noise(f[..., c], _flat(f[..., 0])) for c in (1, 2)) for f in sample]
+    return float(np.median(levels)) if levels else 0.0
+
+
+def _ycc(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Luma, B - Y and R - Y (float32, 0..255 scale) of an RGB frame."""
+    f = rgb.astype(np.float32) * (255.0 / _peak(rgb))
+    y = f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+    return y, f[..., 2] - y, f[..., 0] - y
+
+
+def denoise_chroma(cur: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+    """``cur`` with its chroma averaged with the neighbouring frames' (motion compensated), luma kept: each
+    neighbour counts at a pixel as far as it shows the same thing there (its luma within a few levels, its
+    colour within the chroma's own noise), so motion the flow missed and things that changed colour keep
+    their own chroma."""
+    y, u, v = _ycc(cur)
+    sigma = max(1.0, line_noise(u, _flat(y)), line_noise(v, _flat(y)))  # this frame's chroma noise, B - Y levels
+    su, sv, total = u.copy(), v.copy(), np.ones_like(y)
+    for nb in neighbours:
+        a = _aligned(y, _luma(nb), nb)
+        ya, ua, va = _ycc(a)
+        dy = cv2.blur(np.abs(y - ya), (3, 3))
+        dc = cv2.blur(np.abs(u - ua) + np.abs(v - va), (3, 3)) / 2
+        w = np.exp(-(dy / 4.0) ** 2 - (dc / (2.0 * sigma)) ** 2)
+        su += w * ua
+        sv += w * va
+        total += w
+    u, v = su / total, sv / total
+    r, b = y + v, y + u
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    peak = _peak(cur)
+    out = np.stack([r, g, b], axis=-1) * (peak / 255.0)
+    return np.clip(out + 0.5, 0, peak).astype(cur.dtype)

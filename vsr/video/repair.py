@@ -1,11 +1,12 @@
-"""Tape repair: what a VHS tape and deck did to the picture (chroma delay, dropouts, the head-switching band),
-undone on decoded frames after the ingest filters and before the network.
+"""Tape repair: what a VHS tape and deck did to the picture (chroma delay, dropouts, the head-switching band,
+chroma noise, line jitter), undone on decoded frames after the ingest filters and before the network.
 
 Which repairs an input gets is measured once on a sample of it (:func:`plan_repair`); the stage then runs them
-over the video in order (:class:`RepairStage`; the repairs themselves are in :mod:`vsr.video.mend`). The
-chroma delay is undone on each decoded frame before it becomes RGB (:func:`vsr.video.mend.undo_chroma_delay`);
-a frame's other repairs look at the frame before and after it only, so a resumed run that decodes the frame
-before its start point again repairs exactly as an uninterrupted one did.
+over the video in order (:class:`RepairStage`; the repairs themselves are in :mod:`vsr.video.mend` and
+:mod:`vsr.video.jitter`). The chroma delay is undone on each decoded frame before it becomes RGB
+(:func:`vsr.video.mend.undo_chroma_delay`); a frame's other repairs look at the frames around it only
+(:attr:`RepairPlan.radius`), so a resumed run that decodes those frames before its start point again repairs
+exactly as an uninterrupted one did.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import cv2
 import numpy as np
 
 from vsr.errors import VsrError
-from vsr.video.mend import (chroma_delay_certainty, fill_dropouts, find_dropouts, head_switching_band,
-                            measure_chroma_delay, repair_head_switching)
+from vsr.video.jitter import detect_jitter, luma, measure_jitter, undo_jitter
+from vsr.video.mend import (chroma_delay_certainty, chroma_noise_level, denoise_chroma, fill_dropouts, find_dropouts,
+                            head_switching_band, measure_chroma_delay, repair_head_switching)
 
-REPAIRS = ("chroma-delay", "dropouts", "head-switching")
+REPAIRS = ("chroma-delay", "dropouts", "head-switching", "chroma-noise", "jitter")
 MAX_CHROMA_DELAY = 8.0  # px: farther than any deck puts it; a larger forced value is a mistake
 APPLY_CHROMA_DELAY = 0.75  # px: smaller measured delays are left alone (digital chroma siting is within 0.5)
+CHROMA_NOISE = 2.0  # code levels: chroma noisier than this is denoised (digital video's is under 1)
 CERTAIN = (1.03, 1.045)  # a delay is applied only where the misfit rises at least this much 1 px off it (x, y)
 
 
@@ -59,25 +62,30 @@ class RepairPlan:
     chroma_delay: tuple[float, float] | None = None  # applied (dx, dy), px: chroma moved right/down by the tape
     dropouts: bool = False
     head_switching: int = 0  # rows of the band at the bottom of the picture
+    chroma_noise: bool = False
+    jitter: float | None = None  # mean |line offset| measured, px: undone when set
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def active(self) -> bool:
-        return bool(self.chroma_delay or self.dropouts or self.head_switching)
+        return bool(self.chroma_delay or self.dropouts or self.head_switching or self.chroma_noise or self.jitter)
 
     @property
     def radius(self) -> int:
         """Frames before and after a frame that its repair looks at."""
-        return 1 if self.dropouts else 0
+        return 2 if self.jitter or self.chroma_noise else 1 if self.dropouts else 0
 
     def identity(self) -> dict[str, object]:
         return {"chroma_delay": list(self.chroma_delay) if self.chroma_delay else None,
-                "dropouts": self.dropouts, "head_switching": self.head_switching}
+                "dropouts": self.dropouts, "head_switching": self.head_switching, "chroma_noise": self.chroma_noise,
+                "jitter": self.jitter}
 
 
-def plan_repair(options: RepairOptions, sample: list[np.ndarray]) -> RepairPlan:
+def plan_repair(options: RepairOptions, sample: list[np.ndarray], runs: list[list[np.ndarray]] | None = None
+                ) -> RepairPlan:
     """Measure what ``options`` asks for on ``sample`` (frames spread over the clip, from :func:`yuv_planes`,
-    cropped as the stage will see them) and decide the repairs."""
+    cropped as the stage will see them) and decide the repairs. Line jitter is measured on ``runs`` (a few
+    consecutive frames at places spread over the clip; none: not measured)."""
     wanted = options.wanted()
     notes = []
     delay = None
@@ -97,9 +105,19 @@ def plan_repair(options: RepairOptions, sample: list[np.ndarray]) -> RepairPlan:
     rows = head_switching_band([f[..., 0] for f in sample]) if "head-switching" in wanted and sample else 0
     if rows:
         notes.append(f"head-switching band of {rows} lines at the bottom repaired")
+    noisy = False
+    if "chroma-noise" in wanted and sample:
+        level = chroma_noise_level(sample)
+        noisy = level >= CHROMA_NOISE
+        if noisy:
+            notes.append(f"chroma noise of {level:.1f} levels: denoised over the frames around each")
+    jitter = detect_jitter([[f[..., 0] for f in run] for run in runs]) if "jitter" in wanted and runs else None
+    if jitter:
+        notes.append(f"line jitter of {jitter:.2f} px (mean) measured: each line moved back")
     if delay == (0.0, 0.0):
         delay = None
-    return RepairPlan(chroma_delay=delay, dropouts="dropouts" in wanted, head_switching=rows, notes=tuple(notes))
+    return RepairPlan(chroma_delay=delay, dropouts="dropouts" in wanted, head_switching=rows, chroma_noise=noisy,
+                      jitter=jitter, notes=tuple(notes))
 
 
 def _chroma_delay(sample: list[np.ndarray], halves: list[tuple[float, float]], notes: list[str]
@@ -121,16 +139,26 @@ def _chroma_delay(sample: list[np.ndarray], halves: list[tuple[float, float]], n
 
 # --- the stage -----------------------------------------------------------------------------------------
 
-def repair_frame(plan: RepairPlan, rgb: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """One RGB frame's dropouts and head-switching band repaired, with its (unrepaired) neighbours: (frame,
-    dropout streaks filled)."""
+def repair_frame(plan: RepairPlan, rgb: np.ndarray, neighbours: list[np.ndarray], before: int
+                 ) -> tuple[np.ndarray, int]:
+    """One RGB frame repaired with its (unrepaired) neighbours in time order, the first ``before`` of them
+    before it: (frame, dropout streaks filled). Jitter first (the other repairs compare lines with the lines
+    around them), the band last (it is repaired from the lines above it)."""
     filled = 0
-    if plan.dropouts and neighbours:
-        mask, aligned = find_dropouts(rgb, neighbours)
+    if plan.jitter and neighbours:
+        offsets = measure_jitter(luma(rgb), [luma(n) for n in neighbours], before)
+        if plan.head_switching:  # torn sideways by the band's own repair
+            offsets[-plan.head_switching - 2:] = 0.0
+        rgb = undo_jitter(rgb, offsets)
+    nearest = neighbours[max(0, before - 1):before + 1]  # the frame before and the frame after
+    if plan.dropouts and nearest:
+        mask, aligned = find_dropouts(rgb, nearest)
         if plan.head_switching:  # the band is torn and noisy throughout: its own repair handles it
             mask[-plan.head_switching - 2:] = False
         if mask.any():
             rgb, filled = fill_dropouts(rgb, mask, aligned)
+    if plan.chroma_noise and neighbours:
+        rgb = denoise_chroma(rgb, neighbours)
     if plan.head_switching:
         rgb = repair_head_switching(rgb, plan.head_switching)
     return rgb, filled
@@ -162,7 +190,8 @@ class RepairStats:
         """What the repairs found, as ``--json`` gives it."""
         return {"chroma_delay": list(plan.chroma_delay) if plan.chroma_delay else None,
                 "dropouts_filled": self.dropouts_filled, "head_switching_lines": plan.head_switching,
-                "chroma_noise": False, "jitter_px": None, "repeated_frames": self.repeated, "gaps": self.gaps}
+                "chroma_noise": plan.chroma_noise, "jitter_px": plan.jitter, "repeated_frames": self.repeated,
+                "gaps": self.gaps}
 
 
 class RepairStage:
@@ -191,7 +220,7 @@ class RepairStage:
             i = self._next
             tag, rgb = self._buf[i]
             neighbours = [self._buf[j][1] for j in range(max(0, i - r), min(len(self._buf), i + r + 1)) if j != i]
-            out.append((tag, *repair_frame(self.plan, rgb, neighbours)))
+            out.append((tag, *repair_frame(self.plan, rgb, neighbours, i - max(0, i - r))))
             self._next += 1
             while self._next > r:
                 self._buf.popleft()
