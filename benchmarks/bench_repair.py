@@ -11,6 +11,9 @@ Prints, per part:
 - dropouts: clips with 0.1, 0.3 and 1 streaks per frame: streaks found and filled (of those standing out by
   the stage's 40 levels, and of all), PSNR-Y inside the streaks before and after;
 - false fills: streaks filled on clean footage (the shared videos, and the clean pan clips), per 1000 frames;
+- chroma noise: VHS-like chroma noise (new on each line, smeared along it) of std 3 and 5 levels: found,
+  chroma PSNR against the clean clip before and after, luma's largest change; the level measured on clean
+  footage (the shared videos, the pans), which must stay under the stage's threshold;
 - head-switching: bands of 6-10 lines torn by 8-32 px: lines found, PSNR-Y of the bottom 16 lines before and after;
 - cost: the repair of one SD frame (dropouts on; chroma delay and band too), next to `compact` (x2) on it;
 - end to end: `vsr upscale --preset vhs` with and without repair on a clip with every defect, scored by
@@ -33,7 +36,8 @@ from vsr.train import tape
 from vsr.video.frames import rgb_frames
 from vsr.video.mend import (_shift, fill_dropouts, find_dropouts, head_switching_band, measure_chroma_delay,
                             repair_head_switching)
-from vsr.video.repair import RepairOptions, RepairPlan, plan_repair, repair_frame
+from vsr.video.mend import chroma_noise_level
+from vsr.video.repair import CHROMA_NOISE, RepairOptions, RepairPlan, plan_repair, repair_frame
 
 DATA = Path(os.environ.get("VSR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 W, H = 720, 576
@@ -166,6 +170,31 @@ def false_fill_part(clip_list: list[list[np.ndarray]], max_video_frames: int) ->
           f"{time.perf_counter() - t0:.0f} s")
 
 
+def chroma_noise_part(clip_list: list[list[np.ndarray]]) -> None:
+    rng = np.random.default_rng(4)
+    plan = RepairPlan(chroma_noise=True)
+    t0 = time.perf_counter()
+    for sigma in (3.0, 5.0):
+        found, before, after, luma_change = 0, [], [], 0.0
+        for clip in clip_list:
+            noisy = [np.round(tape.chroma_noise(f, sigma, rng)) for f in clip[:5]]
+            found += plan_repair(RepairOptions("chroma-noise"), noisy).chroma_noise
+            pictures = [tape.rgb(f) for f in noisy]
+            fixed = tape.yuv(repair_frame(plan, pictures[2], pictures[:2] + pictures[3:], 2)[0])
+            seen = tape.yuv(pictures[2])
+            before.append(psnr(seen[..., 1:], clip[2][..., 1:]))
+            after.append(psnr(fixed[..., 1:], clip[2][..., 1:]))
+            luma_change = max(luma_change, float(np.abs(fixed[..., 0] - seen[..., 0]).max()))
+        print(f"chroma noise of {sigma:g} levels: found on {found} of {len(clip_list)} clips; chroma PSNR "
+              f"{statistics.median(before):.2f} -> {statistics.median(after):.2f} dB (medians); luma changed by at "
+              f"most {luma_change:g} level(s)", flush=True)
+    levels = {p.name: chroma_noise_level([tape.yuv(f) for f in list(rgb_frames(p, skip_damaged=True))[:300:50]])
+              for p in sorted((DATA / "video").iterdir())}
+    levels["pans (highest)"] = max(chroma_noise_level(clip[:6]) for clip in clip_list)
+    print(f"  clean footage, chroma noise level (threshold {CHROMA_NOISE:g}): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in levels.items()) + f"; {time.perf_counter() - t0:.0f} s")
+
+
 def head_part(clip_list: list[list[np.ndarray]]) -> None:
     rng = np.random.default_rng(2)
     rows_found, before, after = [], [], []
@@ -189,21 +218,21 @@ def cost_part(clip_list: list[list[np.ndarray]], rounds: int = 5) -> None:
     from vsr import zoo
     from vsr.engine import Upscaler
 
-    clip = [tape.rgb(f) for f in clip_list[0][:3]]
-    plan = RepairPlan(dropouts=True, head_switching=8)
+    clip = [tape.rgb(f) for f in clip_list[0][:5]]
+    plan = RepairPlan(dropouts=True, head_switching=8, chroma_noise=True, jitter=1.0)
     desc, _ = zoo.resolve("compact", 2)
     engine = Upscaler(desc, device="cpu", precision="fp32", backend="torch", tile=0)
     engine.upscale_array(clip[1][None])  # warm-up
     repair_s, model_s = [], []
     for _ in range(rounds):  # interleaved: the machine's load falls on both alike
         t0 = time.perf_counter()
-        repair_frame(plan, clip[1], [clip[0], clip[2]], 1)
+        repair_frame(plan, clip[2], clip[:2] + clip[3:], 2)
         repair_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        engine.upscale_array(clip[1][None])
+        engine.upscale_array(clip[2][None])
         model_s.append(time.perf_counter() - t0)
-    print(f"cost per SD frame ({torch.get_num_threads()} threads, medians of {rounds}): repair (dropouts found "
-          f"and filled, band) {statistics.median(repair_s):.3f} s; compact x2 fp32 {statistics.median(model_s):.3f} s; "
+    print(f"cost per SD frame ({torch.get_num_threads()} threads, medians of {rounds}): repair (every repair: "
+          f"jitter, dropouts, chroma noise, band) {statistics.median(repair_s):.3f} s; compact x2 fp32 {statistics.median(model_s):.3f} s; "
           f"ratio {statistics.median(repair_s) / statistics.median(model_s):.2f}")
 
 
@@ -221,7 +250,9 @@ def e2e_part(picture: Path | None) -> None:
     big = [cv2.warpAffine(photo, np.float32([[1, 0, 600 + 6 * i], [0, 1, 400 + 2 * i]]), (960, 720),
                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP) for i in range(10)]
     small = [tape.yuv(cv2.resize(f, (240, 180), interpolation=cv2.INTER_AREA)) for f in big]
-    hit = [tape.head_switching(tape.dropouts(tape.chroma_delay(f, 1.5, 0.0), 1, rng)[0], 5, 8, rng) for f in small]
+    hit = [tape.head_switching(tape.chroma_noise(tape.line_jitter(tape.dropouts(tape.chroma_delay(f, 1.5, 0.0), 1,
+                                                                                 rng)[0], 0.5, rng)[0], 3.0, rng),
+                               5, 8, rng) for f in small]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         tape.write(d / "clean.mkv", [tape.yuv(f) for f in big])
@@ -253,7 +284,7 @@ def e2e_part(picture: Path | None) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["chroma", "dropouts", "false-fills", "head", "cost", "e2e"], action="append")
+    ap.add_argument("--part", choices=["chroma", "dropouts", "false-fills", "chroma-noise", "head", "cost", "e2e"], action="append")
     ap.add_argument("--picture", type=Path, help="e2e: keep vsr compare's side-by-side picture here")
     ap.add_argument("--clips", type=int, default=10)
     ap.add_argument("--frames", type=int, default=12)
@@ -262,12 +293,13 @@ def main() -> int:
     if not (DATA / "photos").is_dir():
         print(f"no photographs at {DATA} (set VSR_DATA)", file=sys.stderr)
         return 1
-    parts = args.part or ["chroma", "dropouts", "false-fills", "head", "cost", "e2e"]
+    parts = args.part or ["chroma", "dropouts", "false-fills", "chroma-noise", "head", "cost", "e2e"]
     clip_list = clips(args.clips, args.frames)
     print(f"{len(clip_list)} pans of {args.frames} frames, {W}x{H}", flush=True)
     for part in parts:
         {"chroma": lambda: chroma_part(clip_list), "dropouts": lambda: dropout_part(clip_list),
-         "false-fills": lambda: false_fill_part(clip_list, args.video_frames), "head": lambda: head_part(clip_list),
+         "false-fills": lambda: false_fill_part(clip_list, args.video_frames),
+         "chroma-noise": lambda: chroma_noise_part(clip_list), "head": lambda: head_part(clip_list),
          "cost": lambda: cost_part(clip_list), "e2e": lambda: e2e_part(args.picture)}[part]()
     return 0
 
