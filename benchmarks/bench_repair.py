@@ -15,7 +15,9 @@ Prints, per part:
   chroma PSNR against the clean clip before and after, luma's largest change; the level measured on clean
   footage (the shared videos, the pans), which must stay under the stage's threshold;
 - head-switching: bands of 6-10 lines torn by 8-32 px: lines found, PSNR-Y of the bottom 16 lines before and after;
-- cost: the repair of one SD frame (dropouts on; chroma delay and band too), next to `compact` (x2) on it;
+- memory (only with --part memory): `vsr repair --repair dropouts,chroma-noise` over a 10-minute clip (320x240, testsrc2):
+  the process's resident memory sampled every 5 s, early, halfway and at the end;
+- cost: the repair of one SD frame (every repair but the chroma delay), next to `compact` (x2) on it;
 - end to end: `vsr upscale --preset vhs` with and without repair on a clip with every defect, scored by
   `vsr compare` against the clean clip (PSNR-Y, SSIM-Y, tOF, warping error); --picture keeps its picture.
 """
@@ -236,6 +238,39 @@ def cost_part(clip_list: list[list[np.ndarray]], rounds: int = 5) -> None:
           f"ratio {statistics.median(repair_s) / statistics.median(model_s):.2f}")
 
 
+def memory_part(minutes: float = 10.0) -> None:
+    """Resident memory of `vsr repair` over a long clip: flat when the stage keeps only the frames around the
+    one it repairs."""
+    import subprocess
+    import tempfile
+
+    from vsr.video.ffmpeg import ffmpeg_exe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "long.mkv", Path(tmp) / "mended.mkv"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                        f"testsrc2=size=320x240:rate=25:duration={minutes * 60:g},noise=alls=12:allf=t",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", str(src)], check=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "vsr", "repair", str(src), "-o", str(out), "--repair",
+                                 "dropouts,chroma-noise", "--codec", "ffv1", "--quiet"])
+        samples = []
+        while proc.poll() is None:
+            try:
+                rss = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                           if line.startswith("VmRSS:"))
+                samples.append((time.perf_counter() - t0, rss / 1024))
+            except (OSError, StopIteration):
+                pass
+            time.sleep(5)
+        if proc.returncode or not samples:
+            raise SystemExit(f"vsr repair failed ({proc.returncode})")
+    n = len(samples)
+    picks = [samples[min(n - 1, max(0, round(f * (n - 1))))] for f in (0.1, 0.5, 1.0)]
+    print(f"memory, vsr repair over {minutes:g} min of 320x240 ({time.perf_counter() - t0:.0f} s): resident "
+          + ", ".join(f"{m:.0f} MiB at {t:.0f} s" for t, m in picks) + f"; highest {max(m for _, m in samples):.0f} MiB")
+
+
 def e2e_part(picture: Path | None) -> None:
     """`vsr upscale tape.mkv --preset vhs` against the same with --repair off, on a clip with every defect,
     scored by `vsr compare` against the clean clip at the output size (--crop off for both: without repair
@@ -284,7 +319,8 @@ def e2e_part(picture: Path | None) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["chroma", "dropouts", "false-fills", "chroma-noise", "head", "cost", "e2e"], action="append")
+    ap.add_argument("--part", choices=["chroma", "dropouts", "false-fills", "chroma-noise", "head", "memory", "cost",
+                                                  "e2e"], action="append")
     ap.add_argument("--picture", type=Path, help="e2e: keep vsr compare's side-by-side picture here")
     ap.add_argument("--clips", type=int, default=10)
     ap.add_argument("--frames", type=int, default=12)
@@ -300,7 +336,7 @@ def main() -> int:
         {"chroma": lambda: chroma_part(clip_list), "dropouts": lambda: dropout_part(clip_list),
          "false-fills": lambda: false_fill_part(clip_list, args.video_frames),
          "chroma-noise": lambda: chroma_noise_part(clip_list), "head": lambda: head_part(clip_list),
-         "cost": lambda: cost_part(clip_list), "e2e": lambda: e2e_part(args.picture)}[part]()
+         "memory": memory_part, "cost": lambda: cost_part(clip_list), "e2e": lambda: e2e_part(args.picture)}[part]()
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import queue
 import threading
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -139,6 +140,32 @@ def test_vsr_repair_measures_reports_and_mends(tmp_path, capsys):
     body = slice(8, -20)  # away from the band and the picture's edges
     gain = np.mean([psnr(g[body], c[body]) - psnr(b[body], c[body]) for g, b, c in zip(got, before, clean)])
     assert gain > 1.0, gain
+
+
+def test_repeated_frames_and_gaps_are_reported_with_their_times(tmp_path, capsys):
+    """A capture that repeated a frame (exactly, and once coded again with a little loss) and dropped two:
+    reported by time, every frame and timestamp kept."""
+    clip = pan(10, seed=8)
+    rng = np.random.default_rng(9)
+    clip[3] = clip[2].copy()
+    clip[6] = np.clip(clip[5] + rng.normal(0, 0.4, clip[5].shape), 0, 255).astype(np.float32)
+    pts = [0, 1, 2, 3, 4, 5, 6, 9, 10, 11]  # frames 7 and 8 dropped: a gap before 0.36 s
+    src = tmp_path / "capture.mkv"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt, s.codec_context.time_base = W, H, "yuv444p", Fraction(1, 25)
+        for planes, t in zip(clip, pts):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(
+                np.clip(planes + 0.5, 0, 255).astype(np.uint8).transpose(2, 0, 1)), format="yuv444p")
+            frame.pts, frame.time_base = t, Fraction(1, 25)
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    out = tmp_path / "mended.mkv"
+    assert main(["repair", str(src), "-o", str(out), "--repair", "dropouts", "--codec", "ffv1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["repairs"]
+    assert r["repeated_frames"] == [0.12, 0.24] and r["gaps"] == [0.36], r
+    with av.open(str(out)) as c:
+        assert [round(float(f.time), 2) for f in c.decode(video=0)] == [t / 25 for t in pts]
 
 
 def test_repair_auto_changes_nothing_on_clean_footage(tmp_path, capsys):

@@ -21,13 +21,13 @@ import numpy as np
 
 # --- pictures ------------------------------------------------------------------------------------------
 
-def _peak(rgb: np.ndarray) -> float:
+def peak(rgb: np.ndarray) -> float:
     return 65535.0 if rgb.dtype == np.uint16 else 255.0
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """(H, W) float32 luma of an RGB frame, 0..255 whatever its depth."""
-    f = rgb.astype(np.float32) * (255.0 / _peak(rgb))
+    f = rgb.astype(np.float32) * (255.0 / peak(rgb))
     return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
 
 
@@ -154,10 +154,10 @@ def undo_chroma_delay(frame: av.VideoFrame, delay: tuple[float, float]) -> av.Vi
     a = f.to_ndarray()
     planar = a.shape[0] == 3 and a.shape[-1] != 3  # 8-bit comes as (3, H, W), 16-bit as (H, W, 3)
     planes = [a[c] if planar else a[..., c] for c in range(3)]
-    peak = 65535.0 if a.dtype == np.uint16 else 255.0
+    top = 65535.0 if a.dtype == np.uint16 else 255.0
     for c in (1, 2):
         moved = _shift(planes[c].astype(np.float32), -delay[0], -delay[1])
-        planes[c] = np.clip(moved + 0.5, 0, peak).astype(a.dtype)
+        planes[c] = np.clip(moved + 0.5, 0, top).astype(a.dtype)
     out = av.VideoFrame.from_ndarray(np.stack(planes, axis=0 if planar else -1), format=f.format.name)
     out.colorspace, out.color_range = frame.colorspace, frame.color_range
     return out
@@ -208,6 +208,19 @@ def dropout_threshold(y: np.ndarray) -> float:
     return max(40.0, 8.0 * noise)
 
 
+def _grown(weak: np.ndarray, a: int, b: int, gap: int = 4) -> tuple[int, int]:
+    """The run [a, b) of a line grown over the ``weak`` pixels next to it (gaps of up to ``gap`` px bridged)."""
+    while True:
+        left = np.flatnonzero(weak[max(0, a - gap - 1):a])
+        right = np.flatnonzero(weak[b:b + gap + 1])
+        if not len(left) and not len(right):
+            return a, b
+        if len(left):
+            a = max(0, a - gap - 1) + int(left[0])
+        if len(right):
+            b = b + int(right[-1]) + 1
+
+
 def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Dropout pixels of ``cur`` (mask, grown to cover a streak's edges) and the neighbours aligned to it
     (empty when nothing stood out). A streak is a run along a line that stands out from the lines around it,
@@ -245,7 +258,8 @@ def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.nda
         above, below, it = y[y0 - 1, x0:x0 + bw], y[y0 + bh, x0:x0 + bw], y[y0:y0 + bh, x0:x0 + bw].mean(axis=0)
         lift = float(np.mean(it - (above + below) / 2))
         if abs(lift) > t and float(np.mean(np.abs(above - below))) < abs(lift) / 2:
-            streaks += [(r, x0, x0 + bw) for r in range(y0, y0 + bh)]
+            weak = np.sign(lift) * spatial[y0:y0 + bh] > t / 2  # the streak's fainter ends and gaps belong to it
+            streaks += [(r, *_grown(weak[r - y0], x0, x0 + bw)) for r in range(y0, y0 + bh)]
     # the whole streak, a line more above and below and two pixels more at each end
     return _mask(np.array(streaks, int).reshape(-1, 3), y.shape, grow=(1, 2)), aligned
 
@@ -338,7 +352,7 @@ def repair_head_switching(rgb: np.ndarray, rows: int) -> np.ndarray:
         d = line_y - y[r - 1]
         keep = usual / (usual + max(0.0, float(np.mean(d * d)) - usual) + 1e-6)  # Wiener: picture vs noise
         line = out[r - 1].astype(np.float32) + keep * (line - out[r - 1].astype(np.float32))
-        out[r] = np.clip(line + 0.5, 0, _peak(rgb)).astype(rgb.dtype)
+        out[r] = np.clip(line + 0.5, 0, peak(rgb)).astype(rgb.dtype)
         y[r] = y[r - 1] + keep * d
     return out
 
@@ -369,7 +383,7 @@ def chroma_noise_level(sample: list[np.ndarray]) -> float:
 
 def _ycc(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Luma, B - Y and R - Y (float32, 0..255 scale) of an RGB frame."""
-    f = rgb.astype(np.float32) * (255.0 / _peak(rgb))
+    f = rgb.astype(np.float32) * (255.0 / peak(rgb))
     y = f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
     return y, f[..., 2] - y, f[..., 0] - y
 
@@ -394,6 +408,6 @@ def denoise_chroma(cur: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
     u, v = su / total, sv / total
     r, b = y + v, y + u
     g = (y - 0.299 * r - 0.114 * b) / 0.587
-    peak = _peak(cur)
-    out = np.stack([r, g, b], axis=-1) * (peak / 255.0)
-    return np.clip(out + 0.5, 0, peak).astype(cur.dtype)
+    top = peak(cur)
+    out = np.stack([r, g, b], axis=-1) * (top / 255.0)
+    return np.clip(out + 0.5, 0, top).astype(cur.dtype)

@@ -19,12 +19,13 @@ import numpy as np
 from vsr.errors import VsrError
 from vsr.video.jitter import detect_jitter, luma, measure_jitter, undo_jitter
 from vsr.video.mend import (chroma_delay_certainty, chroma_noise_level, denoise_chroma, fill_dropouts, find_dropouts,
-                            head_switching_band, measure_chroma_delay, repair_head_switching)
+                            head_switching_band, measure_chroma_delay, peak, repair_head_switching)
 
 REPAIRS = ("chroma-delay", "dropouts", "head-switching", "chroma-noise", "jitter")
 MAX_CHROMA_DELAY = 8.0  # px: farther than any deck puts it; a larger forced value is a mistake
 APPLY_CHROMA_DELAY = 0.75  # px: smaller measured delays are left alone (digital chroma siting is within 0.5)
 CHROMA_NOISE = 2.0  # code levels: chroma noisier than this is denoised (digital video's is under 1)
+REPEAT = (0.3, 3.0)  # levels: a frame within this of the one before on average and at most (at 1/4 size) repeats it
 CERTAIN = (1.03, 1.045)  # a delay is applied only where the misfit rises at least this much 1 px off it (x, y)
 
 
@@ -173,14 +174,17 @@ class RepairStats:
 
     def see(self, time: float, nominal: float, rgb: np.ndarray, filled: int) -> None:
         """One output frame at ``time`` s (``nominal``: a frame's usual duration) with ``filled`` dropouts:
-        a repeat is a frame equal to the one before it (a capture card fills a lost frame with the last
-        one); a gap is a step in the timestamps of more than one and a half frames (a capture card dropped
-        frames, audio went on)."""
+        a repeat is a frame equal to the one before it, or nearly (a capture card fills a lost frame with the
+        last one, which the encoder may have coded again with a little loss; two real frames differ by the
+        tape's noise at least); a gap is a step in the timestamps of more than one and a half frames (a
+        capture card dropped frames, audio went on)."""
         self.dropouts_filled += filled
-        small = cv2.resize(rgb, (max(1, rgb.shape[1] // 4), max(1, rgb.shape[0] // 4)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(rgb, (max(1, rgb.shape[1] // 4), max(1, rgb.shape[0] // 4)),
+                           interpolation=cv2.INTER_AREA).astype(np.float32) * (255.0 / peak(rgb))
         if self._last is not None:
             before, prev = self._last
-            if np.array_equal(small, prev):
+            diff = np.abs(small - prev)
+            if float(diff.mean()) < REPEAT[0] and float(diff.max()) < REPEAT[1]:
                 self.repeated.append(round(time, 3))
             if nominal and time - before > 1.5 * nominal:
                 self.gaps.append(round(time, 3))
