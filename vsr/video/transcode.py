@@ -36,7 +36,7 @@ from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
 from vsr.video.repair import RepairStats
 from vsr.video.resume import (Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, output_lock,
-                              work_dir_for)
+                              recorded_identity, work_dir_for)
 
 DEFAULT_SEGMENT_FRAMES = 250  # with resume: at most this much work is redone after a crash
 
@@ -66,6 +66,11 @@ class OutputPlan:
             if p is not None and p.exists():
                 return p
         return None
+
+    def recorded_identity(self) -> dict | None:
+        """The identity that unfinished work for this output (a resumable run stopped midway) was made
+        under, or None."""
+        return recorded_identity(work_dir_for(self.path))
 
 
 def plan_output(src: Path | str, dst: Path | str, options: VideoOptions | None = None) -> OutputPlan:
