@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 
 from vsr.cli import main
 
@@ -17,7 +18,7 @@ FAST = ["--codec", "libx264", "--encoder-preset", "ultrafast"]
 def test_one_video_is_spread_only_over_devices_that_compute_alike(tmp_path, tiny_weights, capsys, monkeypatch):
     """The second device's engine tiles where the first does not: its batches would differ, so the video
     stays on the first and comes out as on one device."""
-    import vsr.upscale
+    import vsr.job
     from vsr.engine.upscaler import Session, Upscaler
 
     made = []
@@ -26,7 +27,7 @@ def test_one_video_is_spread_only_over_devices_that_compute_alike(tmp_path, tiny
         made.append(Upscaler(desc, **{**kw, "tile": 16} if made else kw))
         return made[-1]
 
-    monkeypatch.setattr(vsr.upscale, "Upscaler", engine)
+    monkeypatch.setattr(vsr.job, "Upscaler", engine)
     used = set()
     true_call = Session.upscale_array
     monkeypatch.setattr(Session, "upscale_array", lambda self, arr, **kw: used.add(id(self.engine)) or
@@ -116,3 +117,35 @@ def test_a_skipped_output_leaves_the_work_of_a_run_that_writes_it(tmp_path, tiny
         assert (work / "segment_00000.mkv").read_bytes() == b"another run's work"
     assert main(args) == 0  # nobody writes it now: a leftover, removed
     assert not work.exists()
+
+
+def test_one_file_through_the_job_module_reports_its_progress(tmp_path, tiny_weights):
+    """vsr.job alone (what a job queue calls): a video's frames reported as they are encoded, an image
+    once, a missing input a failed row; the reports merge as a folder run's do."""
+    from vsr.job import Report, UpscaleOptions, restore_file
+    from vsr.video import VideoOptions
+
+    src = media.make_mp4(tmp_path / "tape.mp4", width=40, height=24, frames=6, audio=False)
+    opts = UpscaleOptions(model=str(tiny_weights), device="cpu", quiet=True, video=VideoOptions(codec="ffv1"))
+    seen: list[tuple[int, int | None]] = []
+    video = restore_file(src, tmp_path / "out.mkv", opts, progress=lambda done, total: seen.append((done, total)))
+    assert video.outputs == [str(tmp_path / "out.mkv")] and video.frames == 6 and not video.failed
+    assert seen[0] == (0, 6) and seen[-1] == (6, 6), seen
+    assert video.model_seconds > 0
+    assert _size(tmp_path / "out.mkv")[2] == 6
+
+    images = []
+    image_src = tmp_path / "still.png"
+    import vsr.images
+
+    vsr.images.write_image(image_src, np.zeros((12, 16, 3), np.uint8))
+    still = restore_file(image_src, tmp_path / "still_x.png", opts, progress=lambda d, t: images.append((d, t)))
+    assert images == [(1, 1)] and still.frames == 1
+    missing = restore_file(tmp_path / "gone.mp4", tmp_path / "gone_x.mp4", opts)
+    assert "does not exist" in missing.failed[str(tmp_path / "gone.mp4")]
+
+    total = Report()
+    for name, part in (("a", video), ("b", still), ("c", missing)):
+        total.merge(part, name)
+    assert total.frames == 7 and len(total.outputs) == 2 and list(total.failed) == ["c"]
+    assert [row[:2] for row in total.rows] == [("a", "done"), ("b", "done"), ("c", "failed")]

@@ -152,7 +152,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
             codec: str | None = None, clip: Path | None = None, backend: str = "auto",
             say: Callable[[str], None] = lambda line: None) -> BenchResult:
     """Everything `vsr bench` prints (see the module's docstring); ``say`` hears what is being measured."""
-    from .upscale import default_batch
+    from .job import default_batch
 
     if runs < 1 or frames < 1 or (batch is not None and batch < 1):
         raise VsrError("--runs, --frames and --batch must be positive")

@@ -4,7 +4,7 @@ A file is one task that runs ``vsr upscale FILE -o OUTPUT`` on a worker, so its 
 run's would: under a temporary name then renamed, a video's segments and manifest in the work folder beside
 the output. A video of more than one resume segment is spread first: one task finds where its segments
 start (a decode of the whole file), one task per segment computes it into the work folder (see
-vsr.video.transcode.Part), then the file's task joins them, adopting every finished segment. Tasks are
+vsr.video.Part), then the file's task joins them, adopting every finished segment. Tasks are
 idempotent: a finished output or segment is skipped, and a task retried after its worker died continues
 from what the lost attempt finished (which also makes a cluster job resumable locally, and the reverse).
 Inputs and outputs must be at the same paths on every machine (shared storage), and every machine must
@@ -18,13 +18,11 @@ import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from . import images, zoo
 from .errors import VsrError
-
-if TYPE_CHECKING:
-    from .upscale import Report, UpscaleOptions
-    from .video.transcode import Part
+from .job import Job, Report, UpscaleOptions, restore_file
+from .video import Part, plan_output, segment_starts
 
 RETRIES = 3  # a task whose worker died (or was killed) runs again, continuing from its manifest
 
@@ -51,21 +49,12 @@ def connect(address: str) -> None:
 
 def _restore(src: str, dst: str, opts: UpscaleOptions) -> Report:
     """One file on a worker, as a local run restores it (a file that fails is a failed row, not a retry)."""
-    from .upscale import _Job, add_engine_stats, restore_one
-
-    job = _Job(opts)
-    report = restore_one(job, Path(src), Path(dst), raise_errors=False)
-    add_engine_stats(report, job)
-    return report
+    return restore_file(src, dst, opts)
 
 
 def _starts(src: str, dst: str, opts: UpscaleOptions) -> list | None:
     """Where the segments of a video after the first start; None when the file is not a video to spread
     (an image, a finished output, resume off) or cannot be read (its file task then says why)."""
-    from . import images, zoo
-    from .video import plan_output
-    from .video.transcode import segment_starts
-
     if Path(src).suffix.lower() in images.IMAGE_SUFFIXES or not opts.video.resume:
         return None
     try:
@@ -79,16 +68,13 @@ def _starts(src: str, dst: str, opts: UpscaleOptions) -> list | None:
 
 def _part(src: str, dst: str, opts: UpscaleOptions, part: Part) -> Report:
     """One segment of a video on a worker, left in the work folder for the file's task to adopt."""
-    from .upscale import Report, _Job, add_engine_stats
-    from .video import plan_output
-
     report = Report()
     try:
-        job = _Job(opts)
+        job = Job(opts)
         plan = plan_output(src, dst, job.video_options)
         if plan.finished() is None or opts.overwrite:
             job.video(Path(src), plan, report, part=part)
-        add_engine_stats(report, job)
+        report.add_engine_stats(job.engine.stats)
     except Exception as e:  # noqa: BLE001 - one line for the user, as a failed file
         report.failed[src] = " ".join(str(e).split())
     report.frames, report.notes = 0, []  # the file's task counts every frame once
@@ -99,9 +85,6 @@ def run(pairs: list[tuple[Path, Path]], opts: UpscaleOptions, report: Report,
         progress: Callable[[], None]) -> None:
     """Every (input, output) pair as tasks on the cluster at ``opts.cluster``; results merged into
     ``report`` as they finish (``progress`` is called after each file)."""
-    from .upscale import merge
-    from .video.transcode import Part
-
     connect(opts.cluster)
     import ray
 
@@ -140,13 +123,13 @@ def run(pairs: list[tuple[Path, Path]], opts: UpscaleOptions, report: Report,
                     del parts_left[src]
                     progress()
                     continue
-                merge(report, result, str(src))
+                report.merge(result, str(src))
                 parts_left[src] -= 1
                 if not parts_left[src]:  # every segment done: the file's task joins them
                     del parts_left[src]
                     pending[restore.remote(*args)] = (src, dst, "file")
             else:
-                merge(report, result, str(src))
+                report.merge(result, str(src))
                 progress()
     finally:
         ray.shutdown()

@@ -1,208 +1,24 @@
-"""The orchestrator: resolves the model once, then runs image, video and folder jobs through the engine."""
+"""The orchestrator: checks a run's inputs and outputs, plans them once, then hands each file to a job
+(vsr.job) on each local device, or to the workers of a cluster (vsr.cluster)."""
 from __future__ import annotations
 
 import os
-import queue
-import shutil
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from . import catalog, images, zoo
-from .engine import Upscaler
 from .errors import VsrError
-from .projection import FasterOptions, Projection
+from .job import Job, Report, UpscaleOptions, check_input, is_image
 from .yamlfile import read_mapping
-from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, VideoOptions, check_encoder_options, plan_output,
-                    transcode)
-from .video.options import chroma
-from .video.repair import RepairOptions
-from .video.transcode import Part
-from .video.resume import output_lock, recorded_identity, work_dir_for
-
-
-@dataclass
-class UpscaleOptions:
-    model: str = zoo.DEFAULT_MODEL
-    scale: float | None = None  # output scale; default the model's own
-    temperature: float | None = None  # sampled models: latent temperature (default 0: the mean image)
-    seed: int | None = None  # sampled models: seed of the latents (default 0)
-    ensemble: int = 1  # 4 or 8: flipped (and transposed) passes averaged
-    device: str = "auto"
-    precision: str = "auto"
-    backend: str = "auto"  # auto: OpenVINO for plain networks on the CPU where it is installed
-    tile: str | int = "auto"
-    overwrite: bool = False
-    quiet: bool = False
-    batch: int | None = None  # video frames per network call; default 1 on the CPU, 4 on a GPU
-    video: VideoOptions = field(default_factory=VideoOptions)  # ingest, encoding and resume of video outputs
-    segment_frames: int | None = None  # resumable videos are cut into segments of this many frames
-    cluster: str | None = None  # a Ray cluster's address (or auto): each file a task on it
-    devices: list[str] | None = None  # several devices, one engine each, the files spread across them
-
-
-@dataclass
-class Report:
-    outputs: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # input -> one-line reason
-    frames: int = 0  # images, or video frames
-    decode_errors: int = 0  # video frames that could not be decoded
-    model_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    nonfinite_recomputed: int = 0
-    nonfinite_fallback: int = 0
-    notes: list[str] = field(default_factory=list)
-    # what tape repair found (vsr.video.repair): one file's, or each file's by input in a folder's report
-    repairs: dict[str, Any] | None = None
-    rows: list[tuple[str, str, int, float, str]] = field(default_factory=list)  # input, status, frames, s, detail
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "rows"}
-
-    def table(self) -> str:
-        """One line per file: status, frames, seconds, output or reason; then the totals."""
-        width = max(len(r[0]) for r in self.rows)
-        lines = [f"{'file'.ljust(width)}  status   frames  seconds  output / reason"]
-        lines += [f"{src.ljust(width)}  {status:7s}  {frames:6d}  {secs:7.1f}  {detail}"
-                  for src, status, frames, secs, detail in self.rows]
-        lines.append(f"{len(self.outputs)} done, {len(self.skipped)} skipped (exist; --overwrite redoes them), "
-                     f"{len(self.failed)} failed; {self.frames} frames in {self.wall_seconds:.1f} s")
-        return "\n".join(lines)
-
-
-class _Job:
-    """One model on one device, applied to each file of a job."""
-
-    def __init__(self, opts: UpscaleOptions) -> None:
-        self.opts = opts
-        desc, card = zoo.resolve(opts.model, opts.scale)
-        if desc.in_ch != 3 or desc.out_ch != 3:
-            raise VsrError(f"model {opts.model} has {desc.in_ch} input channels; only RGB models are supported")
-        self.engine = Upscaler(desc, device=opts.device, precision=opts.precision, backend=opts.backend,
-                               tile=opts.tile, temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
-        batch = opts.batch or default_batch(self.engine.device.type)
-        self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
-        self.faster = FasterOptions(desc=desc, model=opts.model, card_name=card.name if card else None,
-                                    scale=self.scale)
-
-    @property
-    def scale(self) -> float:
-        return self.opts.scale or self.engine.desc.scale
-
-    def _resized(self, out: np.ndarray, h: int, w: int) -> np.ndarray:
-        """The network's output resampled to a --scale of the user's."""
-        size = (round(w * self.scale), round(h * self.scale))
-        if out.shape[1:3] != size[::-1]:
-            out = np.stack([images.resize(f, *size) for f in out])
-        return out
-
-    def identity(self) -> dict[str, Any]:
-        """What decides this job's pixels besides the video options: a resumed video must not mix the
-        segments of two models, precisions, devices, tiles or temperatures."""
-        return {**self.engine.identity(), "scale": self.scale}
-
-    def video(self, src: Path, plan: OutputPlan, report: Report, helpers: Sequence[_Job] = (),
-              part: Part | None = None) -> Path:
-        """``helpers``: jobs on other devices that take batches of this video too (a network without
-        memory only: its output does not depend on which engine computed which batch). ``part``: only
-        that segment, left in the work folder for the run that joins the video (see transcode)."""
-        resume = self.video_options.resume
-        if resume:  # continue unfinished work with what it was run with
-            for job in (self, *helpers):
-                job.engine.adopt((recorded_identity(work_dir_for(plan.path)) or {}).get("process"))
-        jobs = [self, *self._peers(helpers, plan, report, src.name)]
-        # one video: frame numbers and the recurrent state; a free session per batch in flight
-        free: queue.SimpleQueue = queue.SimpleQueue()
-        for job in jobs:
-            free.put(job.engine.session())
-        grey = chroma(plan.source.pix_fmt) == ""
-
-        def process(frames: np.ndarray, indices: list[int], resets: list[bool]) -> np.ndarray:
-            session = free.get()
-            try:
-                out = session.upscale_array(frames, indices=indices, resets=resets)
-            finally:
-                free.put(session)
-            out = self._resized(out, *frames.shape[1:3])
-            # grey in, grey out: the network's faint colour would become chroma the input never had
-            return np.repeat(_mean_channels(out)[..., None], 3, axis=-1) if grey else out
-
-        desc = self.engine.desc
-        result = transcode(src, plan.path, process, self.scale, self._projected(src.name), plan=plan,
-                           identity=self.identity if resume else None, segment_frames=self.opts.segment_frames,
-                           context_frames=desc.context_frames, detect_cuts=self.engine.stateful,
-                           parallel=len(jobs), part=part)
-        report.frames += result.frames
-        report.decode_errors += result.decode_errors
-        report.notes += [f"{src.name}: {n}" for n in result.notes]
-        if result.repairs is not None:
-            report.repairs = {str(src): result.repairs}
-        return result.output
-
-    def _peers(self, helpers: Sequence[_Job], plan: OutputPlan, report: Report, name: str) -> list[_Job]:
-        """The helpers whose batches come out exactly as this job's would (same identity but for the device
-        index, and the same tile at this size): the manifest records one identity for the whole video."""
-        if self.engine.stateful or not helpers:
-            return []
-        shape = (self.video_options.batch_size, 3, plan.source.height, plan.source.width)
-
-        def computes(job: _Job) -> tuple:
-            return job.identity(), job.engine.tile_for(shape)
-
-        peers = [h for h in helpers if computes(h) == computes(self)]
-        if len(peers) < len(helpers):
-            others = ", ".join(str(h.engine.device) for h in helpers if h not in peers)
-            report.notes.append(f"{name}: not spread over {others}: those devices compute differently (precision, "
-                                f"backend or tile) from {self.engine.device}")
-        return peers
-
-    def _projected(self, name: str) -> VideoOptions:
-        """The video options with the projection of the file's time fed by its progress (not when quiet)."""
-        options = self.video_options
-        if options.quiet:
-            return options
-        projection = Projection(name=name, device=self.engine.device, hint=self.faster,
-                                write=lambda line: tqdm.write(f"vsr: {line}", file=sys.stderr))
-        given = options.progress
-
-        def progress(done: int, total: int | None) -> None:
-            projection.progress(done, total)
-            if given is not None:
-                given(done, total)
-        return replace(options, progress=progress)
-
-    def image(self, src: Path, dst: Path) -> int:
-        img = images.read_image(src)
-        engine = self.engine
-        h, w = img.shape[:2]
-        rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
-        out = engine.upscale_array(rgb[None])[0]
-        if img.ndim == 2:  # grey in, grey out
-            out = _mean_channels(out)
-        elif img.shape[2] == 4:  # alpha goes through the network on its own, as a grey image
-            alpha = engine.upscale_array(np.repeat(img[None, :, :, 3:], 3, axis=3))[0]
-            out = np.dstack([out, _mean_channels(alpha)])
-        out = images.resize(out, round(w * self.scale), round(h * self.scale))
-        images.write_image(dst, out)
-        return 1
-
-
-def default_batch(device_type: str) -> int:
-    """Video frames per network call: one on a CPU (a frame already fills its cores), four on a GPU."""
-    return 1 if device_type == "cpu" else 4
-
-
-def _mean_channels(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32).mean(axis=-1).round().astype(a.dtype)
+from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, RepairOptions, VideoOptions, check_encoder_options,
+                    plan_output, transcode)
 
 
 def default_output(src: Path, scale_label: str) -> Path:
@@ -211,18 +27,14 @@ def default_output(src: Path, scale_label: str) -> Path:
     return src.with_name(f"{src.stem}_{scale_label}{src.suffix}")
 
 
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in images.IMAGE_SUFFIXES
-
-
 def _is_media(p: Path) -> bool:
-    return _is_image(p) or p.suffix.lower() in VIDEO_SUFFIXES
+    return is_image(p) or p.suffix.lower() in VIDEO_SUFFIXES
 
 
 def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     start = time.perf_counter()
     src = Path(src)
-    _check_input(src)
+    check_input(src)
     label = f"x{opts.scale:g}" if opts.scale else "vsr"
     dst = Path(dst) if dst is not None else default_output(src, label)
     if dst.resolve() == src.resolve():
@@ -242,7 +54,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
                            f"images: {' '.join(images.IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)}")
         pairs = [(src, dst)]
     _check_writable(dst if src.is_dir() else dst.parent)
-    if not all(_is_image(s) for s, _ in pairs):
+    if not all(is_image(s) for s, _ in pairs):
         check_encoder_options(opts.video)  # a wrong --codec, --crf or --pix-fmt fails before any work
     pairs, plans = distinct_outputs(pairs, opts.video, report, one_file=not src.is_dir())
     if opts.cluster:  # the workers load the model; a bad one still fails here, before any file is touched
@@ -255,22 +67,22 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
         return _one_file_repairs(report, src)
     devices = opts.devices or [opts.device]
     # one engine per device (a bad model fails before any file is touched); files bars only for one device
-    jobs = [_Job(replace(opts, device=dev, quiet=opts.quiet or len(devices) > 1)) for dev in devices]
+    jobs = [Job(replace(opts, device=dev, quiet=opts.quiet or len(devices) > 1)) for dev in devices]
     todo = iter(pairs)
     lock = threading.Lock()
     with tqdm(total=len(pairs), desc="files", unit="file", disable=opts.quiet or len(pairs) == 1,
               file=sys.stderr) as bar:
-        def work(job: _Job) -> None:
+        def work(job: Job) -> None:
             while True:
                 with lock:
                     s, d = next(todo, (None, None))
                 if s is None:
                     return
                 # one file: every device takes batches of it; several: each device its own files
-                part = restore_one(job, s, d, plan=plans.get(s), raise_errors=len(pairs) == 1,
+                part = job.restore(s, d, plan=plans.get(s), raise_errors=len(pairs) == 1,
                                    helpers=[j for j in jobs if j is not job] if len(pairs) == 1 else ())
                 with lock:
-                    merge(report, part, str(s))
+                    report.merge(part, str(s))
                     bar.update()
 
         if len(jobs) == 1:
@@ -279,7 +91,7 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
             with ThreadPoolExecutor(len(jobs)) as pool:
                 list(pool.map(work, jobs))
     for job in jobs:
-        add_engine_stats(report, job)
+        report.add_engine_stats(job.engine.stats)
     report.wall_seconds = time.perf_counter() - start
     return _one_file_repairs(report, src)
 
@@ -296,7 +108,7 @@ def repair_only(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     stream copied as `vsr upscale` copies them (for people who upscale elsewhere)."""
     start = time.perf_counter()
     src = Path(src)
-    _check_input(src)
+    check_input(src)
     if src.is_dir() or src.suffix.lower() not in VIDEO_SUFFIXES:
         raise VsrError(f"{src}: vsr repair takes one video ({' '.join(VIDEO_SUFFIXES)})")
     dst = Path(dst) if dst is not None else default_output(src, "repaired")
@@ -322,65 +134,6 @@ def repair_only(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     return report
 
 
-def restore_one(job: _Job, s: Path, d: Path, *, raise_errors: bool, helpers: Sequence[_Job] = (),
-                plan: OutputPlan | None = None) -> Report:
-    """One file of a job: its own report (a failed file is a row saying why, unless ``raise_errors``).
-    ``plan``: a video's output plan when the caller made it already."""
-    report = Report()
-    t0 = time.perf_counter()
-    try:
-        _check_input(s)
-        # planned once: the check for a finished output looks where the output is written
-        plan = None if _is_image(s) else plan or plan_output(s, d, job.video_options)
-        done = (d if d.exists() else None) if plan is None else plan.finished()
-        if done is not None and not job.opts.overwrite:
-            # a run stopped between renaming its output into place and removing its work folder; a run
-            # writing it anew (--overwrite) holds the lock and owns that folder
-            try:
-                with output_lock(d if plan is None else plan.path):
-                    shutil.rmtree(work_dir_for(done), ignore_errors=True)
-            except VsrError:
-                pass
-            report.skipped.append(str(done))
-            report.rows.append((str(s), "skipped", 0, 0.0, str(done)))
-            return report
-        if plan is None:
-            report.frames += job.image(s, d)
-        else:
-            d = job.video(s, plan, report, helpers)
-        report.outputs.append(str(d))
-        report.rows.append((str(s), "done", report.frames, time.perf_counter() - t0, str(d)))
-    except Exception as e:  # a folder goes on past a failed file; one file reports it to the caller
-        if raise_errors:
-            raise
-        reason = " ".join(str(e).split())
-        if not isinstance(e, (VsrError, OSError)):
-            reason = f"{type(e).__name__}: {reason}"
-        report.failed[str(s)] = reason
-        report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, reason))
-    return report
-
-
-def add_engine_stats(report: Report, job: _Job) -> None:
-    stats = job.engine.stats
-    report.model_seconds += stats.model_seconds
-    report.nonfinite_recomputed += stats.nonfinite_recomputed
-    report.nonfinite_fallback += stats.nonfinite_fallback
-
-
-def merge(report: Report, part: Report, src: str) -> None:
-    """One file's report into the job's, its row named as the user named the input."""
-    report.outputs += part.outputs
-    report.skipped += part.skipped
-    report.failed.update({src: reason for reason in part.failed.values()})
-    for name in ("frames", "decode_errors", "model_seconds", "nonfinite_recomputed", "nonfinite_fallback"):
-        setattr(report, name, getattr(report, name) + getattr(part, name))
-    report.notes += [n for n in part.notes if n not in report.notes]
-    if part.repairs:
-        report.repairs = {**(report.repairs or {}), **{src: r for r in part.repairs.values()}}
-    report.rows += [(src, *row[1:]) for row in part.rows]
-
-
 def distinct_outputs(pairs: list[tuple[Path, Path]], options: VideoOptions, report: Report, *, one_file: bool
                      ) -> tuple[list[tuple[Path, Path]], dict[Path, OutputPlan]]:
     """Each input's output, settled before any work: no output (nor the MKV it falls back to when its
@@ -392,7 +145,7 @@ def distinct_outputs(pairs: list[tuple[Path, Path]], options: VideoOptions, repo
     plans: dict[Path, OutputPlan] = {}
 
     def paths(s: Path, d: Path) -> list[Path]:  # where the output goes, then where it may fall back to
-        if _is_image(s):
+        if is_image(s):
             return [d.absolute()]
         try:
             plan = plans[s] = plan_output(s, d, options)
@@ -437,16 +190,6 @@ def _folder_pairs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
             if _is_media(p) and not name.startswith("."):
                 pairs.append((p, dst / p.relative_to(src)))
     return pairs
-
-
-def _check_input(src: Path) -> None:
-    """An input that cannot be read says why in one line (broken links; unreadable files are refused
-    where they are opened)."""
-    if src.is_symlink() and not src.exists():
-        raise VsrError(f"{src} is a broken symbolic link (its target {os.readlink(src)} does not exist, or "
-                       "the links form a loop); fix the link or remove it")
-    if not src.exists():
-        raise VsrError(f"{src} does not exist")
 
 
 def _check_writable(folder: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from ..errors import VsrError
 from . import clips
 from .config import ClipsConfig, DataConfig, EvalConfig
-from .data import MARGIN, Frame, _prescale, to_tensor
+from .data import MARGIN, Frame, prescale, to_tensor
 from .degrade import Degradation
 
 
@@ -45,7 +45,7 @@ def load_videos(cfg: DataConfig, *, scale: int) -> list[tuple[str, list[np.ndarr
             frames = clips.read_video(path, c.max_video_frames)
         except VsrError as e:
             raise VsrError(f"data.clips.videos: {e}") from None
-        frames = [_prescale(f, cfg.prescale) for f in frames]
+        frames = [prescale(f, cfg.prescale) for f in frames]
         if len(frames) < c.frames:
             raise VsrError(f"data.clips.videos: {path} has {len(frames)} decodable frames; a clip needs {c.frames}")
         h, w = frames[0].shape[:2]

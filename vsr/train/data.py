@@ -61,7 +61,7 @@ def video_frames(path: Path, max_frames: int) -> list[Frame]:
     return out
 
 
-def _prescale(img: np.ndarray, factor: float) -> np.ndarray:
+def prescale(img: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return img
     h, w = img.shape[:2]
@@ -96,12 +96,12 @@ def load_frames(cfg: DataConfig, *, scale: int) -> tuple[list[Frame], list[Frame
     src = Path(cfg.frames).expanduser()
     need = cfg.patch * scale
     if src.is_file():
-        train = [Frame(f.name, _prescale(f.hq, cfg.prescale)) for f in video_frames(src, cfg.max_frames)]
+        train = [Frame(f.name, prescale(f.hq, cfg.prescale)) for f in video_frames(src, cfg.max_frames)]
         held: list[Frame] = []
     else:
         train, held = [], []
         for p in list_images(src):
-            hq = _prescale(to_rgb8(read_image(p)), cfg.prescale)
+            hq = prescale(to_rgb8(read_image(p)), cfg.prescale)
             frame = Frame(p.name, hq)
             if cfg.lq is not None:
                 lq_path = Path(cfg.lq).expanduser() / p.name
@@ -121,7 +121,7 @@ def load_frames(cfg: DataConfig, *, scale: int) -> tuple[list[Frame], list[Frame
                            f"{scale}{' + margin' if cfg.lq is None else ''}): lower data.patch or remove it")
     if cfg.val_frames is not None:
         for p in list_images(Path(cfg.val_frames).expanduser(), "data.val_frames"):
-            held.append(Frame(p.name, _prescale(to_rgb8(read_image(p)), cfg.prescale)))
+            held.append(Frame(p.name, prescale(to_rgb8(read_image(p)), cfg.prescale)))
     return train, held
 
 

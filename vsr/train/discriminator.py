@@ -30,3 +30,7 @@ class VGGDiscriminator(nn.Module):
             raise ValueError(f"discriminator with {self.levels} levels needs inputs of at least "
                              f"{4 * 2 ** self.levels} px, got {tuple(x.shape[-2:])}")
         return self.head(self.features(x))
+
+
+# the networks a recipe may train as discriminators, by arch name
+DISCRIMINATORS = {"vgg_discriminator": VGGDiscriminator}

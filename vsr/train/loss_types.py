@@ -16,6 +16,7 @@ from torch import nn
 from ..arch import Contract
 from ..errors import VsrError
 from . import ddp, losses
+from .discriminator import DISCRIMINATORS
 
 if TYPE_CHECKING:
     from .config import LossConfig, RecipeConfig
@@ -144,8 +145,6 @@ class Gan(LossType):
                              f"got {loss.discriminator!r}")
 
     def check(self, cfg: RecipeConfig, name: str, loss: LossConfig) -> None:
-        from .nets import DISCRIMINATORS
-
         arch = cfg.networks[loss.discriminator or ""].arch
         if arch not in DISCRIMINATORS:
             raise VsrError(f"losses.{name}.discriminator: {loss.discriminator!r} is a {arch}, not a discriminator "
@@ -250,9 +249,12 @@ class Distill(LossType):
                            f"data.degradation.mix (0..{parts - 1}), got {loss.part}")
 
     def prepare(self, cfg: RecipeConfig, name: str, loss: LossConfig, device: torch.device) -> nn.Module:
-        from .nets import resolve
+        from .. import zoo
 
-        desc = resolve(loss.teacher, f"losses.{name}.teacher")
+        try:
+            desc = zoo.resolve(loss.teacher)[0]
+        except VsrError as e:
+            raise VsrError(f"losses.{name}.teacher: {e}") from None
         if desc.contract != Contract.PLAIN or abs(desc.scale - cfg.scale) > 1e-6:
             raise VsrError(f"losses.{name}.teacher: {loss.teacher} is a {desc.arch} model (x{desc.scale:g}, "
                            f"{desc.contract}); a teacher must be a plain x{cfg.scale:g} model")
@@ -288,8 +290,6 @@ def get(name: str) -> LossType:
 
 def check(cfg: RecipeConfig) -> None:
     """Before training (before the data load): what each step trains with, and each loss against the recipe."""
-    from .nets import DISCRIMINATORS
-
     for i, ts in enumerate(cfg.steps):  # a discriminator's step trains it with the gan losses that name it
         judge = cfg.networks[ts.network].arch in DISCRIMINATORS
         for name in ts.losses:

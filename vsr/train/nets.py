@@ -17,9 +17,7 @@ from .. import arch, weights
 from ..arch import switched
 from ..errors import VsrError
 from .config import NetworkConfig, RecipeConfig, to_dict
-from .discriminator import VGGDiscriminator
-
-DISCRIMINATORS = {"vgg_discriminator": VGGDiscriminator}
+from .discriminator import DISCRIMINATORS
 
 
 def build_network(name: str, cfg: NetworkConfig) -> tuple[nn.Module, dict[str, Any]]:

@@ -6,6 +6,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 
 import av
@@ -65,8 +66,22 @@ class StartPoint:
     after_pts: int
 
 
-class _SeekMissed(Exception):
-    """A seek did not land where continuity can be proven: decode from the start and count instead."""
+class Phase(Enum):
+    """Where one decoding pass stands. A resumed decode passes its start point in one of two ways:
+
+    SEEKING -> EMITTING  after a seek to shortly before the start point, the frames up to it (by pts) are
+                         context; the first frame after it must prove continuity (the previous segment's
+                         last frame came out of this decode, after enough earlier frames), else MISSED.
+    COUNTING -> EMITTING from the start, the first ``start.index`` frames are counted as context (what a
+                         seek that MISSED falls back to: a second pass).
+    A decode from the start is EMITTING at once; it is DONE at ``max_frames`` (the rest is not decoded).
+    """
+
+    SEEKING = "seeking"
+    COUNTING = "counting"
+    EMITTING = "emitting"
+    DONE = "done"
+    MISSED = "missed"
 
 
 class Decoder:
@@ -106,6 +121,15 @@ class Decoder:
         self.last_pts: int | None = None  # of the last frame handed on; read by the caller at the end
         self.last_duration = 0
         self.seek_missed = False  # a resume fell back to counting frames from the start
+        # one decoding pass (reset by _decode_pass): its phase, the batch being filled, the frames just
+        # before the next one as [frame or RGB array, scene signature or None], and while SEEKING the
+        # frames seen up to the start point and whether the start point itself was among them
+        self.phase = Phase.EMITTING
+        self._batch = Batch(np.empty(0), [], [])
+        self._frames: list[np.ndarray] = []
+        self._recent: deque[list] = deque(maxlen=max(1, context_frames))
+        self._seen_before = 0
+        self._hit = False
         self.thread = threading.Thread(target=self._run, name="vsr-decode", daemon=True)
 
     def start(self) -> None:
@@ -130,34 +154,31 @@ class Decoder:
         return 1
 
     def _decode(self) -> None:
-        if self.start_point is not None and self.start_point.index > 0:
-            try:
-                self._decode_pass(seek=True)
-                return
-            except _SeekMissed:
-                self.seek_missed = True
-                self.stats, self.last_pts, self.last_duration = DecodeStats(), None, 0
-        self._decode_pass(seek=False)
+        if self.start_point is None or self.start_point.index == 0:
+            self._decode_pass(Phase.EMITTING)
+        elif not self._decode_pass(Phase.SEEKING):
+            self.seek_missed = True
+            self.stats, self.last_pts, self.last_duration = DecodeStats(), None, 0
+            self._decode_pass(Phase.COUNTING)
 
-    def _decode_pass(self, *, seek: bool) -> None:
+    @property
+    def _finished(self) -> bool:
+        """Nothing more to decode in this pass."""
+        return self.phase in (Phase.DONE, Phase.MISSED)
+
+    def _decode_pass(self, phase: Phase) -> bool:
+        """One pass over the input from ``phase``; False when a seek missed (nothing was handed on)."""
         src = self.source
-        self._batch = Batch(np.empty(0), [], [])
-        self._frames: list[np.ndarray] = []
-        # the frames just before the next one, [frame or RGB array, scene signature or None]
-        self._recent: deque[list] = deque(maxlen=max(1, self.context_frames))
-        self._skipping = self.start_point is not None and self.start_point.index > 0
-        self._seen_before, self._hit, self._done = 0, False, False
-        self._seek_mode = seek
+        self.phase = phase
+        self._batch, self._frames = Batch(np.empty(0), [], []), []
+        self._recent = deque(maxlen=max(1, self.context_frames))
+        self._seen_before, self._hit = 0, False
         self.repair = RepairStage(self.repair_plan) if self.repair_plan else None
         with av.open(str(src.path), metadata_errors="replace") as container:
             stream = container.streams[src.video_index]
             stream.thread_type = "AUTO"  # frame + slice threading in the decoder
-            if seek:
-                # Well before the resume point: the decoder restarts at a keyframe and the
-                # deinterlacer sees the frames around the first one it must produce.
-                after = Fraction(self.start_point.after_pts) * self.info.time_base / src.time_base
-                margin = (8 + self.context_frames + self._radius) * self._nominal_duration(src)
-                container.seek(max(0, int(after) - margin), stream=stream, backward=True)
+            if phase is Phase.SEEKING:
+                self._seek_before_start(container, stream)
             graph = FrameFilter(self.ingest, stream, time_base=self.info.time_base) if self.ingest else None
             nominal_src = self._nominal_duration(src)
             last_src_pts: int | None = None
@@ -179,29 +200,37 @@ class Decoder:
                             self._repaired(out)
                     else:
                         self._repaired(frame)
-                    if self._done:
+                    if self._finished:
                         break
-                if self._done:
+                if self._finished:
                     break
-            if graph is not None and not self._done:
+            if graph is not None and not self._finished:
                 for out in graph.feed(None):
                     self._repaired(out)
-                    if self._done:
+                    if self._finished:
                         break
-            if self.repair is not None and not self._done:
+            if self.repair is not None and not self._finished:
                 for out, rgb, filled in self.repair.flush():
                     self._emit(out, rgb, filled)
-                    if self._done:
+                    if self._finished:
                         break
-            if self._skipping and self._seek_mode:
-                # The input ends right after the resume point: fine when that point was seen.
-                if not self._hit or self._seen_before < self._needed_before():
-                    raise _SeekMissed
-                self._skipping = False
-                self.stats.decoded = self.start_point.index
+            if self.phase is Phase.SEEKING:  # the input ends right after the resume point
+                self._end_seek()
+            if self.phase is Phase.MISSED:
+                return False
             if self._frames:
                 self._flush()
         self._summarise()
+        return True
+
+    def _seek_before_start(self, container: av.container.InputContainer,
+                           stream: av.video.stream.VideoStream) -> None:
+        """Well before the resume point: the decoder restarts at a keyframe, and the deinterlacer and the
+        repair stage (its radius) see the frames around the first one they must produce."""
+        src = self.source
+        after = Fraction(self.start_point.after_pts) * self.info.time_base / src.time_base
+        margin = (8 + self.context_frames + self._radius) * self._nominal_duration(src)
+        container.seek(max(0, int(after) - margin), stream=stream, backward=True)
 
     @property
     def _radius(self) -> int:
@@ -216,57 +245,75 @@ class Decoder:
         for out, rgb, filled in self.repair.push(frame, self._to_rgb(undo_chroma_delay(frame, delay) if delay
                                                                      else frame)):
             self._emit(out, rgb, filled)
-            if self._done:
+            if self._finished:
                 return
 
     def _emit(self, frame: av.VideoFrame, rgb: np.ndarray | None = None, filled: int = 0) -> None:
         """One decoded (filtered, repaired) frame; ``rgb``: its picture when the repair stage made it, with
-        ``filled`` dropouts."""
-        if self._done:
+        ``filled`` dropouts. Handled as the pass's phase says; the frame that ends SEEKING is emitted."""
+        if self.phase is Phase.SEEKING and self._seeking(frame, rgb):
+            return
+        if self.phase not in (Phase.COUNTING, Phase.EMITTING):
             return
         nominal = self._nominal_duration(self.info)
-        if self._skipping and self._seek_mode:
-            sp = self.start_point
-            pts = frame.pts if frame.pts is not None else frame.dts
-            if pts is not None and pts <= sp.after_pts:
-                self._seen_before += 1
-                self._recent.append([frame if rgb is None else rgb, None])
-                if pts == sp.after_pts:
-                    self._hit = True
-                    self.last_pts, self.last_duration = pts, frame.duration or nominal
-                return
-            # Continuity is proven only if the previous segment's last frame came out of this decode,
-            # after enough earlier frames to give the deinterlacer its full context.
-            if not self._hit or self._seen_before < self._needed_before():
-                raise _SeekMissed
-            self._skipping = False
-            self.stats.decoded = sp.index
-            if self.max_frames is not None and self.stats.decoded >= self.max_frames:
-                self._done = True
-                return
         pts = self._timestamp(frame, nominal)
         if pts is None:
             self.stats.dropped += 1
             return
         duration = frame.duration or nominal
         self.last_pts, self.last_duration = pts, duration
-        if self._skipping:  # counting from the start: the same frames an uninterrupted run saw
+        if self.phase is Phase.COUNTING:
+            self._counting(frame if rgb is None else rgb, pts)
+        else:
+            self._emitting(frame, rgb, filled, pts, duration)
+
+    def _seeking(self, frame: av.VideoFrame, rgb: np.ndarray | None) -> bool:
+        """SEEKING: True for a frame up to the start point (kept as context); a later one ends the phase."""
+        sp = self.start_point
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is not None and pts <= sp.after_pts:
+            self._seen_before += 1
             self._recent.append([frame if rgb is None else rgb, None])
-            self.stats.decoded += 1
-            if self.stats.decoded == self.start_point.index:
-                if pts != self.start_point.after_pts:
-                    raise RuntimeError(f"resume point mismatch: frame {self.stats.decoded} has pts {pts}, "
-                                       f"expected {self.start_point.after_pts}; the input changed")
-                self._skipping = False
-                if self.max_frames is not None and self.stats.decoded >= self.max_frames:
-                    self._done = True
+            if pts == sp.after_pts:
+                self._hit = True
+                self.last_pts, self.last_duration = pts, frame.duration or self._nominal_duration(self.info)
+            return True
+        self._end_seek()
+        return False
+
+    def _end_seek(self) -> None:
+        """SEEKING ends (at the first frame after the start point, or at the input's end). Continuity is
+        proven only if the previous segment's last frame came out of this decode, after enough earlier
+        frames to give the deinterlacer and the repair stage their full context; else the seek MISSED."""
+        if not self._hit or self._seen_before < self._needed_before():
+            self.phase = Phase.MISSED
             return
+        self.stats.decoded = self.start_point.index
+        self._reached_start()
+
+    def _counting(self, picture: av.VideoFrame | np.ndarray, pts: int) -> None:
+        """COUNTING: the same frames an uninterrupted run saw, kept as context up to the start point."""
+        self._recent.append([picture, None])
+        self.stats.decoded += 1
+        if self.stats.decoded == self.start_point.index:
+            if pts != self.start_point.after_pts:
+                raise RuntimeError(f"resume point mismatch: frame {self.stats.decoded} has pts {pts}, "
+                                   f"expected {self.start_point.after_pts}; the input changed")
+            self._reached_start()
+
+    def _reached_start(self) -> None:
+        """The start point passed: frames are handed on from here, unless max_frames were all before it."""
+        done = self.max_frames is not None and self.stats.decoded >= self.max_frames
+        self.phase = Phase.DONE if done else Phase.EMITTING
+
+    def _emitting(self, frame: av.VideoFrame, rgb: np.ndarray | None, filled: int, pts: int, duration: int) -> None:
+        """EMITTING: the frame into the batch (after the warm-up context at a segment's start)."""
         index = self.stats.decoded
         if rgb is None:
             rgb = self._to_rgb(frame)
         if self.repair is not None:
             tb = self.info.time_base
-            self.repair.stats.see(float(pts * tb), float(nominal * tb), rgb, filled)
+            self.repair.stats.see(float(pts * tb), float(self._nominal_duration(self.info) * tb), rgb, filled)
         item = [rgb, None]
         if index == 0 or (self.segment_frames and index % self.segment_frames == 0):
             context = list(self._recent)[-self.context_frames:] if self.context_frames and index else []
@@ -289,7 +336,7 @@ class Decoder:
         if len(self._frames) == self.batch_size or boundary:
             self._flush()
         if self.max_frames is not None and self.stats.decoded >= self.max_frames:
-            self._done = True
+            self.phase = Phase.DONE
 
     def _needed_before(self) -> int:
         """Frames a resumed decode must see before its start point: the warm-up frames, plus the

@@ -115,6 +115,17 @@ def commit_file(partial: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def clear_leftovers(done: Path, output: Path) -> None:
+    """Remove the work folder of the finished output ``done`` (written for ``output``): a run stopped
+    between renaming its output into place and removing that folder. A run writing the output anew
+    (--overwrite) holds its lock and owns the folder: it is then left alone."""
+    try:
+        with output_lock(output):
+            shutil.rmtree(work_dir_for(done), ignore_errors=True)
+    except VsrError:
+        pass
+
+
 def recorded_identity(work: Path) -> dict[str, Any] | None:
     """The identity the unfinished work in `work` was made under, or None."""
     try:

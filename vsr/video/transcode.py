@@ -36,7 +36,7 @@ from vsr.video.options import EncoderChoice, VideoOptions, resolve_encoder
 from vsr.video.probe import VideoInfo, probe
 from vsr.video.repair import RepairStats
 from vsr.video.resume import (Manifest, SegmentRecord, commit_file, input_identity, is_disk_full, output_lock,
-                              work_dir_for)
+                              recorded_identity, work_dir_for)
 
 DEFAULT_SEGMENT_FRAMES = 250  # with resume: at most this much work is redone after a crash
 
@@ -66,6 +66,11 @@ class OutputPlan:
             if p is not None and p.exists():
                 return p
         return None
+
+    def recorded_identity(self) -> dict | None:
+        """The identity that unfinished work for this output (a resumable run stopped midway) was made
+        under, or None."""
+        return recorded_identity(work_dir_for(self.path))
 
 
 def plan_output(src: Path | str, dst: Path | str, options: VideoOptions | None = None) -> OutputPlan:
@@ -100,6 +105,28 @@ class TranscodeResult:
     wall_seconds: float
     notes: list[str] = field(default_factory=list)
     repairs: dict | None = None  # what tape repair found (RepairStats.report), when it ran
+
+
+@dataclass
+class TranscodeSpec:
+    """What one transcode does, settled before any frame is decoded (see `transcode` for the meaning of
+    each): the input, the ingest filters and what comes out of them, the encoder, and how `process`
+    is fed."""
+
+    src: Path
+    source: VideoInfo  # the input as probed
+    info: VideoInfo  # the frames after the ingest filters
+    filters: ingest.IngestPlan
+    encoder: EncoderChoice
+    seg_ext: str  # the segments' container: ".mov" or ".mkv" (see _mov_ok)
+    process: ProcessFn
+    scale: float
+    options: VideoOptions
+    segment_frames: int | None
+    context_frames: int = 0
+    detect_cuts: bool = False
+    parallel: int = 1
+    identity: Identity | None = None  # asked again after each segment (a dict given to transcode is fixed)
 
 
 def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float,
@@ -149,45 +176,61 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
     planned = plan or plan_output(src, dst, options)
     source, encoder, plan = planned.source, planned.encoder, planned.mux
     filters = ingest.resolve(options.ingest, source, scale=scale)
-    info = filters.apply_to_info(source)
+    spec = TranscodeSpec(src=src, source=source, info=filters.apply_to_info(source), filters=filters,
+                         encoder=encoder, seg_ext=".mov" if _mov_ok(plan, encoder) else ".mkv", process=process,
+                         scale=scale, options=options, segment_frames=segment_frames,
+                         context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel,
+                         identity=identity if callable(identity) else None)
     _refuse_overwriting_input(src, plan.path)
     plan.path.parent.mkdir(parents=True, exist_ok=True)
+    key = None
     if options.resume:
-        segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
+        spec.segment_frames = segment_frames = segment_frames or DEFAULT_SEGMENT_FRAMES
         key = {"input": input_identity(src), "output": str(plan.path.resolve()), "scale": scale,
                "segment_frames": segment_frames, "video": options.identity(), "ingest": filters.identity(),
                "context_frames": context_frames, "detect_cuts": detect_cuts,
                "process": (identity() if callable(identity) else identity) or {}}
     if part is not None:
-        if not options.resume:
+        if key is None:
             raise VsrError("a part of a video needs resume (its segment waits in the work folder)")
-        work = work_dir_for(plan.path) / f"part_{part.number:05d}"
-        work.parent.mkdir(parents=True, exist_ok=True)
-        with output_lock(work):
-            manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
-            pipe = None
-            if manifest.end is None:
-                stop = (part.number + 1) * segment_frames
-                pipe = _Pipeline(info, process, scale, options, encoder, work, ".mov" if _mov_ok(plan, encoder)
-                                 else ".mkv", segment_frames, source=source, filters=filters, start=part.start,
-                                 manifest=manifest, identity=identity if callable(identity) else None,
-                                 context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel,
-                                 max_frames=min(stop, options.max_frames or stop))
-                _disk_full_guard(pipe.run, plan.path, manifest)
-                manifest.end = {"frames": manifest.frames}
-                manifest.save()
-            return TranscodeResult(output=plan.path, frames=pipe.encoded if pipe else 0,
-                                   decode_errors=pipe.decoder.errors if pipe else 0,
-                                   model_seconds=pipe.model_seconds if pipe else 0.0,
-                                   wall_seconds=time.perf_counter() - started)
+        result = _transcode_part(spec, plan, key, part)
+    else:
+        result = _transcode_whole(spec, plan, key)
+    result.wall_seconds = time.perf_counter() - started
+    return result
+
+
+def _transcode_part(spec: TranscodeSpec, plan: MuxPlan, key: dict, part: Part) -> TranscodeResult:
+    """One segment into its own folder inside the work folder, for the run that joins the video."""
+    work = work_dir_for(plan.path) / f"part_{part.number:05d}"
+    work.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(work):
+        manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
+        pipe = None
+        if manifest.end is None:
+            stop = (part.number + 1) * spec.segment_frames
+            pipe = _Pipeline(spec, work, start=part.start, manifest=manifest,
+                             max_frames=min(stop, spec.options.max_frames or stop))
+            _disk_full_guard(pipe.run, plan.path, manifest)
+            manifest.end = {"frames": manifest.frames}
+            manifest.save()
+        return TranscodeResult(output=plan.path, frames=pipe.encoded if pipe else 0,
+                               decode_errors=pipe.decoder.errors if pipe else 0,
+                               model_seconds=pipe.model_seconds if pipe else 0.0, wall_seconds=0.0)
+
+
+def _transcode_whole(spec: TranscodeSpec, plan: MuxPlan, key: dict | None) -> TranscodeResult:
+    """The whole video, resumable (in the work folder, with a manifest) when there is a ``key``."""
+    source = spec.source
     with output_lock(plan.path):  # a second run on this output refuses rather than mixing its work in
         manifest = None
-        if options.resume:
+        if key is not None:
             work = work_dir_for(plan.path)
             manifest = _disk_full_guard(lambda: Manifest.open(work=work, identity=key), plan.path, None)
         else:
             work = Path(tempfile.mkdtemp(prefix=f".{plan.path.name}.", suffix=".partial", dir=plan.path.parent))
-        notes = [*plan.notes, *encoder.notes, *filters.notes] + ([manifest.note] if manifest and manifest.note else [])
+        notes = [*plan.notes, *spec.encoder.notes, *spec.filters.notes] + (
+            [manifest.note] if manifest and manifest.note else [])
         if source.rotation:  # the network ran on the picture as stored; the output is tagged to turn the same way
             turn = {90: "90 degrees counter-clockwise", 180: "180 degrees", 270: "90 degrees clockwise"}.get(
                 source.rotation, f"{source.rotation} degrees counter-clockwise")
@@ -195,14 +238,8 @@ def transcode(src: Path | str, dst: Path | str, process: ProcessFn, scale: float
                          "the tag and is stored the same way round as the input")
         ok = False
         try:
-            seg_ext = ".mov" if _mov_ok(plan, encoder) else ".mkv"
-            result = _disk_full_guard(
-                lambda: _produce(src, source, info, filters, process, scale, options, encoder, plan, work, seg_ext,
-                                 segment_frames, manifest, notes, identity=identity if callable(identity) else None,
-                                 context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel),
-                plan.path, manifest)
+            result = _disk_full_guard(lambda: _produce(spec, plan, work, manifest, notes), plan.path, manifest)
             ok = True
-            result.wall_seconds = time.perf_counter() - started
             return result
         except KeyboardInterrupt:
             if manifest is not None:
@@ -259,11 +296,10 @@ def _disk_full_guard(fn: Callable[[], object], out: Path, manifest: Manifest | N
         raise VsrError(f"disk full while writing {out.name} in {out.parent}{kept}") from None
 
 
-def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.IngestPlan, process: ProcessFn,
-             scale: float, options: VideoOptions, encoder: EncoderChoice, plan, work: Path, seg_ext: str,
-             segment_frames: int | None, manifest: Manifest | None, notes: list[str], *, identity: Identity | None,
-             context_frames: int, detect_cuts: bool, parallel: int) -> TranscodeResult:
+def _produce(spec: TranscodeSpec, plan: MuxPlan, work: Path, manifest: Manifest | None,
+             notes: list[str]) -> TranscodeResult:
     """Encode what is not yet encoded, then join the segments and mux them with the other streams."""
+    src, info, options, filters, seg_ext = spec.src, spec.info, spec.options, spec.filters, spec.seg_ext
     done_before = manifest.frames if manifest else 0
     pipe = None
     decode_errors = 0
@@ -272,9 +308,7 @@ def _produce(src: Path, source: VideoInfo, info: VideoInfo, filters: ingest.Inge
         start = None
         if manifest is not None and manifest.segments:
             start = StartPoint(index=manifest.frames, after_pts=manifest.segments[-1].last_pts)
-        pipe = _Pipeline(info, process, scale, options, encoder, work, seg_ext, segment_frames,
-                         source=source, filters=filters, start=start, manifest=manifest, identity=identity,
-                         context_frames=context_frames, detect_cuts=detect_cuts, parallel=parallel)
+        pipe = _Pipeline(spec, work, start=start, manifest=manifest)
         pipe.run()
         dec = pipe.decoder
         decode_errors, model_seconds = dec.errors, pipe.model_seconds
@@ -349,24 +383,26 @@ def _refuse_overwriting_input(src: Path, out: Path) -> None:
 class _Pipeline:
     """The decode / process / encode stages of one transcode and their shared state."""
 
-    def __init__(self, info: VideoInfo, process: ProcessFn, scale: float, options: VideoOptions,
-                 encoder: EncoderChoice, work: Path, seg_ext: str, segment_frames: int | None, *,
-                 source: VideoInfo, filters: ingest.IngestPlan, start: StartPoint | None,
-                 manifest: Manifest | None, identity: Identity | None, context_frames: int,
-                 detect_cuts: bool, parallel: int = 1, max_frames: int | None = None) -> None:
-        self.info, self.process, self.scale, self.options = info, process, scale, options
+    def __init__(self, spec: TranscodeSpec, work: Path, *, start: StartPoint | None, manifest: Manifest | None,
+                 max_frames: int | None = None) -> None:
+        """``work``: where the segments go; ``start``: where a resumed run continues; ``max_frames``: a
+        part's end (default the options')."""
+        options = spec.options
+        info = self.info = spec.info
+        self.process, self.scale, self.options = spec.process, spec.scale, options
         max_frames = options.max_frames if max_frames is None else max_frames
-        self.parallel = parallel
-        self.encoder, self.work, self.seg_ext, self.segment_frames = encoder, work, seg_ext, segment_frames
+        self.parallel = spec.parallel
+        self.encoder, self.work, self.seg_ext, self.segment_frames = (spec.encoder, work, spec.seg_ext,
+                                                                      spec.segment_frames)
         self.manifest = manifest
-        self.identity = identity
+        self.identity = spec.identity
         self.stop = threading.Event()
         self.decoded_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.encode_q: queue.Queue = queue.Queue(maxsize=options.queue_batches)
         self.decoder = Decoder(info, self.decoded_q, self.stop, batch_size=options.batch_size,
                                max_frames=max_frames, high_bit_depth=options.high_bit_depth,
-                               source=source, ingest=filters, segment_frames=segment_frames, start=start,
-                               context_frames=context_frames, detect_cuts=detect_cuts)
+                               source=spec.source, ingest=spec.filters, segment_frames=spec.segment_frames,
+                               start=start, context_frames=spec.context_frames, detect_cuts=spec.detect_cuts)
         self.layout: EncodeLayout | None = None
         self._first_shape: tuple[int, ...] = ()
         self.first_index = start.index if start else 0  # frames finished by an earlier run
