@@ -168,6 +168,26 @@ def test_repeated_frames_and_gaps_are_reported_with_their_times(tmp_path, capsys
         assert [round(float(f.time), 2) for f in c.decode(video=0)] == [t / 25 for t in pts]
 
 
+def test_vsr_repair_mends_a_folder_and_reports_each_video(tmp_path, capsys):
+    folder = tmp_path / "tapes"
+    (folder / "side b").mkdir(parents=True)
+    tape_clip(folder / "tape.mkv", frames=6)
+    tape_clip(folder / "side b" / "tape.mkv", frames=6)
+    cv2.imwrite(str(folder / "label.png"), np.zeros((8, 8, 3), np.uint8))  # not a video: left alone
+    (folder / "broken.mkv").write_bytes(b"not a video")
+    out = tmp_path / "mended"
+    assert main(["repair", str(folder), "-o", str(out), "--codec", "ffv1", "--json"]) == 1  # one file failed
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(Path(p).relative_to(out).as_posix() for p in report["outputs"]) == ["side b/tape.mkv", "tape.mkv"]
+    assert list(report["failed"]) == [str(folder / "broken.mkv")]
+    assert set(report["repairs"]) == {str(folder / "tape.mkv"), str(folder / "side b" / "tape.mkv")}
+    assert all(r["dropouts_filled"] >= 3 for r in report["repairs"].values()), report["repairs"]
+    assert not (out / "label.png").exists()
+    # again: both finished, skipped
+    main(["repair", str(folder), "-o", str(out), "--codec", "ffv1", "--json"])
+    assert len(json.loads(capsys.readouterr().out)["skipped"]) == 2
+
+
 def test_repair_auto_changes_nothing_on_clean_footage(tmp_path, capsys):
     src = tape.write(tmp_path / "clean.mkv", pan(10, seed=8))
     outs = {}

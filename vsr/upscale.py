@@ -104,34 +104,51 @@ def _one_file_repairs(report: Report, src: Path) -> Report:
 
 
 def repair_only(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
-    """`vsr repair`: one video through the ingest filters and tape repair alone, no network, every other
-    stream copied as `vsr upscale` copies them (for people who upscale elsewhere)."""
+    """`vsr repair`: a video, or the videos of a folder, through the ingest filters and tape repair alone, no
+    network, every other stream copied as `vsr upscale` copies them (for people who upscale elsewhere). A
+    folder's images are not repaired; a folder goes on past a file that fails, and resumes."""
     start = time.perf_counter()
     src = Path(src)
     check_input(src)
-    if src.is_dir() or src.suffix.lower() not in VIDEO_SUFFIXES:
-        raise VsrError(f"{src}: vsr repair takes one video ({' '.join(VIDEO_SUFFIXES)})")
     dst = Path(dst) if dst is not None else default_output(src, "repaired")
-    if dst.is_dir():
-        dst = dst / src.name
-    _check_writable(dst.parent)
+    if src.is_dir():
+        pairs = [(s, d) for s, d in _folder_pairs(src, dst) if not is_image(s)]
+        if not pairs:
+            raise VsrError(f"{src} holds no videos ({' '.join(VIDEO_SUFFIXES)}); vsr repair mends videos")
+    else:
+        if src.suffix.lower() not in VIDEO_SUFFIXES:
+            raise VsrError(f"{src}: vsr repair takes a video ({' '.join(VIDEO_SUFFIXES)}) or a folder of them")
+        pairs = [(src, dst / src.name if dst.is_dir() else dst)]
+    _check_writable(dst if src.is_dir() else pairs[0][1].parent)
     check_encoder_options(opts.video)
     report = Report()
-    plan = distinct_outputs([(src, dst)], opts.video, report, one_file=True)[1].get(src)
-    if plan is None:  # not a readable video: probing it again says why in one line
-        plan = plan_output(src, dst, opts.video)
-    if plan.finished() is not None and not opts.overwrite:
-        report.skipped.append(str(plan.finished()))
-        return report
+    pairs, plans = distinct_outputs(pairs, opts.video, report, one_file=not src.is_dir())
     video = replace(opts.video, quiet=opts.quiet or opts.video.quiet)
-    result = transcode(src, dst, lambda frames, indices, resets: frames, 1.0, video, plan=plan,
-                       identity={"repair only": True} if video.resume else None)
-    report.outputs.append(str(result.output))
-    report.frames, report.decode_errors = result.frames, result.decode_errors
-    report.notes += [f"{src.name}: {n}" for n in result.notes]
-    report.repairs = result.repairs
+    for s, d in pairs:
+        t0 = time.perf_counter()
+        try:
+            plan = plans.get(s) or plan_output(s, d, video)  # not a readable video: probing again says why
+            if plan.finished() is not None and not opts.overwrite:
+                report.skipped.append(str(plan.finished()))
+                report.rows.append((str(s), "skipped", 0, 0.0, str(plan.finished())))
+                continue
+            result = transcode(s, d, lambda frames, indices, resets: frames, 1.0, video, plan=plan,
+                               identity={"repair only": True} if video.resume else None)
+        except (VsrError, OSError) as e:
+            if not src.is_dir():
+                raise
+            report.failed[str(s)] = " ".join(str(e).split())
+            report.rows.append((str(s), "failed", 0, time.perf_counter() - t0, report.failed[str(s)]))
+            continue
+        report.outputs.append(str(result.output))
+        report.frames += result.frames
+        report.decode_errors += result.decode_errors
+        report.notes += [f"{s.name}: {n}" for n in result.notes]
+        if result.repairs:
+            report.repairs = {**(report.repairs or {}), str(s): result.repairs}
+        report.rows.append((str(s), "done", result.frames, time.perf_counter() - t0, str(result.output)))
     report.wall_seconds = time.perf_counter() - start
-    return report
+    return _one_file_repairs(report, src)
 
 
 def distinct_outputs(pairs: list[tuple[Path, Path]], options: VideoOptions, report: Report, *, one_file: bool
