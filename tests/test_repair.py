@@ -142,16 +142,15 @@ def test_vsr_repair_measures_reports_and_mends(tmp_path, capsys):
     assert gain > 1.0, gain
 
 
-def test_repeated_frames_and_gaps_are_reported_with_their_times(tmp_path, capsys):
-    """A capture that repeated a frame (exactly, and once coded again with a little loss) and dropped two:
-    reported by time, every frame and timestamp kept."""
+def capture(path: Path) -> tuple[Path, list[int]]:
+    """A capture that repeated a frame (exactly, at 0.12 s, and once coded again with a little loss, at
+    0.24 s) and dropped two (a gap before 0.36 s): the file and its frames' timestamps (1/25 s)."""
     clip = pan(10, seed=8)
     rng = np.random.default_rng(9)
     clip[3] = clip[2].copy()
     clip[6] = np.clip(clip[5] + rng.normal(0, 0.4, clip[5].shape), 0, 255).astype(np.float32)
-    pts = [0, 1, 2, 3, 4, 5, 6, 9, 10, 11]  # frames 7 and 8 dropped: a gap before 0.36 s
-    src = tmp_path / "capture.mkv"
-    with av.open(str(src), "w") as c:
+    pts = [0, 1, 2, 3, 4, 5, 6, 9, 10, 11]
+    with av.open(str(path), "w") as c:
         s = c.add_stream("ffv1", rate=25)
         s.width, s.height, s.pix_fmt, s.codec_context.time_base = W, H, "yuv444p", Fraction(1, 25)
         for planes, t in zip(clip, pts):
@@ -160,12 +159,47 @@ def test_repeated_frames_and_gaps_are_reported_with_their_times(tmp_path, capsys
             frame.pts, frame.time_base = t, Fraction(1, 25)
             c.mux(s.encode(frame))
         c.mux(s.encode(None))
+    return path, pts
+
+
+def times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [round(float(f.time), 2) for f in c.decode(video=0)]
+
+
+def test_repeated_frames_and_gaps_are_reported_with_their_times(tmp_path, capsys):
+    src, pts = capture(tmp_path / "capture.mkv")
     out = tmp_path / "mended.mkv"
     assert main(["repair", str(src), "-o", str(out), "--repair", "dropouts", "--codec", "ffv1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["repairs"]
     assert r["repeated_frames"] == [0.12, 0.24] and r["gaps"] == [0.36], r
-    with av.open(str(out)) as c:
-        assert [round(float(f.time), 2) for f in c.decode(video=0)] == [t / 25 for t in pts]
+    assert times(out) == [t / 25 for t in pts]  # every frame and timestamp kept
+
+
+def test_drop_repeats_leaves_them_out_keeping_the_other_timestamps(tmp_path, capsys):
+    src, pts = capture(tmp_path / "capture.mkv")
+    out = tmp_path / "dropped.mkv"
+    assert main(["repair", str(src), "-o", str(out), "--drop-repeats", "--codec", "ffv1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["repairs"]
+    assert r["repeated_frames"] == [0.12, 0.24] and r["repeats_dropped"] == 2 and r["gaps"] == [0.36], r
+    assert times(out) == [t / 25 for t in pts if t not in (3, 6)]
+    # a resumed decode leaves out the same frames
+    info = probe(src)
+    plan = ingest.resolve(IngestOptions(repair=RepairOptions(mode="dropouts", drop_repeats=True)), info, scale=1)
+
+    def decode(start=None):
+        q: queue.Queue = queue.Queue()
+        dec = Decoder(info, q, threading.Event(), batch_size=2, max_frames=None, high_bit_depth=False,
+                      source=info, ingest=plan, segment_frames=3, start=start)
+        dec._decode()
+        return [(p, f.tobytes()) for b in q.queue for p, f in zip(b.pts, b.frames)]
+
+    full = decode()
+    assert [round(float(p * info.time_base), 2) for p, _ in full] == [t / 25 for t in pts if t not in (3, 6)]
+    for k in (3, 5):
+        assert decode(StartPoint(index=k, after_pts=full[k - 1][0])) == full[k:]
+    assert main(["upscale", str(src), "--drop-repeats", "-o", str(tmp_path / "x.mkv")]) == 1
+    assert "--drop-repeats needs tape repair on" in capsys.readouterr().err
 
 
 def test_vsr_repair_mends_a_folder_and_reports_each_video(tmp_path, capsys):

@@ -99,6 +99,9 @@ def _video_arguments(parser: argparse.ArgumentParser) -> None:
                    "chroma-noise, jitter")
     a.add_argument("--chroma-delay", type=_delay, metavar="DX,DY",
                    help="undo this chroma delay (px right, down) instead of measuring it")
+    a.add_argument("--drop-repeats", action="store_true", default=None,
+                   help="leave out the frames the capture repeated (with tape repair on; timestamps kept, so the "
+                   "frame before shows longer and audio stays in sync)")
     r = parser.add_argument_group("crash safety")
     r.add_argument("--no-resume", action="store_true",
                    help="no work folder: an interrupted video starts again from its first frame")
@@ -243,7 +246,7 @@ def _job_options(args: argparse.Namespace, **defaults: object):
     given = {k: getattr(args, k, None) for k in (
         "model", "scale", "temperature", "seed", "ensemble", "device", "precision", "backend", "cluster", "devices",
         "tile", "overwrite", "batch", "segment_frames", "codec", "crf", "encoder_preset", "pix_fmt", "keep_sar",
-        "max_frames", "deinterlace", "double_rate", "crop", "colour", "repair", "chroma_delay")}
+        "max_frames", "deinterlace", "double_rate", "crop", "colour", "repair", "chroma_delay", "drop_repeats")}
     given.update({k: v for k, v in defaults.items() if given[k] is None})
     return options_with_preset(args.preset, encoder_options=_key_values(args.encoder_option),
                                quiet=args.quiet or args.json, resume=not args.no_resume, **given)

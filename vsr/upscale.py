@@ -247,7 +247,8 @@ def options_with_preset(preset_name: str | None, *, encoder_options: dict[str, s
 
     crop = pick("crop", ing.get("crop"), "off")
     mode = pick("repair", ing.get("repair"), "off")
-    repair = RepairOptions(mode="off" if mode is False else str(mode), chroma_delay=given.get("chroma_delay"))
+    repair = RepairOptions(mode="off" if mode is False else str(mode), chroma_delay=given.get("chroma_delay"),
+                           drop_repeats=bool(given.get("drop_repeats")))
     ingest = IngestOptions(deinterlace=pick("deinterlace", ing.get("deinterlace"), "auto"),
                            double_rate=bool(pick("double_rate", ing.get("double_rate"), False)),
                            crop=None if crop in ("off", False) else str(crop),

@@ -251,6 +251,12 @@ class Decoder:
     def _emit(self, frame: av.VideoFrame, rgb: np.ndarray | None = None, filled: int = 0) -> None:
         """One decoded (filtered, repaired) frame; ``rgb``: its picture when the repair stage made it, with
         ``filled`` dropouts. Handled as the pass's phase says; the frame that ends SEEKING is emitted."""
+        repeat = self.repair is not None and self.repair.stats.repeats(rgb)
+        if repeat and self.repair_plan.drop_repeats:  # left out in every phase, as an uninterrupted run does
+            pts, tb = frame.pts if frame.pts is not None else frame.dts, self.info.time_base
+            if self.phase is Phase.EMITTING and pts is not None:
+                self.repair.stats.see(float(pts * tb), float(self._nominal_duration(self.info) * tb), 0, True)
+            return
         if self.phase is Phase.SEEKING and self._seeking(frame, rgb):
             return
         if self.phase not in (Phase.COUNTING, Phase.EMITTING):
@@ -265,7 +271,7 @@ class Decoder:
         if self.phase is Phase.COUNTING:
             self._counting(frame if rgb is None else rgb, pts)
         else:
-            self._emitting(frame, rgb, filled, pts, duration)
+            self._emitting(frame, rgb, filled, pts, duration, repeat)
 
     def _seeking(self, frame: av.VideoFrame, rgb: np.ndarray | None) -> bool:
         """SEEKING: True for a frame up to the start point (kept as context); a later one ends the phase."""
@@ -306,14 +312,15 @@ class Decoder:
         done = self.max_frames is not None and self.stats.decoded >= self.max_frames
         self.phase = Phase.DONE if done else Phase.EMITTING
 
-    def _emitting(self, frame: av.VideoFrame, rgb: np.ndarray | None, filled: int, pts: int, duration: int) -> None:
+    def _emitting(self, frame: av.VideoFrame, rgb: np.ndarray | None, filled: int, pts: int, duration: int,
+                  repeat: bool = False) -> None:
         """EMITTING: the frame into the batch (after the warm-up context at a segment's start)."""
         index = self.stats.decoded
         if rgb is None:
             rgb = self._to_rgb(frame)
         if self.repair is not None:
             tb = self.info.time_base
-            self.repair.stats.see(float(pts * tb), float(self._nominal_duration(self.info) * tb), rgb, filled)
+            self.repair.stats.see(float(pts * tb), float(self._nominal_duration(self.info) * tb), filled, repeat)
         item = [rgb, None]
         if index == 0 or (self.segment_frames and index % self.segment_frames == 0):
             context = list(self._recent)[-self.context_frames:] if self.context_frames and index else []

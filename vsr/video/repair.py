@@ -32,16 +32,20 @@ CERTAIN = (1.03, 1.045)  # a delay is applied only where the misfit rises at lea
 @dataclass(frozen=True)
 class RepairOptions:
     """What to repair: ``mode`` off, auto (each repair detects and applies what it finds) or a set of names
-    (those only, each still measured); ``chroma_delay`` (dx, dy) forces that value."""
+    (those only, each still measured); ``chroma_delay`` (dx, dy) forces that value; ``drop_repeats`` leaves
+    out the frames a capture repeated (with any repair on)."""
 
     mode: str = "off"
     chroma_delay: tuple[float, float] | None = None
+    drop_repeats: bool = False  # frames the capture repeated are left out (their timestamps with them)
 
     def __post_init__(self) -> None:
         self.wanted()
         if self.chroma_delay is not None and max(map(abs, self.chroma_delay)) > MAX_CHROMA_DELAY:
             raise VsrError(f"--chroma-delay {self.chroma_delay[0]:g},{self.chroma_delay[1]:g}: a deck delays "
                            f"chroma by a few pixels; give values within +-{MAX_CHROMA_DELAY:g}")
+        if self.drop_repeats and self.mode == "off":
+            raise VsrError("--drop-repeats needs tape repair on: add --repair auto (or a list)")
 
     def wanted(self) -> frozenset[str]:
         if self.mode == "off":
@@ -65,6 +69,7 @@ class RepairPlan:
     head_switching: int = 0  # rows of the band at the bottom of the picture
     chroma_noise: bool = False
     jitter: float | None = None  # mean |line offset| measured, px: undone when set
+    drop_repeats: bool = False
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -79,7 +84,7 @@ class RepairPlan:
     def identity(self) -> dict[str, object]:
         return {"chroma_delay": list(self.chroma_delay) if self.chroma_delay else None,
                 "dropouts": self.dropouts, "head_switching": self.head_switching, "chroma_noise": self.chroma_noise,
-                "jitter": self.jitter}
+                "jitter": self.jitter, "drop_repeats": self.drop_repeats}
 
 
 def plan_repair(options: RepairOptions, sample: list[np.ndarray], runs: list[list[np.ndarray]] | None = None
@@ -118,7 +123,7 @@ def plan_repair(options: RepairOptions, sample: list[np.ndarray], runs: list[lis
     if delay == (0.0, 0.0):
         delay = None
     return RepairPlan(chroma_delay=delay, dropouts="dropouts" in wanted, head_switching=rows, chroma_noise=noisy,
-                      jitter=jitter, notes=tuple(notes))
+                      jitter=jitter, drop_repeats=options.drop_repeats, notes=tuple(notes))
 
 
 def _chroma_delay(sample: list[np.ndarray], halves: list[tuple[float, float]], notes: list[str]
@@ -170,32 +175,38 @@ class RepairStats:
     dropouts_filled: int = 0
     repeated: list[float] = field(default_factory=list)  # seconds: frames the capture repeated
     gaps: list[float] = field(default_factory=list)  # seconds: frames that follow a gap in the timestamps
-    _last: tuple[float, np.ndarray] | None = None
+    _small: np.ndarray | None = None  # the frame before, at 1/4 size
+    _time: float | None = None
 
-    def see(self, time: float, nominal: float, rgb: np.ndarray, filled: int) -> None:
-        """One output frame at ``time`` s (``nominal``: a frame's usual duration) with ``filled`` dropouts:
-        a repeat is a frame equal to the one before it, or nearly (a capture card fills a lost frame with the
-        last one, which the encoder may have coded again with a little loss; two real frames differ by the
-        tape's noise at least); a gap is a step in the timestamps of more than one and a half frames (a
-        capture card dropped frames, audio went on)."""
-        self.dropouts_filled += filled
+    def repeats(self, rgb: np.ndarray) -> bool:
+        """Whether ``rgb`` repeats the frame before it (every decoded frame comes here, counted or not): equal,
+        or nearly (a capture card fills a lost frame with the last one, which the encoder may have coded again
+        with a little loss; two real frames differ by the tape's noise at least)."""
         small = cv2.resize(rgb, (max(1, rgb.shape[1] // 4), max(1, rgb.shape[0] // 4)),
                            interpolation=cv2.INTER_AREA).astype(np.float32) * (255.0 / peak(rgb))
-        if self._last is not None:
-            before, prev = self._last
-            diff = np.abs(small - prev)
-            if float(diff.mean()) < REPEAT[0] and float(diff.max()) < REPEAT[1]:
-                self.repeated.append(round(time, 3))
-            if nominal and time - before > 1.5 * nominal:
-                self.gaps.append(round(time, 3))
-        self._last = (time, small)
+        prev, self._small = self._small, small
+        if prev is None:
+            return False
+        diff = np.abs(small - prev)
+        return float(diff.mean()) < REPEAT[0] and float(diff.max()) < REPEAT[1]
+
+    def see(self, time: float, nominal: float, filled: int, repeat: bool) -> None:
+        """One frame of the output's at ``time`` s (``nominal``: a frame's usual duration) with ``filled``
+        dropouts, or a repeat left out: a gap is a step in the timestamps of more than one and a half frames
+        (a capture card dropped frames, audio went on)."""
+        self.dropouts_filled += filled
+        if repeat:
+            self.repeated.append(round(time, 3))
+        if self._time is not None and nominal and time - self._time > 1.5 * nominal:
+            self.gaps.append(round(time, 3))
+        self._time = time
 
     def report(self, plan: RepairPlan) -> dict[str, object]:
         """What the repairs found, as ``--json`` gives it."""
         return {"chroma_delay": list(plan.chroma_delay) if plan.chroma_delay else None,
                 "dropouts_filled": self.dropouts_filled, "head_switching_lines": plan.head_switching,
                 "chroma_noise": plan.chroma_noise, "jitter_px": plan.jitter, "repeated_frames": self.repeated,
-                "gaps": self.gaps}
+                "gaps": self.gaps, **({"repeats_dropped": len(self.repeated)} if plan.drop_repeats else {})}
 
 
 class RepairStage:
