@@ -240,6 +240,7 @@ def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.nda
     ref = np.where(_mask(runs, y.shape), median, y)  # the flow should follow the picture, not the streaks
     aligned = [_aligned(ref, _luma(nb), nb) for nb in neighbours]
     temporal = [y - _luma(a) for a in aligned]
+    in_place = [y - _luma(nb) for nb in neighbours]  # the neighbours where they are, motion not compensated
     confirmed = np.zeros((h, w), np.uint8)
     for r, a, b in runs:  # on average over the run: noise inside a streak does not break it
         lift = float(spatial[r, a:b].mean())
@@ -248,7 +249,13 @@ def find_dropouts(cur: np.ndarray, neighbours: list[np.ndarray]) -> tuple[np.nda
         # ... and the two neighbours agree there: they show the picture the streak hides (where the motion
         # is lost, on a moving person's thin details, they do not)
         agree = len(temporal) < 2 or float(np.abs(temporal[0][r, a:b] - temporal[1][r, a:b]).mean()) < abs(lift) / 2
-        if stands_out and agree:
+        # ... and no neighbour has it in the same place (a still line of the picture, a sign's edge, that the
+        # flow moved away where something passed in front of it)
+        still = any(abs(float(d[r, a:b].mean())) < max(t / 2, abs(lift) / 3) for d in in_place)
+        # ... and what they show there looks like the lines around the streak (a thin thing that moved, which
+        # the flow did not follow, leaves something else there)
+        hidden = all(float(np.abs(y - d - median)[r, a:b].mean()) < abs(lift) / 2 for d in temporal)
+        if stands_out and agree and hidden and not still:
             confirmed[r, a:b] = 1
     n, _, stats, _ = cv2.connectedComponentsWithStats(confirmed, connectivity=8)
     streaks = []
