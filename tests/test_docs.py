@@ -50,16 +50,29 @@ def test_every_docs_page_is_linked_from_the_readme():
     assert not missing, f"docs pages not linked from README.md: {missing}"
 
 
+def anchors(page: Path) -> set[str]:
+    """The anchors a markdown viewer gives the page's headings: lower case, punctuation dropped,
+    spaces as hyphens ("## srflow's other uses" -> srflows-other-uses)."""
+    headings = re.findall(r"^#+\s+(.*?)\s*$", page.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
 def test_every_relative_link_and_picture_exists():
     broken = []
     for page in [ROOT / "README.md", *PAGES]:
         for target in LINK.findall(page.read_text()):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
-                continue  # web addresses and anchors within the page
-            path = (page.parent / unquote(target.split("#")[0])).resolve()
-            if not path.exists():
+            if re.match(r"[a-z]+:", target):
+                continue  # web addresses
+            file, _, anchor = unquote(target).partition("#")
+            path = (page.parent / file).resolve() if file else page
+            if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
-    assert not broken, f"links to missing files: {broken}"
+    assert not broken, f"links to missing files or headings: {broken}"
+
+
+def test_anchors_follow_the_headings():
+    assert {"srflows-other-uses", "analog-sources-vhs-dvd"} <= anchors(DOCS / "models.md") | anchors(
+        DOCS / "upscale.md")
 
 
 def test_link_checker_sees_a_broken_link():
