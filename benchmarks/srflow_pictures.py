@@ -1,4 +1,4 @@
-"""The README's pictures of `vsr srflow restore` and `vsr srflow transfer`, made by those commands on
+"""The pictures in docs/models.md of `vsr srflow restore` and `vsr srflow transfer`, made by those commands on
 256 px centre crops of two held-out photos at half size, with the restoration's PSNR printed.
 
     python benchmarks/srflow_pictures.py [--model srflow] [--out docs]
