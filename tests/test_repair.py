@@ -3,6 +3,7 @@ footage comes through bit for bit; a resumed run repairs exactly as an uninterru
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from dataclasses import replace
@@ -222,8 +223,18 @@ def test_vsr_repair_mends_a_folder_and_reports_each_video(tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["skipped"]) == 2
 
 
-def test_repair_auto_changes_nothing_on_clean_footage(tmp_path, capsys):
-    src = tape.write(tmp_path / "clean.mkv", pan(10, seed=8))
+SHARED_VIDEO = Path(os.environ.get("VSR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "video"
+
+
+@pytest.mark.parametrize("clip", ["pan", "tree.avi"])
+def test_repair_auto_changes_nothing_on_clean_footage(tmp_path, capsys, clip):
+    """A generated pan, and real footage (a webcam's, whose frames come at an irregular rate)."""
+    if clip == "pan":
+        src = tape.write(tmp_path / "clean.mkv", pan(10, seed=8))
+    else:
+        src = SHARED_VIDEO / clip
+        if not src.is_file():
+            pytest.skip(f"{src} is not here (set VSR_DATA)")
     outs = {}
     for mode in ("off", "auto"):
         outs[mode] = tmp_path / f"{mode}.mkv"

@@ -253,9 +253,9 @@ class Decoder:
         ``filled`` dropouts. Handled as the pass's phase says; the frame that ends SEEKING is emitted."""
         repeat = self.repair is not None and self.repair.stats.repeats(rgb)
         if repeat and self.repair_plan.drop_repeats:  # left out in every phase, as an uninterrupted run does
-            pts, tb = frame.pts if frame.pts is not None else frame.dts, self.info.time_base
+            pts = frame.pts if frame.pts is not None else frame.dts
             if self.phase is Phase.EMITTING and pts is not None:
-                self.repair.stats.see(float(pts * tb), float(self._nominal_duration(self.info) * tb), 0, True)
+                self.repair.stats.see(float(pts * self.info.time_base), 0, True)
             return
         if self.phase is Phase.SEEKING and self._seeking(frame, rgb):
             return
@@ -319,8 +319,7 @@ class Decoder:
         if rgb is None:
             rgb = self._to_rgb(frame)
         if self.repair is not None:
-            tb = self.info.time_base
-            self.repair.stats.see(float(pts * tb), float(self._nominal_duration(self.info) * tb), filled, repeat)
+            self.repair.stats.see(float(pts * self.info.time_base), filled, repeat)
         item = [rgb, None]
         if index == 0 or (self.segment_frames and index % self.segment_frames == 0):
             context = list(self._recent)[-self.context_frames:] if self.context_frames and index else []

@@ -177,6 +177,7 @@ class RepairStats:
     gaps: list[float] = field(default_factory=list)  # seconds: frames that follow a gap in the timestamps
     _small: np.ndarray | None = None  # the frame before, at 1/4 size
     _time: float | None = None
+    _steps: deque[float] = field(default_factory=lambda: deque(maxlen=25))  # the last steps in the timestamps
 
     def repeats(self, rgb: np.ndarray) -> bool:
         """Whether ``rgb`` repeats the frame before it (every decoded frame comes here, counted or not): equal,
@@ -190,15 +191,20 @@ class RepairStats:
         diff = np.abs(small - prev)
         return float(diff.mean()) < REPEAT[0] and float(diff.max()) < REPEAT[1]
 
-    def see(self, time: float, nominal: float, filled: int, repeat: bool) -> None:
-        """One frame of the output's at ``time`` s (``nominal``: a frame's usual duration) with ``filled``
-        dropouts, or a repeat left out: a gap is a step in the timestamps of more than one and a half frames
-        (a capture card dropped frames, audio went on)."""
+    def see(self, time: float, filled: int, repeat: bool) -> None:
+        """One frame of the output's at ``time`` s with ``filled`` dropouts, or a repeat left out: a gap is a
+        step in the timestamps of more than one and three quarter frames (a capture card dropped frames, audio
+        went on), a frame being the median of the last steps (a webcam's or a phone's rate is not the one its
+        stream states)."""
         self.dropouts_filled += filled
         if repeat:
             self.repeated.append(round(time, 3))
-        if self._time is not None and nominal and time - self._time > 1.5 * nominal:
-            self.gaps.append(round(time, 3))
+        if self._time is not None:
+            step = time - self._time
+            usual = float(np.median(self._steps)) if len(self._steps) >= 3 else None  # judged from the fourth
+            if usual and step > 1.75 * usual:
+                self.gaps.append(round(time, 3))
+            self._steps.append(step)
         self._time = time
 
     def report(self, plan: RepairPlan) -> dict[str, object]:
