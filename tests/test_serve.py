@@ -1,0 +1,185 @@
+"""vsr serve driven through its HTTP API: a job runs to its output, pauses at a segment's end and resumes,
+survives a restart of the server without computing a frame twice, cancels with its work folder; paths out of
+the root and calls without the token are refused; the command serves the page and the event stream."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from vsr.serve.app import create_app, needs_token
+from vsr.video.resume import work_dir_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import media  # noqa: E402
+
+FRAMES = 40
+JOB = {"path": "tapes/tape.mp4", "model": "compact", "segment_frames": 5}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "root" / "tapes").mkdir(parents=True)
+    media.make_mp4(tmp_path / "root" / "tapes" / "tape.mp4", frames=FRAMES, audio=False)
+    return tmp_path / "root"
+
+
+def client(root: Path, **kw) -> TestClient:
+    return TestClient(create_app(root, root.parent / "state", **kw), base_url="http://127.0.0.1")
+
+
+def job(c: TestClient, job_id: str) -> dict:
+    jobs = c.get("/api/jobs").json()["jobs"]
+    return next(j for j in jobs if j["id"] == job_id)
+
+
+def wait(c: TestClient, job_id: str, until, timeout: float = 60.0) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        j = job(c, job_id)
+        if until(j):
+            return j
+        time.sleep(0.02)
+    raise AssertionError(f"job never reached the state wanted: {j}")
+
+
+def frames_in(path: Path) -> int:
+    with av.open(str(path)) as f:
+        return sum(1 for _ in f.decode(video=0))
+
+
+def test_a_job_runs_to_its_output(root):
+    with client(root) as c:
+        assert "<title>vsr</title>" in c.get("/").text
+        assert {"vhs", "dvd"} <= {p["name"] for p in c.get("/api/presets").json()}
+        assert "compact" in {m["name"] for m in c.get("/api/models").json()}
+        listing = c.get("/api/browse", params={"path": "tapes"}).json()
+        assert [e["path"] for e in listing["entries"]] == ["tapes/tape.mp4"] and listing["parent"] == ""
+        r = c.post("/api/jobs", json=JOB)
+        assert r.status_code == 201, r.text
+        done = wait(c, r.json()["id"], lambda j: j["state"] in ("done", "failed"))
+        assert done["state"] == "done", done
+        out = Path(done["output"])
+        assert out == root / "tapes" / "tape_vsr.mp4" and frames_in(out) == FRAMES
+        assert done["report"]["frames"] == FRAMES and done["done"] == done["total"] == FRAMES
+        assert done["command"][:2] == ["vsr", "upscale"] and "--model" in done["command"]
+        assert not work_dir_for(out).exists()
+        assert c.get(f"/api/jobs/{done['id']}/output").content == out.read_bytes()
+
+
+def test_pause_resume_and_a_restart_compute_no_frame_twice(root):
+    with client(root) as c:
+        job_id = c.post("/api/jobs", json=JOB).json()["id"]
+        wait(c, job_id, lambda j: j["done"] >= 2)
+        assert c.post(f"/api/jobs/{job_id}/pause").status_code == 200
+        paused = wait(c, job_id, lambda j: j["state"] != "running")
+        assert paused["state"] == "paused", paused
+        # it stopped where a segment ends: every frame done is kept in the work folder
+        assert paused["done"] % 5 == 0 and 0 < paused["done"] < FRAMES
+        out = root / "tapes" / "tape_vsr.mp4"
+        manifest = json.loads((work_dir_for(out) / "manifest.json").read_text())
+        assert sum(s["frames"] for s in manifest["segments"]) == paused["done"]
+        assert c.post(f"/api/jobs/{job_id}/resume").status_code == 200
+        wait(c, job_id, lambda j: j["state"] == "running" and j["done"] >= paused["done"] + 7)
+    # the server stopped mid-job (leaving the client stops it): the job waits, its segments kept
+    state = json.loads((root.parent / "state" / "queue.json").read_text())
+    assert [j["state"] for j in state["jobs"]] == ["queued"]
+    kept = json.loads((work_dir_for(out) / "manifest.json").read_text())
+    kept_frames = sum(s["frames"] for s in kept["segments"])
+    assert kept_frames >= paused["done"] + 5
+    with client(root) as c:  # a new server on the same state continues it
+        done = wait(c, job_id, lambda j: j["state"] in ("done", "failed"))
+    assert done["state"] == "done", done
+    assert f"{kept_frames} of {FRAMES} frames came from the earlier, interrupted run" in done["note"]
+    assert frames_in(out) == FRAMES and not work_dir_for(out).exists()
+
+
+def test_cancel_removes_the_work_folder(root):
+    with client(root) as c:
+        first = c.post("/api/jobs", json=JOB).json()["id"]
+        second = c.post("/api/jobs", json={**JOB, "output": "tapes/other.mkv"}).json()["id"]
+        wait(c, first, lambda j: j["done"] >= 6)  # a segment is in the work folder
+        assert work_dir_for(root / "tapes" / "tape_vsr.mp4").exists()
+        assert c.post(f"/api/jobs/{second}/cancel").json() == {"id": second}  # still queued
+        c.post(f"/api/jobs/{first}/cancel")
+        cancelled = wait(c, first, lambda j: j["state"] != "running")
+        assert cancelled["state"] == "cancelled" and job(c, second)["state"] == "cancelled"
+        assert not (root / "tapes" / "tape_vsr.mp4").exists() and not (root / "tapes" / "other.mkv").exists()
+        assert not work_dir_for(root / "tapes" / "tape_vsr.mp4").exists()
+        assert c.post(f"/api/jobs/{first}/pause").status_code == 400  # nothing left to pause
+        assert c.delete(f"/api/jobs/{first}").status_code == 200
+        assert [j["id"] for j in c.get("/api/jobs").json()["jobs"]] == [second]
+
+
+def test_paths_outside_the_root_are_refused(root, tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    media.make_mp4(secret / "private.mp4", frames=2, audio=False)
+    os.symlink(secret, root / "link-out")
+    os.symlink(root / "tapes", root / "link-in")
+    with client(root) as c:
+        names = [e["name"] for e in c.get("/api/browse").json()["entries"]]
+        assert names == ["link-in", "tapes"]  # the link that leaves the root is not shown
+        for path in ("..", "../secret", "tapes/../../secret", "/etc", "link-out", "link-out/private.mp4"):
+            r = c.get("/api/browse", params={"path": path})
+            assert r.status_code == 403, (path, r.text)
+        assert c.post("/api/jobs", json={**JOB, "path": "link-out/private.mp4"}).status_code == 403
+        assert c.post("/api/jobs", json={**JOB, "output": "../stolen.mp4"}).status_code == 403
+        assert c.get("/api/browse", params={"path": "link-in"}).json()["entries"][0]["name"] == "tape.mp4"
+        # refusals of options are one line each, and nothing is queued
+        bad = c.post("/api/jobs", json={**JOB, "model": "nosuch"})
+        assert bad.status_code == 400 and "unknown model 'nosuch'" in bad.json()["detail"]
+        bad = c.post("/api/jobs", json={**JOB, "codec": "ffv1", "crf": 10})
+        assert bad.status_code == 400 and "ffv1 takes no --crf" in bad.json()["detail"]
+        assert c.post("/api/jobs", json={**JOB, "shell": "rm -rf /"}).status_code == 422
+        assert c.get("/api/jobs").json()["jobs"] == []
+
+
+def test_a_token_is_asked_of_every_api_call_off_this_machine(root):
+    assert needs_token("0.0.0.0") and needs_token("192.168.1.5") and not needs_token("127.0.0.1")
+    with client(root, token="s3cret", local=False) as c:
+        assert c.get("/").status_code == 200  # the page itself holds nothing: it asks for the token
+        assert c.get("/api/jobs").status_code == 401
+        assert c.get("/api/browse", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/api/jobs", json=JOB).status_code == 401
+        assert c.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/api/jobs", params={"token": "s3cret"}).status_code == 200
+    with client(root) as c:  # a local server answers only the loopback names (a rebinding page gets nothing)
+        assert c.get("/api/jobs", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_the_command_serves_the_page_and_the_event_stream(root, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with httpx.Client() as probe_port:  # a free port: bind to 0 and let it go
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "vsr", "serve", "--root", str(root), "--port", str(port),
+                                 "--state", str(tmp_path / "state")], stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            line = proc.stdout.readline()
+            address = re.search(r"http://\S+", line).group(0)
+            assert address == f"http://127.0.0.1:{port}/"
+            for _ in range(100):  # the server starts listening just after it prints
+                try:
+                    page = probe_port.get(address)
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.05)
+            assert page.status_code == 200 and "EventSource" in page.text and "http" not in page.text.split(
+                "<script>")[0].replace("http-equiv", "")  # no assets from elsewhere
+            with probe_port.stream("GET", address + "api/events", timeout=10) as events:
+                first = next(line for line in events.iter_lines() if line.startswith("data: "))
+            assert json.loads(first[6:])["jobs"] == []
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 0

@@ -1,0 +1,182 @@
+"""The HTTP side of ``vsr serve``: a JSON API over the queue (vsr.serve.jobqueue), the folders under the root
+(vsr.serve.paths), the shipped presets and the model cards, a stream of the queue's state (server-sent
+events), and the one page that uses them (page.html, served from the package: the page needs no internet).
+
+FastAPI (on Starlette, served by uvicorn) because the API is a dozen small JSON routes whose bodies are
+checked by their types, server-sent events need nothing but a streaming response, and the long work runs in
+a plain thread the routes only read; the page stays one HTML file of plain JavaScript.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__, catalog, zoo
+from ..errors import VsrError
+from .jobqueue import JobQueue
+from .paths import OutsideRoot, Root
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+EVENT_EVERY_S = 0.5  # the stream's check for changes; the page's progress is never older than this
+
+
+class JobRequest(BaseModel):
+    """A file and the `vsr upscale` options the page offers (see jobqueue.FLAGS); None: the default."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str  # the input, relative to the root
+    output: str | None = None  # relative to the root; default beside the input, as vsr upscale names it
+    preset: str | None = None
+    model: str | None = None
+    scale: float | None = Field(None, gt=0, le=16)
+    temperature: float | None = Field(None, ge=0)
+    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+    codec: str | None = Field(None, pattern=r"^[a-z0-9_-]+$")
+    crf: float | None = Field(None, ge=0, le=63)
+    repair: str | None = Field(None, pattern=r"^[a-z,-]+$")
+    segment_frames: int | None = Field(None, ge=1)
+    max_frames: int | None = Field(None, ge=1)
+
+
+def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: bool = True) -> FastAPI:
+    """``token``: required of every API call (a header ``Authorization: Bearer T`` or ``?token=T``);
+    ``local``: only requests addressed to this machine's loopback names are answered (a web site that
+    points its own name at 127.0.0.1 cannot reach the API)."""
+    top = Root(root)
+    jobs = JobQueue(state_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        jobs.start()
+        try:
+            yield
+        finally:  # the running job stops at its next batch; its finished segments wait for the next start
+            await asyncio.to_thread(jobs.stop)
+
+    app = FastAPI(title="vsr", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.queue, app.state.root = jobs, top
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if local and request.url.hostname not in LOCAL_HOSTS:
+            return JSONResponse({"detail": f"this server answers only {', '.join(LOCAL_HOSTS)}"}, status_code=400)
+        if token is not None and request.url.path.startswith("/api/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
+                or request.query_params.get("token", "")
+            if not secrets.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"detail": "a token is required: the one `vsr serve` printed"}, status_code=401)
+        return await call_next(request)
+
+    @app.exception_handler(VsrError)
+    async def refused(request: Request, exc: VsrError):
+        status = 403 if isinstance(exc, OutsideRoot) else 400
+        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=status)
+
+    @app.exception_handler(KeyError)
+    async def unknown_job(request: Request, exc: KeyError):
+        return JSONResponse({"detail": f"no job {exc.args[0]!r}"}, status_code=404)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return (resources.files("vsr.serve") / "page.html").read_text(encoding="utf-8")
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return {"version": __version__, "root": str(top.folder)}
+
+    @app.get("/api/browse")
+    def browse(path: str = "") -> dict[str, Any]:
+        return top.listing(path)
+
+    @app.get("/api/presets")
+    def presets() -> list[dict[str, Any]]:
+        from ..upscale import load_preset
+
+        out = []
+        for name in catalog.names("preset"):
+            data = load_preset(name)
+            out.append({"name": name, "description": data.get("description", ""), "model": data.get("model")})
+        return out
+
+    @app.get("/api/models")
+    def models() -> list[dict[str, Any]]:
+        return [{"name": name, "description": card.description, "architecture": card.architecture,
+                 "scale": card.scale, "content": card.content, "license": card.license,
+                 "weights": "present" if zoo.weights_present(card) else
+                 ("converted on first use" if card.ncnn else "missing")}
+                for name, card in sorted(zoo.cards().items())]
+
+    @app.get("/api/jobs")
+    def list_jobs() -> dict[str, Any]:
+        version, entries = jobs.snapshot()
+        return {"version": version, "jobs": entries}
+
+    @app.post("/api/jobs", status_code=201)
+    def add_job(req: JobRequest) -> dict[str, Any]:
+        src = top.resolve(req.path)
+        if not src.is_file():
+            raise VsrError(f"{req.path!r} is not a file under the root")
+        dst = top.resolve(req.output) if req.output else None
+        if dst is not None and not dst.parent.is_dir():
+            raise VsrError(f"the folder of the output {req.output!r} does not exist")
+        if req.model is not None and req.model not in zoo.cards():
+            raise VsrError(f"unknown model {req.model!r}; expected one of: {', '.join(sorted(zoo.cards()))}")
+        if req.preset is not None and req.preset not in catalog.names("preset"):
+            raise VsrError(f"unknown preset {req.preset!r}; expected one of: {', '.join(catalog.names('preset'))}")
+        settings = req.model_dump(exclude={"path", "output"}, exclude_none=True)
+        entry = jobs.add(src, dst, settings)
+        return {"id": entry.id}
+
+    @app.post("/api/jobs/{job_id}/{action}")
+    def act(job_id: str, action: str) -> dict[str, Any]:
+        do = {"pause": jobs.pause, "resume": jobs.resume, "cancel": jobs.cancel}.get(action)
+        if do is None:
+            raise HTTPException(404, f"no action {action!r}; expected pause, resume or cancel")
+        return {"id": do(job_id).id}
+
+    @app.delete("/api/jobs/{job_id}")
+    def remove(job_id: str) -> dict[str, Any]:
+        jobs.remove(job_id)
+        return {"id": job_id}
+
+    @app.get("/api/jobs/{job_id}/output")
+    def output(job_id: str) -> FileResponse:
+        entry = jobs.get(job_id)
+        if entry.state != "done" or not entry.output:
+            raise VsrError(f"job {job_id} has no output yet ({entry.state})")
+        path = top.resolve(top.relative(Path(entry.output)))
+        return FileResponse(path, filename=path.name)
+
+    @app.get("/api/events")
+    async def events(request: Request) -> StreamingResponse:
+        """The queue as server-sent events: a snapshot whenever it changed (checked every EVENT_EVERY_S)."""
+        async def stream():
+            last, sent = -1, time.monotonic()
+            while not jobs.stopping.is_set() and not await request.is_disconnected():
+                version, entries = jobs.snapshot()
+                if version != last:
+                    yield f"data: {json.dumps({'version': version, 'jobs': entries})}\n\n"
+                    last, sent = version, time.monotonic()
+                elif time.monotonic() - sent > 15:
+                    yield ": still here\n\n"  # keeps proxies and the browser from dropping an idle stream
+                    sent = time.monotonic()
+                await asyncio.sleep(EVENT_EVERY_S)
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def needs_token(host: str) -> bool:
+    """Any address but the loopback one lets other machines in: they must show the printed token."""
+    return host not in LOCAL_HOSTS
