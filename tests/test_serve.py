@@ -22,7 +22,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media  # noqa: E402
 
 FRAMES = 40
-JOB = {"path": "tapes/tape.mp4", "model": "compact", "segment_frames": 5}
+# the fastest settings: the smallest model, no OpenVINO conversion, the quickest encoder preset
+JOB = {"path": "tapes/tape.mp4", "model": "compact", "segment_frames": 5, "backend": "torch",
+       "encoder_preset": "ultrafast"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The jobs run in the server's thread while the test polls: one torch thread keeps a tiny network's
+    frame at milliseconds on a busy machine instead of OpenMP threads waiting on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def steady(monkeypatch):
+    """At least 40 ms a frame however fast the machine, so the test's pause or stop lands mid-video."""
+    import vsr.serve.jobqueue as jq
+
+    real = jq.restore_file
+
+    def restore_file(src, dst, opts, *, progress):
+        def slowed(done, total):
+            time.sleep(0.04)
+            progress(done, total)
+        return real(src, dst, opts, progress=slowed)
+    monkeypatch.setattr(jq, "restore_file", restore_file)
 
 
 @pytest.fixture
@@ -75,7 +104,7 @@ def test_a_job_runs_to_its_output(root):
         assert c.get(f"/api/jobs/{done['id']}/output").content == out.read_bytes()
 
 
-def test_pause_resume_and_a_restart_compute_no_frame_twice(root):
+def test_pause_resume_and_a_restart_compute_no_frame_twice(root, steady):
     with client(root) as c:
         job_id = c.post("/api/jobs", json=JOB).json()["id"]
         wait(c, job_id, lambda j: j["done"] >= 2)
@@ -102,7 +131,7 @@ def test_pause_resume_and_a_restart_compute_no_frame_twice(root):
     assert frames_in(out) == FRAMES and not work_dir_for(out).exists()
 
 
-def test_cancel_removes_the_work_folder(root):
+def test_cancel_removes_the_work_folder(root, steady):
     with client(root) as c:
         first = c.post("/api/jobs", json=JOB).json()["id"]
         second = c.post("/api/jobs", json={**JOB, "output": "tapes/other.mkv"}).json()["id"]

@@ -30,7 +30,8 @@ from ..video.transcode import DEFAULT_SEGMENT_FRAMES
 STATES = ("queued", "running", "paused", "done", "failed", "cancelled")
 # the `vsr upscale` options the page offers, each with its flag
 FLAGS = {"preset": "--preset", "model": "--model", "scale": "--scale", "temperature": "--tau",
-         "device": "--device", "codec": "--codec", "crf": "--crf", "repair": "--repair",
+         "device": "--device", "backend": "--backend", "codec": "--codec", "crf": "--crf",
+         "encoder_preset": "--encoder-preset", "repair": "--repair",
          "segment_frames": "--segment-frames", "max_frames": "--max-frames"}
 # every option of an upscale job as the command line gives it when not named (see cli._job_options)
 _CLI_DEFAULTS: dict[str, Any] = {
