@@ -212,3 +212,27 @@ def test_the_command_serves_the_page_and_the_event_stream(root, tmp_path):
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=20) == 0
+
+
+def test_a_preview_restores_the_frame_at_the_chosen_time(root):
+    from vsr import images
+
+    with client(root) as c:
+        r = c.post("/api/preview", json={**JOB, "at": 0.6, "crf": 30})
+        assert r.status_code == 200, r.text
+        shown = r.json()
+        assert shown["before"] == [64, 48] and shown["after"] == [256, 192]
+        folder = root.parent / "state" / "previews" / shown["id"]
+        for name in ("before", "after"):
+            png = c.get(shown[f"{name}_url"])
+            assert png.status_code == 200 and png.content == (folder / f"{name}.png").read_bytes()
+        # the input frame shown is the one at 0.6 s (frame 15 of the 25 frame/s clip), not the first
+        with av.open(str(root / "tapes" / "tape.mp4")) as f:
+            frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+        before = images.read_image(folder / "before.png").astype(float)
+        errors = [abs(before - fr).mean() for fr in frames]
+        assert min(range(len(frames)), key=errors.__getitem__) == 15
+        late = c.post("/api/preview", json={**JOB, "at": 60})
+        assert late.status_code == 400 and "choose a time within the clip" in late.json()["detail"]
+        assert c.get(f"/api/preview/{shown['id']}/../../queue.json").status_code == 404
+        assert c.get("/api/jobs").json()["jobs"] == []  # a preview is no job

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -48,6 +49,10 @@ class JobRequest(BaseModel):
     repair: str | None = Field(None, pattern=r"^[a-z,-]+$")
     segment_frames: int | None = Field(None, ge=1)
     max_frames: int | None = Field(None, ge=1)
+
+
+class PreviewRequest(JobRequest):
+    at: float = Field(0.0, ge=0)  # seconds into the file
 
 
 def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: bool = True) -> FastAPI:
@@ -124,8 +129,8 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         version, entries = jobs.snapshot()
         return {"version": version, "jobs": entries}
 
-    @app.post("/api/jobs", status_code=201)
-    def add_job(req: JobRequest) -> dict[str, Any]:
+    def checked(req: JobRequest) -> tuple[Path, dict[str, Any], Path | None]:
+        """The input, the settings and the output (None: the default) of a request, or why not."""
         src = top.resolve(req.path)
         if not src.is_file():
             raise VsrError(f"{req.path!r} is not a file under the root")
@@ -136,9 +141,31 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
             raise VsrError(f"unknown model {req.model!r}; expected one of: {', '.join(sorted(zoo.cards()))}")
         if req.preset is not None and req.preset not in catalog.names("preset"):
             raise VsrError(f"unknown preset {req.preset!r}; expected one of: {', '.join(catalog.names('preset'))}")
-        settings = req.model_dump(exclude={"path", "output"}, exclude_none=True)
-        entry = jobs.add(src, dst, settings)
-        return {"id": entry.id}
+        return src, req.model_dump(exclude={"path", "output", "at"}, exclude_none=True), dst
+
+    @app.post("/api/jobs", status_code=201)
+    def add_job(req: JobRequest) -> dict[str, Any]:
+        src, settings, dst = checked(req)
+        return {"id": jobs.add(src, dst, settings).id}
+
+    @app.post("/api/preview")
+    def preview(req: PreviewRequest) -> dict[str, Any]:
+        """The frame at ``at`` restored as the job would restore it (vsr.serve.preview)."""
+        from .preview import make_preview
+
+        src, settings = checked(req)[:2]
+        shown = make_preview(src, req.at, settings, jobs.state_dir / "previews")
+        base = f"/api/preview/{shown['id']}/"
+        return {**shown, "before_url": base + "before.png", "after_url": base + "after.png"}
+
+    @app.get("/api/preview/{key}/{name}")
+    def preview_image(key: str, name: str) -> FileResponse:
+        if not re.fullmatch(r"[0-9a-f]{12}", key) or name not in ("before.png", "after.png"):
+            raise HTTPException(404, "no such preview")
+        path = jobs.state_dir / "previews" / key / name
+        if not path.is_file():
+            raise HTTPException(404, "no such preview (only the newest are kept)")
+        return FileResponse(path, media_type="image/png")
 
     @app.post("/api/jobs/{job_id}/{action}")
     def act(job_id: str, action: str) -> dict[str, Any]:
