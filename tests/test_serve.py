@@ -94,7 +94,7 @@ def test_a_job_runs_to_its_output(root):
         assert [e["path"] for e in listing["entries"]] == ["tapes/tape.mp4"] and listing["parent"] == ""
         r = c.post("/api/jobs", json=JOB)
         assert r.status_code == 201, r.text
-        done = wait(c, r.json()["id"], lambda j: j["state"] in ("done", "failed"))
+        done = wait(c, r.json()["ids"][0], lambda j: j["state"] in ("done", "failed"))
         assert done["state"] == "done", done
         out = Path(done["output"])
         assert out == root / "tapes" / "tape_vsr.mp4" and frames_in(out) == FRAMES
@@ -106,7 +106,7 @@ def test_a_job_runs_to_its_output(root):
 
 def test_pause_resume_and_a_restart_compute_no_frame_twice(root, steady):
     with client(root) as c:
-        job_id = c.post("/api/jobs", json=JOB).json()["id"]
+        job_id = c.post("/api/jobs", json=JOB).json()["ids"][0]
         wait(c, job_id, lambda j: j["done"] >= 2)
         assert c.post(f"/api/jobs/{job_id}/pause").status_code == 200
         paused = wait(c, job_id, lambda j: j["state"] != "running")
@@ -133,8 +133,8 @@ def test_pause_resume_and_a_restart_compute_no_frame_twice(root, steady):
 
 def test_cancel_removes_the_work_folder(root, steady):
     with client(root) as c:
-        first = c.post("/api/jobs", json=JOB).json()["id"]
-        second = c.post("/api/jobs", json={**JOB, "output": "tapes/other.mkv"}).json()["id"]
+        first = c.post("/api/jobs", json=JOB).json()["ids"][0]
+        second = c.post("/api/jobs", json={**JOB, "output": "tapes/other.mkv"}).json()["ids"][0]
         wait(c, first, lambda j: j["done"] >= 6)  # a segment is in the work folder
         assert work_dir_for(root / "tapes" / "tape_vsr.mp4").exists()
         assert c.post(f"/api/jobs/{second}/cancel").json() == {"id": second}  # still queued
@@ -236,3 +236,29 @@ def test_a_preview_restores_the_frame_at_the_chosen_time(root):
         assert late.status_code == 400 and "choose a time within the clip" in late.json()["detail"]
         assert c.get(f"/api/preview/{shown['id']}/../../queue.json").status_code == 404
         assert c.get("/api/jobs").json()["jobs"] == []  # a preview is no job
+
+
+def test_a_folder_in_the_order_chosen_and_a_failed_file_does_not_stop_the_queue(root, steady):
+    from vsr.errors import VsrError
+    from vsr.serve.jobqueue import JobQueue
+
+    (root / "tapes" / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    with client(root) as c:
+        with pytest.raises(VsrError, match="another vsr serve keeps its queue"):
+            JobQueue(root.parent / "state")  # one server per queue
+        first = c.post("/api/jobs", json={**JOB, "output": "first.mkv"}).json()["ids"][0]
+        broken, tape = c.post("/api/jobs", json={**JOB, "path": "tapes", "max_frames": 5}).json()["ids"]
+        assert [job(c, i)["src"].rsplit("/", 1)[1] for i in (broken, tape)] == ["broken.mp4", "tape.mp4"]
+        c.post(f"/api/jobs/{tape}/up")
+        assert [j["id"] for j in c.get("/api/jobs").json()["jobs"]] == [first, tape, broken]
+        ended: list[str] = []
+        end = time.monotonic() + 60
+        while len(ended) < 3 and time.monotonic() < end:
+            for j in c.get("/api/jobs").json()["jobs"]:
+                if j["state"] in ("done", "failed") and j["id"] not in ended:
+                    ended.append(j["id"])
+            time.sleep(0.02)
+        assert ended == [first, tape, broken]
+        failed, done = job(c, broken), job(c, tape)
+        assert failed["state"] == "failed" and failed["error"] and "\n" not in failed["error"]
+        assert done["state"] == "done" and frames_in(Path(done["output"])) == 5

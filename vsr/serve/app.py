@@ -132,8 +132,8 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
     def checked(req: JobRequest) -> tuple[Path, dict[str, Any], Path | None]:
         """The input, the settings and the output (None: the default) of a request, or why not."""
         src = top.resolve(req.path)
-        if not src.is_file():
-            raise VsrError(f"{req.path!r} is not a file under the root")
+        if not src.exists():
+            raise VsrError(f"{req.path!r} is not under the root")
         dst = top.resolve(req.output) if req.output else None
         if dst is not None and not dst.parent.is_dir():
             raise VsrError(f"the folder of the output {req.output!r} does not exist")
@@ -145,8 +145,16 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
 
     @app.post("/api/jobs", status_code=201)
     def add_job(req: JobRequest) -> dict[str, Any]:
+        """A file, or each image and video of a folder (not its subfolders): one job each."""
         src, settings, dst = checked(req)
-        return {"id": jobs.add(src, dst, settings).id}
+        if not src.is_dir():
+            return {"ids": [jobs.add(src, dst / src.name if dst and dst.is_dir() else dst, settings).id]}
+        files = [top.resolve(e["path"]) for e in top.listing(req.path)["entries"] if not e["dir"]]
+        if not files:
+            raise VsrError(f"{req.path!r} holds no images or videos")
+        if dst is not None and not dst.is_dir():
+            raise VsrError(f"the output of a folder is a folder; {req.output!r} is none")
+        return {"ids": [jobs.add(f, dst / f.name if dst else None, settings).id for f in files]}
 
     @app.post("/api/preview")
     def preview(req: PreviewRequest) -> dict[str, Any]:
@@ -154,6 +162,8 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         from .preview import make_preview
 
         src, settings = checked(req)[:2]
+        if not src.is_file():
+            raise VsrError(f"{req.path!r} is a folder; preview one of its files")
         shown = make_preview(src, req.at, settings, jobs.state_dir / "previews")
         base = f"/api/preview/{shown['id']}/"
         return {**shown, "before_url": base + "before.png", "after_url": base + "after.png"}
@@ -169,9 +179,10 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
 
     @app.post("/api/jobs/{job_id}/{action}")
     def act(job_id: str, action: str) -> dict[str, Any]:
-        do = {"pause": jobs.pause, "resume": jobs.resume, "cancel": jobs.cancel}.get(action)
+        do = {"pause": jobs.pause, "resume": jobs.resume, "cancel": jobs.cancel,
+              "up": lambda i: jobs.move(i, -1), "down": lambda i: jobs.move(i, 1)}.get(action)
         if do is None:
-            raise HTTPException(404, f"no action {action!r}; expected pause, resume or cancel")
+            raise HTTPException(404, f"no action {action!r}; expected pause, resume, cancel, up or down")
         return {"id": do(job_id).id}
 
     @app.delete("/api/jobs/{job_id}")

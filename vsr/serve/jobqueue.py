@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VsrError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 from ..job import UpscaleOptions, restore_file
 from ..projection import format_duration
 from ..upscale import default_output, options_with_preset
@@ -91,6 +96,7 @@ class JobQueue:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.file = self.state_dir / "queue.json"
+        self._hold = self._lock_state()
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -156,6 +162,16 @@ class JobQueue:
             self._changed()
         return entry
 
+    def move(self, job_id: str, step: int) -> Entry:
+        """Earlier (step -1) or later (+1) in the queue: the worker takes the first queued job."""
+        with self.lock:
+            entry = self._get(job_id)
+            i = self.jobs.index(entry)
+            j = min(max(i + step, 0), len(self.jobs) - 1)
+            self.jobs.insert(j, self.jobs.pop(i))
+            self._changed()
+            return entry
+
     def remove(self, job_id: str) -> None:
         """Take a finished, failed or cancelled job off the list (its output stays)."""
         with self.lock:
@@ -185,6 +201,9 @@ class JobQueue:
         self.wake.set()
         if self.thread is not None:
             self.thread.join(timeout)
+        if self._hold is not None:  # another server may keep this queue now
+            os.close(self._hold)
+            self._hold = None
 
     def _work(self) -> None:
         while not self.stopping.is_set():
@@ -278,6 +297,19 @@ class JobQueue:
             lock_path_for(out).unlink(missing_ok=True)
 
     # --- keeping the queue --------------------------------------------------------------------------
+    def _lock_state(self) -> int | None:
+        """One server per queue: two would run the same jobs into the same outputs."""
+        if fcntl is None:  # pragma: no cover - Windows: keeping one server per --state is up to the user
+            return None
+        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise VsrError(f"another vsr serve keeps its queue in {self.state_dir}; stop it, or give this one "
+                           "another --state") from None
+        return fd
+
     def _get(self, job_id: str) -> Entry:
         for e in self.jobs:
             if e.id == job_id:
