@@ -262,3 +262,24 @@ def test_a_folder_in_the_order_chosen_and_a_failed_file_does_not_stop_the_queue(
         failed, done = job(c, broken), job(c, tape)
         assert failed["state"] == "failed" and failed["error"] and "\n" not in failed["error"]
         assert done["state"] == "done" and frames_in(Path(done["output"])) == 5
+
+
+def test_an_upload_makes_a_new_file_and_overwrites_nothing(root):
+    clip = (root / "tapes" / "tape.mp4").read_bytes()
+    with TestClient(create_app(root, root.parent / "state", upload_limit=len(clip)),
+                    base_url="http://127.0.0.1") as c:
+        first = c.post("/api/upload", params={"name": "tape.mp4"}, content=clip)
+        again = c.post("/api/upload", params={"name": "../../tape.mp4"}, content=clip[:100])
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert [first.json()["path"], again.json()["path"]] == ["vsr-uploads/tape.mp4", "vsr-uploads/tape-1.mp4"]
+        assert (root / "vsr-uploads" / "tape.mp4").read_bytes() == clip  # the second did not overwrite it
+        assert (root / "vsr-uploads" / "tape-1.mp4").read_bytes() == clip[:100]
+        big = c.post("/api/upload", params={"name": "big.mp4"}, content=clip + b"x")
+        assert big.status_code == 413 and "upload limit" in big.json()["detail"]
+        assert c.post("/api/upload", params={"name": "run.sh"}, content=b"echo").status_code == 400
+        assert sorted(p.name for p in (root / "vsr-uploads").iterdir()) == ["tape-1.mp4", "tape.mp4"]
+        # another site's page in the same browser changes nothing
+        sent = c.post("/api/upload", params={"name": "x.mp4"}, content=b"x", headers={"Origin": "http://evil.example"})
+        assert sent.status_code == 403
+        assert c.post("/api/jobs", json={**JOB, "path": "vsr-uploads/tape.mp4"},
+                      headers={"Origin": "http://127.0.0.1"}).status_code == 201

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import uuid
 import secrets
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
@@ -24,10 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__, catalog, zoo
 from ..errors import VsrError
+from ..images import IMAGE_SUFFIXES
+from ..video import VIDEO_SUFFIXES
 from .jobqueue import JobQueue
 from .paths import OutsideRoot, Root
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+UPLOADS = "vsr-uploads"  # the folder under the root that files dropped on the page go to
+UPLOAD_LIMIT = 64 * 2**30  # bytes: a few hours of DV or a DVD's VOBs, not a full disk
 EVENT_EVERY_S = 0.5  # the stream's check for changes; the page's progress is never older than this
 
 
@@ -55,8 +62,10 @@ class PreviewRequest(JobRequest):
     at: float = Field(0.0, ge=0)  # seconds into the file
 
 
-def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: bool = True) -> FastAPI:
-    """``token``: required of every API call (a header ``Authorization: Bearer T`` or ``?token=T``);
+def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: bool = True,
+               upload_limit: int = UPLOAD_LIMIT) -> FastAPI:
+    """Files dropped on the page go to UPLOADS under the root, each at most ``upload_limit`` bytes.
+    ``token``: required of every API call (a header ``Authorization: Bearer T`` or ``?token=T``);
     ``local``: only requests addressed to this machine's loopback names are answered (a web site that
     points its own name at 127.0.0.1 cannot reach the API)."""
     top = Root(root)
@@ -78,6 +87,10 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
     async def guard(request: Request, call_next):
         if local and request.url.hostname not in LOCAL_HOSTS:
             return JSONResponse({"detail": f"this server answers only {', '.join(LOCAL_HOSTS)}"}, status_code=400)
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get("host"):
+            # another site's page in the same browser may send a form here; it may not change anything
+            return JSONResponse({"detail": "requests from other sites are refused"}, status_code=403)
         if token is not None and request.url.path.startswith("/api/"):
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
                 or request.query_params.get("token", "")
@@ -155,6 +168,39 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         if dst is not None and not dst.is_dir():
             raise VsrError(f"the output of a folder is a folder; {req.output!r} is none")
         return {"ids": [jobs.add(f, dst / f.name if dst else None, settings).id for f in files]}
+
+    @app.post("/api/upload", status_code=201)
+    async def upload(request: Request, name: str) -> dict[str, Any]:
+        """The request's body as a new file under UPLOADS (never over an existing one: a taken name gets
+        a number); the page sends each dropped file this way."""
+        base = Path(name.replace("\\", "/")).name
+        suffix = Path(base).suffix.lower()
+        if not re.fullmatch(r"[^\x00-\x1f/]{1,200}", base) or base.startswith(".") or \
+                suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            raise VsrError(f"{name!r}: upload images or videos ({' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+        folder = top.resolve(UPLOADS)  # a link named so that leads out of the root is refused
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{uuid.uuid4().hex}.upload"
+        size = 0
+        try:
+            with open(tmp, "xb") as fh:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > upload_limit:
+                        raise HTTPException(413, f"{base} is over the upload limit of {upload_limit / 2**30:g} GiB; "
+                                            f"copy it under {top.folder} and pick it in the browser instead")
+                    await asyncio.to_thread(fh.write, chunk)
+            stem = Path(base).stem
+            for n in range(10000):
+                dst = folder / (base if n == 0 else f"{stem}-{n}{Path(base).suffix}")
+                try:
+                    os.link(tmp, dst)  # fails on an existing name: nothing is overwritten
+                    break
+                except FileExistsError:
+                    continue
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"path": top.relative(dst), "size": size}
 
     @app.post("/api/preview")
     def preview(req: PreviewRequest) -> dict[str, Any]:
