@@ -42,16 +42,16 @@ def _one_thread():
 @pytest.fixture
 def steady(monkeypatch):
     """At least 40 ms a frame however fast the machine, so the test's pause or stop lands mid-video."""
-    import vsr.serve.jobqueue as jq
+    from vsr.job import Job
 
-    real = jq.restore_file
+    real = Job.restore
 
-    def restore_file(src, dst, opts, *, progress):
+    def restore(self, src, dst, *, progress, **kw):
         def slowed(done, total):
             time.sleep(0.04)
             progress(done, total)
-        return real(src, dst, opts, progress=slowed)
-    monkeypatch.setattr(jq, "restore_file", restore_file)
+        return real(self, src, dst, progress=slowed, **kw)
+    monkeypatch.setattr(Job, "restore", restore)
 
 
 @pytest.fixture
@@ -85,7 +85,12 @@ def frames_in(path: Path) -> int:
         return sum(1 for _ in f.decode(video=0))
 
 
-def test_a_job_runs_to_its_output(root):
+def test_a_job_runs_to_its_output(root, monkeypatch):
+    import vsr.projection
+
+    # the projection `vsr upscale` prints for long videos, said here for any
+    monkeypatch.setattr(vsr.projection, "SHOW_OVER_S", 0)
+    monkeypatch.setattr(vsr.projection, "MEASURE_S", 0)
     with client(root) as c:
         assert "<title>vsr</title>" in c.get("/").text
         assert {"vhs", "dvd"} <= {p["name"] for p in c.get("/api/presets").json()}
@@ -99,6 +104,8 @@ def test_a_job_runs_to_its_output(root):
         out = Path(done["output"])
         assert out == root / "tapes" / "tape_vsr.mp4" and frames_in(out) == FRAMES
         assert done["report"]["frames"] == FRAMES and done["done"] == done["total"] == FRAMES
+        assert re.fullmatch(rf"tape.mp4: about \d+ s for {FRAMES} frames \(.* s per frame on \w+\)",
+                            done["projection"]), done["projection"]
         assert done["command"][:2] == ["vsr", "upscale"] and "--model" in done["command"]
         assert not work_dir_for(out).exists()
         assert c.get(f"/api/jobs/{done['id']}/output").content == out.read_bytes()

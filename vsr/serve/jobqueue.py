@@ -1,5 +1,5 @@
-"""The page's queue: files restored one at a time by a worker thread with the job module's ``restore_file``,
-each with the options of a ``vsr upscale`` command, kept in a JSON file so that a restarted server shows
+"""The page's queue: files restored one at a time by a worker thread with the job module (a ``Job`` per file,
+as its ``restore_file`` does), each with the options of a ``vsr upscale`` command, kept in a JSON file so that a restarted server shows
 the jobs and continues the one it was running.
 
 Stopping a video midway is the CLI's Ctrl-C: an exception out of the progress callback ends the transcode,
@@ -25,8 +25,8 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
-from ..job import UpscaleOptions, restore_file
-from ..projection import format_duration
+from ..job import Job, UpscaleOptions
+from ..projection import Projection, format_duration
 from ..upscale import default_output, options_with_preset
 from ..video import plan_output
 from ..video.resume import lock_path_for, work_dir_for
@@ -80,6 +80,7 @@ class Entry:
     eta_s: float | None = None
     eta: str = ""
     note: str = ""
+    projection: str = ""  # the line `vsr upscale` prints for a long video: its time here, a faster option
     error: str | None = None
     output: str | None = None
     report: dict[str, Any] | None = None  # the `vsr upscale --json` object
@@ -224,6 +225,8 @@ class JobQueue:
         start: list[tuple[float, int]] = []
 
         def progress(done: int, total: int | None) -> None:
+            if projection:
+                projection[0].progress(done, total)
             now = time.monotonic()
             with self.lock:
                 if not start:
@@ -245,9 +248,18 @@ class JobQueue:
             if request == "pause" and done // seg > before // seg:  # a segment has just been finished
                 raise Interrupted("pause")
 
-        try:
-            opts = upscale_options(entry.settings)
-            report = restore_file(entry.src, entry.dst, opts, progress=progress)
+        def say(line: str) -> None:
+            with self.lock:
+                entry.projection = line
+                self._changed()
+
+        projection: list[Projection] = []
+        try:  # as the job module's restore_file, with the projection `vsr upscale` prints
+            job = Job(upscale_options(entry.settings))
+            projection.append(Projection(name=Path(entry.src).name, device=job.engine.device, hint=job.faster,
+                                         write=say))
+            report = job.restore(Path(entry.src), Path(entry.dst), progress=progress)
+            report.add_engine_stats(job.engine.stats)
         except Interrupted as why:
             self._interrupted(entry, str(why))
             return
