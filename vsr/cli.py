@@ -240,7 +240,7 @@ def _add_serve(sub: Subparsers) -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="a page in the browser: pick files, choose a preset and model, follow the "
                         "queue (pip install 'vsr[serve]')")
     sv.add_argument("--root", type=Path, help="the folder the page may open and write in (default: your home)")
-    sv.add_argument("--port", type=int, default=8770, help="default 8770")
+    sv.add_argument("--port", type=_positive_int, default=8770, help="default 8770")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only); any other "
                     "address lets other machines in with the token it prints")
     sv.add_argument("--state", type=Path, help="where the queue is kept (default ~/.cache/vsr/serve)")

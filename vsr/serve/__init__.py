@@ -28,11 +28,13 @@ def serve(root: Path | None = None, *, host: str = "127.0.0.1", port: int = 8770
         try:  # a taken port is one line now, not a log message from the server
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
+        except OverflowError:
+            raise VsrError(f"--port {port}: expected 1 to 65535") from None
         except OSError as e:
             raise VsrError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
     token = secrets.token_urlsafe(16) if needs_token(host) else None
     app = create_app(root, Path(state or default_state_dir()), token=token, local=token is None)
-    shown = f"[{host}]" if ":" in host else host
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"vsr serve: open {address} in a browser (files under {app.state.root.folder}); Ctrl-C stops", flush=True)
     if token:
