@@ -193,32 +193,48 @@ def test_a_token_is_asked_of_every_api_call_off_this_machine(root):
 
 
 def test_the_command_serves_the_page_and_the_event_stream(root, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with httpx.Client() as probe_port:  # a free port: bind to 0 and let it go
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "vsr", "serve", "--root", str(root), "--port", str(port),
-                                 "--state", str(tmp_path / "state")], stdout=subprocess.PIPE, text=True, env=env)
-        try:
-            line = proc.stdout.readline()
-            address = re.search(r"http://\S+", line).group(0)
-            assert address == f"http://127.0.0.1:{port}/"
-            for _ in range(100):  # the server starts listening just after it prints
+    """A real server: the page with nothing from elsewhere, a job's progress as server-sent events at least
+    every 2 s from its first frame to its last, and Ctrl-C."""
+    import socket
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:  # a free port: bind to 0 and let it go
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "vsr", "serve", "--root", str(root), "--port", str(port),
+                             "--state", str(tmp_path / "state")], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        address = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+        assert address == f"http://127.0.0.1:{port}/"
+        with httpx.Client(base_url=address, timeout=30) as http:
+            for _ in range(200):  # the server starts listening just after it prints
                 try:
-                    page = probe_port.get(address)
+                    page = http.get("/")
                     break
                 except httpx.ConnectError:
                     time.sleep(0.05)
-            assert page.status_code == 200 and "EventSource" in page.text and "http" not in page.text.split(
-                "<script>")[0].replace("http-equiv", "")  # no assets from elsewhere
-            with probe_port.stream("GET", address + "api/events", timeout=10) as events:
-                first = next(line for line in events.iter_lines() if line.startswith("data: "))
-            assert json.loads(first[6:])["jobs"] == []
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=20) == 0
+            head, script = page.text.split("<script>")
+            assert page.status_code == 200 and "EventSource" in script
+            assert not re.search(r"(src|href)=\"?(https?:)?//", page.text)  # no asset from elsewhere
+            seen = []  # (time, frames done, state) of each event
+            with http.stream("GET", "/api/events") as events:
+                lines = events.iter_lines()
+                first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+                assert first["jobs"] == []
+                assert http.post("/api/jobs", json=JOB).status_code == 201
+                for line in lines:
+                    if line.startswith("data: "):
+                        j = json.loads(line[6:])["jobs"][0]
+                        seen.append((time.monotonic(), j["done"], j["state"]))
+                        if j["state"] in ("done", "failed"):
+                            break
+        assert seen[-1][1:] == (FRAMES, "done"), seen[-1]
+        frames = [t for t, done, state in seen if done > 0]  # from the first frame done to the end
+        gaps = [b - a for a, b in zip(frames, frames[1:])]
+        assert len(frames) >= 2 and max(gaps) < 2.0, gaps
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
 
 
 def test_a_preview_restores_the_frame_at_the_chosen_time(root):
