@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - Windows
 from ..job import Job, UpscaleOptions
 from ..projection import Projection, format_duration
 from ..upscale import default_output, options_with_preset
-from ..video import plan_output
+from ..video import check_encoder_options, plan_output
 from ..video.resume import lock_path_for, work_dir_for
 from ..video.transcode import DEFAULT_SEGMENT_FRAMES
 
@@ -103,13 +103,16 @@ class JobQueue:
         self.stopping = threading.Event()
         self.requests: dict[str, str] = {}  # job id -> "pause" or "cancel", for the running job
         self.version = 0  # counts changes: the event stream sends a snapshot when it moves
-        self.jobs: list[Entry] = self._load()
+        try:
+            self.jobs: list[Entry] = self._load()
+        except VsrError:
+            self._release()
+            raise
         self.thread: threading.Thread | None = None
 
     # --- the page's actions -------------------------------------------------------------------------
     def add(self, src: Path, dst: Path | None, settings: dict[str, Any]) -> Entry:
         opts = upscale_options(settings)  # a bad preset, codec or CRF is refused now, not when the job runs
-        from ..video import check_encoder_options
         check_encoder_options(opts.video)
         label = f"x{opts.scale:g}" if opts.scale else "vsr"
         dst = dst or default_output(src, label)
@@ -202,6 +205,9 @@ class JobQueue:
         self.wake.set()
         if self.thread is not None:
             self.thread.join(timeout)
+        self._release()
+
+    def _release(self) -> None:
         if self._hold is not None:  # another server may keep this queue now
             os.close(self._hold)
             self._hold = None
