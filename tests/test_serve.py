@@ -176,6 +176,8 @@ def test_paths_outside_the_root_are_refused(root, tmp_path):
         bad = c.post("/api/jobs", json={**JOB, "codec": "ffv1", "crf": 10})
         assert bad.status_code == 400 and "ffv1 takes no --crf" in bad.json()["detail"]
         assert c.post("/api/jobs", json={**JOB, "shell": "rm -rf /"}).status_code == 422
+        (root / "notes.txt").write_text("x")
+        assert c.post("/api/jobs", json={**JOB, "path": "notes.txt"}).status_code == 400
         assert c.get("/api/jobs").json()["jobs"] == []
 
 

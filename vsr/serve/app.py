@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 import secrets
+import threading
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -70,6 +71,7 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
     points its own name at 127.0.0.1 cannot reach the API)."""
     top = Root(root)
     jobs = JobQueue(state_dir)
+    previewing = threading.Lock()  # a preview takes the CPU or GPU: a second waits rather than halving both
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -147,6 +149,8 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         src = top.resolve(req.path)
         if not src.exists():
             raise VsrError(f"{req.path!r} is not under the root")
+        if src.is_file() and src.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            raise VsrError(f"{req.path!r} is neither an image nor a video ({' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
         dst = top.resolve(req.output) if req.output else None
         if dst is not None and not dst.parent.is_dir():
             raise VsrError(f"the folder of the output {req.output!r} does not exist")
@@ -210,7 +214,8 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         src, settings = checked(req)[:2]
         if not src.is_file():
             raise VsrError(f"{req.path!r} is a folder; preview one of its files")
-        shown = make_preview(src, req.at, settings, jobs.state_dir / "previews")
+        with previewing:
+            shown = make_preview(src, req.at, settings, jobs.state_dir / "previews")
         base = f"/api/preview/{shown['id']}/"
         return {**shown, "before_url": base + "before.png", "after_url": base + "after.png"}
 

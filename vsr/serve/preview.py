@@ -8,7 +8,6 @@ tape whose chroma delay varies may differ slightly from the job's frame at that 
 from __future__ import annotations
 
 import shutil
-import threading
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,6 @@ from .jobqueue import upscale_options
 
 FRAMES = 5  # what deinterlacing and tape repair look at around the frame shown
 KEEP = 8  # previews kept on disk (the page shows the newest)
-_ONE_AT_A_TIME = threading.Lock()  # a preview takes the CPU or GPU: a second waits rather than halving both
 
 
 def first_frame(video: Path, png: Path) -> tuple[int, int]:
@@ -49,15 +47,14 @@ def make_preview(src: Path, at: float, settings: dict[str, Any], previews: Path)
     folder = previews / key
     folder.mkdir(parents=True)
     try:
-        with _ONE_AT_A_TIME:
-            clip = folder / "clip.mkv"
-            run_ffmpeg(["-ss", f"{at:.3f}", "-i", str(src), "-map", "0:v:0", "-frames:v", str(FRAMES),
-                        "-c:v", "ffv1", str(clip)], what="cutting the preview's frames", path=src)
-            before = first_frame(clip, folder / "before.png")
-            report = restore_file(clip, folder / "after.mkv", opts)
-            if report.failed:
-                raise VsrError(next(iter(report.failed.values())))
-            after = first_frame(Path(report.outputs[0]), folder / "after.png")
+        clip = folder / "clip.mkv"
+        run_ffmpeg(["-ss", f"{at:.3f}", "-i", str(src), "-map", "0:v:0", "-frames:v", str(FRAMES),
+                    "-c:v", "ffv1", str(clip)], what="cutting the preview's frames", path=src)
+        before = first_frame(clip, folder / "before.png")
+        report = restore_file(clip, folder / "after.mkv", opts)
+        if report.failed:
+            raise VsrError(next(iter(report.failed.values())))
+        after = first_frame(Path(report.outputs[0]), folder / "after.png")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
