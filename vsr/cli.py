@@ -239,6 +239,17 @@ def _add_compare(sub: Subparsers) -> argparse.ArgumentParser:
     return cp
 
 
+def _add_serve(sub: Subparsers) -> argparse.ArgumentParser:
+    sv = sub.add_parser("serve", help="a page in the browser: pick files, choose a preset and model, follow the "
+                        "queue (pip install 'vsr[serve]')")
+    sv.add_argument("--root", type=Path, help="the folder the page may open and write in (default: your home)")
+    sv.add_argument("--port", type=_positive_int, default=8770, help="default 8770")
+    sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only); any other "
+                    "address lets other machines in with the token it prints")
+    sv.add_argument("--state", type=Path, help="where the queue is kept (default ~/.cache/vsr/serve)")
+    return sv
+
+
 def _job_options(args: argparse.Namespace, **defaults: object):
     """The options of an upscale or repair job from its arguments (what a command does not have is None)."""
     from .upscale import options_with_preset
@@ -325,6 +336,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(args.root, host=args.host, port=args.port, state=args.state)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import run
 
@@ -336,7 +353,8 @@ def _commands() -> list[tuple[Callable[[Subparsers], argparse.ArgumentParser], C
     built); the training commands come from vsr.train.cli."""
     return [(_add_upscale, cmd_upscale), (_add_repair, cmd_repair), (_add_models, cmd_models),
             (_add_average, cmd_average), (_add_demo, cmd_demo), (_add_srflow, cmd_srflow),
-            (_add_inspect, cmd_inspect), (_add_bench, cmd_bench), (_add_compare, cmd_compare)]
+            (_add_inspect, cmd_inspect), (_add_bench, cmd_bench), (_add_compare, cmd_compare),
+            (_add_serve, cmd_serve)]
 
 
 def main(argv: list[str] | None = None) -> int:
