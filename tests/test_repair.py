@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+import media
 from vsr.cli import main
 from vsr.train import tape
 from vsr.video import IngestOptions, VideoOptions, ingest, probe, transcode
@@ -226,11 +227,14 @@ def test_vsr_repair_mends_a_folder_and_reports_each_video(tmp_path, capsys):
 SHARED_VIDEO = Path(os.environ.get("VSR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "video"
 
 
-@pytest.mark.parametrize("clip", ["pan", "tree.avi"])
+@pytest.mark.parametrize("clip", ["pan", "testsrc2", "tree.avi"])
 def test_repair_auto_changes_nothing_on_clean_footage(tmp_path, capsys, clip):
-    """A generated pan, and real footage (a webcam's, whose frames come at an irregular rate)."""
+    """A generated pan, ffmpeg's test picture (flat colours: chroma exactly affine in luma), and real
+    footage (a webcam's, whose frames come at an irregular rate)."""
     if clip == "pan":
         src = tape.write(tmp_path / "clean.mkv", pan(10, seed=8))
+    elif clip == "testsrc2":
+        src = media.make_clip(tmp_path / "clean.mp4", seconds=2, width=160, height=120)
     else:
         src = SHARED_VIDEO / clip
         if not src.is_file():

@@ -94,7 +94,8 @@ def _misfit(windows: list[tuple], shifts: list[tuple[float, float]], axis: int, 
                 m_c = _box(ch, k)
                 v_c = _box(ch * ch, k) - m_c * m_c
                 cov = _box(y * ch, k) - m_y * m_c
-                total[i] += float((1.0 - cov * cov / (v_y * v_c + 1e-3))[where].sum())
+                r2 = np.minimum(cov * cov / (v_y * np.maximum(v_c, 0.0) + 1e-3), 1.0)  # float32 rounding: <= 1
+                total[i] += float((1.0 - r2)[where].sum())
     return total
 
 
