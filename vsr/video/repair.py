@@ -74,7 +74,8 @@ class RepairPlan:
 
     @property
     def active(self) -> bool:
-        return bool(self.chroma_delay or self.dropouts or self.head_switching or self.chroma_noise or self.jitter)
+        return bool(self.chroma_delay or self.dropouts or self.head_switching or self.chroma_noise or self.jitter
+                    or self.drop_repeats)
 
     @property
     def radius(self) -> int:
