@@ -27,9 +27,9 @@ from vsr.video.repair import RepairOptions, RepairPlan, RepairStage, plan_repair
 W, H = 320, 240
 
 
-def pan(frames: int, *, seed: int = 0) -> list[np.ndarray]:
+def pan(frames: int, *, seed: int = 0, photo: np.ndarray | None = None) -> list[np.ndarray]:
     """A camera moving across a photograph (scikit-image's coffee, enlarged): Y, U, V planes of W x H."""
-    photo = cv2.resize(data.coffee(), None, fx=1.6, fy=1.6, interpolation=cv2.INTER_CUBIC)
+    photo = cv2.resize(data.coffee() if photo is None else photo, (960, 640), interpolation=cv2.INTER_CUBIC)
     rng = np.random.default_rng(seed)
     vx, vy = rng.uniform(-2.5, 2.5, 2)
     x0, y0 = 150 + rng.uniform(0, 100), 100 + rng.uniform(0, 80)
@@ -54,6 +54,26 @@ def test_chroma_delay_is_measured_within_a_quarter_pixel(dx, dy):
     assert max(map(abs, own)) <= 0.5, own
     got = measure_chroma_delay([np.round(tape.chroma_delay(f, dx, dy)) for f in clean])
     assert abs(got[0] - own[0] - dx) <= 0.25 and abs(got[1] - own[1] - dy) <= 0.25, (got, own)
+
+
+def test_chroma_delay_is_measured_again_where_the_recording_changes(tmp_path, capsys, monkeypatch):
+    """Two recordings on one tape, made on decks that delay chroma differently: each stretch gets its own."""
+    monkeypatch.setattr(ingest, "REPAIR_PART", 0.8)  # s: this clip's recordings are 1.2 s long
+    first = [np.round(tape.chroma_delay(f, 2.5, 0.0)) for f in pan(30, seed=1)]
+    second = [np.round(tape.chroma_delay(f, -1.5, 0.0)) for f in pan(30, seed=2, photo=data.astronaut())]
+    src = tape.write(tmp_path / "two decks.mkv", first + second)
+    out = tmp_path / "mended.mkv"
+    assert main(["repair", str(src), "-o", str(out), "--repair", "chroma-delay", "--codec", "ffv1",
+                 "--pix-fmt", "yuv444p", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["repairs"]
+    (t0, *d0), (t1, *d1) = r["chroma_delay_parts"]
+    assert r["chroma_delay"] is None and t0 == 0.0 and abs(t1 - 1.2) < 0.05, r
+    assert abs(d0[0] - 2.5) <= 0.3 and abs(d1[0] + 1.5) <= 0.3 and max(abs(d0[1]), abs(d1[1])) <= 0.3, r
+    clean = pan(30, seed=1) + pan(30, seed=2, photo=data.astronaut())
+    got, hit = decoded(out), first + second
+    for i in (5, 45):  # each recording's chroma closer to the clean picture than before
+        assert psnr(got[i][8:-8, 8:-8, 1:], clean[i][8:-8, 8:-8, 1:]) > psnr(hit[i][8:-8, 8:-8, 1:],
+                                                                              clean[i][8:-8, 8:-8, 1:]) + 3
 
 
 def test_dropouts_are_filled_from_the_neighbouring_frames():

@@ -241,7 +241,8 @@ class Decoder:
         if self.repair is None:
             self._emit(frame)
             return
-        delay = self.repair_plan.chroma_delay
+        pts = frame.pts if frame.pts is not None else frame.dts
+        delay = self.repair_plan.delay_at(None if pts is None else float(pts * self.info.time_base))
         for out, rgb, filled in self.repair.push(frame, self._to_rgb(undo_chroma_delay(frame, delay) if delay
                                                                      else frame)):
             self._emit(out, rgb, filled)

@@ -23,10 +23,12 @@ from vsr.video.colour import BT470BG, BT709, SMPTE170M, Colour
 from vsr.video.ffmpeg import compile_cmd, execute, log_tail
 from vsr.video.probe import VideoInfo
 from vsr.video.mend import head_switching_band, yuv_planes
-from vsr.video.repair import RepairOptions, RepairPlan, plan_repair
+from vsr.video.repair import RepairOptions, RepairPlan, chroma_delay_by_part, plan_repair
 
 DEINTERLACERS = ("auto", "off", "bwdif", "yadif")
 COLOUR_MODES = ("auto", "bt709", "keep")
+REPAIR_PART = 60.0  # s: the shortest stretch whose chroma delay is measured on its own
+MAX_PARTS = 12
 SAMPLE_FRAMES = 240  # enough fields for idet's multi-frame vote, quick even for SD on a slow CPU
 HD_LINES = 720  # outputs with at least this many lines are HD: BT.709 is what players assume there
 
@@ -166,34 +168,47 @@ def resolve(options: IngestOptions, info: VideoInfo, *, scale: float) -> IngestP
         notes.append("BT.601 colour converted to BT.709 for the HD output (--colour keep leaves it BT.601)")
     repair = None
     if options.repair.wanted() or options.repair.chroma_delay is not None:
-        runs = [[f[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width] if crop else f for f in run]
-                for run in sample_runs(info, length=5 if "jitter" in options.repair.wanted() else 1)]
+        def cropped(runs: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+            return [[f[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width] if crop else f for f in run]
+                    for run in runs]
+
+        runs = cropped(sample_runs(info, length=5 if "jitter" in options.repair.wanted() else 1))
         repair = plan_repair(options.repair, [run[0] for run in runs], runs)
+        if "chroma-delay" in options.repair.wanted() and options.repair.chroma_delay is None:
+            starts = repair_parts(info)
+            if len(starts) > 1:
+                spans = list(zip(starts, [*starts[1:], info.duration or starts[-1]]))
+                repair = chroma_delay_by_part(repair, starts, [[run[0] for run in cropped(sample_runs(info, span=s))]
+                                                               for s in spans])
         notes += repair.notes
     return IngestPlan(deinterlacer=deinterlacer, parity=parity,
                       double_rate=bool(deinterlacer and options.double_rate), crop=crop,
                       colour_from=colour_from, full_range=info.colour.range == 2, repair=repair, notes=tuple(notes))
 
 
-def _run_detect(info: VideoInfo, vf: str, *, what: str, off: str, frames: int = SAMPLE_FRAMES) -> str:
-    """ffmpeg with one detection filter over a sample; returns its log (the filters report at info level).
+def _run_detect(info: VideoInfo, vf: str, *, what: str, off: str, frames: int | None = SAMPLE_FRAMES) -> str:
+    """ffmpeg with one detection filter over a sample (``frames`` None: the whole video); returns its log (the
+    filters report at info level).
 
     A failure is one line naming the input and the option that skips this detection (`off`).
     """
     start = {}
-    if info.duration and info.duration > 60:  # skip leaders/titles: sample from a tenth in
+    if frames and info.duration and info.duration > 60:  # skip leaders/titles: sample from a tenth in
         start = {"ss": f"{info.duration / 10:.3f}"}
     # noautorotate: the filters see the stored picture, as the decoder hands it on (not turned for display)
     sample = ffmpeg.input(str(info.path), noautorotate=None, **start)[str(info.video_index)]
     # -vf rather than ffmpeg-python's filter graph: the filter runs on the mapped input stream, as a
     # simple filter, with no -filter_complex.
-    output = ffmpeg.output(sample, "-", format="null", vf=vf, an=None, **{"frames:v": str(frames)})
+    output = ffmpeg.output(sample, "-", format="null", vf=vf, an=None,
+                           **({"frames:v": str(frames)} if frames else {}))
     cmd = compile_cmd(output, global_args=["-nostats"], loglevel="info", overwrite=False)
+    limit = 600 if frames else max(600.0, 2 * (info.duration or 0.0))  # a whole video: twice its length at most
     try:
-        proc = execute(cmd, timeout=600)
+        proc = execute(cmd, timeout=limit)
     except subprocess.TimeoutExpired:
-        raise VsrError(f"{info.path}: ffmpeg took over 10 minutes on a {frames}-frame sample for {what}; "
-                       f"check the file or use {off}") from None
+        on = f"a {frames}-frame sample" if frames else "it"
+        raise VsrError(f"{info.path}: ffmpeg took over {limit / 60:.0f} minutes on {on} for {what}; check the file "
+                       f"or use {off}") from None
     if proc.returncode != 0:
         tail = log_tail(proc.stderr, lines=2) or f"exit code {proc.returncode}"
         raise VsrError(f"{info.path}: ffmpeg could not read it for {what} ({tail}); check the file or use "
@@ -249,23 +264,49 @@ def head_switching_rows(info: VideoInfo, *, top: int, bottom: int, samples: int 
     return head_switching_band(lumas)
 
 
-def sample_runs(info: VideoInfo, count: int = 6, length: int = 1) -> list[list[np.ndarray]]:
+def scene_cuts(info: VideoInfo) -> list[float]:
+    """Times (s) where a new shot starts, over the whole video (ffmpeg's scene score on a small copy)."""
+    log = _run_detect(info, "scale=96:-2,select='gt(scene,0.4)',showinfo", what="scene detection",
+                      off="--chroma-delay DX,DY", frames=None)
+    return [float(t) for t in re.findall(r"pts_time:\s*([0-9.]+)", log)]
+
+
+def repair_parts(info: VideoInfo) -> list[float]:
+    """Where the stretches start (s) whose chroma delay is measured apart: a tape can hold recordings made on
+    different decks, which change at a cut. At shots' starts, each stretch at least ``REPAIR_PART`` long, at
+    most ``MAX_PARTS`` of them (the cuts nearest to even steps); one stretch for a clip shorter than two."""
+    duration = info.duration or 0.0
+    if duration < 2 * REPAIR_PART:
+        return [0.0]
+    starts = [0.0]
+    for t in scene_cuts(info):
+        if t - starts[-1] >= REPAIR_PART and duration - t >= REPAIR_PART:
+            starts.append(t)
+    if len(starts) > MAX_PARTS:
+        chosen = {min(starts[1:], key=lambda t: abs(t - k * duration / MAX_PARTS)) for k in range(1, MAX_PARTS)}
+        starts = [0.0, *sorted(chosen)]
+    return starts
+
+
+def sample_runs(info: VideoInfo, count: int = 6, length: int = 1, span: tuple[float, float] | None = None
+                ) -> list[list[np.ndarray]]:
     """``count`` runs of ``length`` consecutive frames spread over the input (past its first tenth, where
-    leaders and titles are), as :func:`vsr.video.repair.yuv_planes`; runs from the start of a file too short
-    or unseekable for that."""
+    leaders and titles are) or over ``span`` (start, end in s), as :func:`vsr.video.repair.yuv_planes`; runs
+    from the start of a file too short or unseekable for that."""
     def run_at(start: float | None, n: int) -> list[np.ndarray]:
         # a container of its own per run: a decoder that met the end of the file does not decode after a seek
         with av.open(str(info.path), metadata_errors="replace") as c:
             stream = c.streams[info.video_index]
             if start is not None:
                 c.seek(int(start * av.time_base), backward=True)
-            return [yuv_planes(f) for _, f in zip(range(n), c.decode(stream))]
+            frames = (f for f in c.decode(stream) if start is None or f.time is None or f.time >= start - 1e-6)
+            return [yuv_planes(f) for _, f in zip(range(n), frames)]  # not the frames before a seek's target
 
     runs: list[list[np.ndarray]] = []
-    duration = info.duration or 0.0
-    if duration > 2.0:
+    first, last = span or (0.0, info.duration or 0.0)
+    if last - first > 2.0 or span:
         try:
-            runs = [run_at((0.1 + 0.8 * k / count) * duration, length) for k in range(count)]
+            runs = [run_at(first + (0.1 + 0.8 * k / count) * (last - first), length) for k in range(count)]
         except av.error.FFmpegError:
             runs = []
     if len(runs) < count or not all(runs):  # in order from the start instead

@@ -11,7 +11,7 @@ exactly as an uninterrupted one did.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -65,6 +65,7 @@ class RepairPlan:
     """The repairs one input gets (measurement done). Part of a resume manifest's identity."""
 
     chroma_delay: tuple[float, float] | None = None  # applied (dx, dy), px: chroma moved right/down by the tape
+    chroma_parts: tuple[tuple[float, tuple[float, float] | None], ...] = ()  # (start s, delay) where it differs
     dropouts: bool = False
     head_switching: int = 0  # rows of the band at the bottom of the picture
     chroma_noise: bool = False
@@ -74,8 +75,18 @@ class RepairPlan:
 
     @property
     def active(self) -> bool:
-        return bool(self.chroma_delay or self.dropouts or self.head_switching or self.chroma_noise or self.jitter
-                    or self.drop_repeats)
+        return bool(self.chroma_delay or any(d for _, d in self.chroma_parts) or self.dropouts or self.head_switching
+                    or self.chroma_noise or self.jitter or self.drop_repeats)
+
+    def delay_at(self, time: float | None) -> tuple[float, float] | None:
+        """The chroma delay to undo on a frame at ``time`` s."""
+        if not self.chroma_parts:
+            return self.chroma_delay
+        delay = self.chroma_parts[0][1]
+        for start, d in self.chroma_parts[1:]:
+            if time is not None and time >= start - 1e-6:
+                delay = d
+        return delay
 
     @property
     def radius(self) -> int:
@@ -85,7 +96,9 @@ class RepairPlan:
     def identity(self) -> dict[str, object]:
         return {"chroma_delay": list(self.chroma_delay) if self.chroma_delay else None,
                 "dropouts": self.dropouts, "head_switching": self.head_switching, "chroma_noise": self.chroma_noise,
-                "jitter": self.jitter, "drop_repeats": self.drop_repeats}
+                "jitter": self.jitter, "drop_repeats": self.drop_repeats,
+                **({"chroma_parts": [[t, list(d) if d else None] for t, d in self.chroma_parts]}
+                   if self.chroma_parts else {})}
 
 
 def plan_repair(options: RepairOptions, sample: list[np.ndarray], runs: list[list[np.ndarray]] | None = None
@@ -102,13 +115,7 @@ def plan_repair(options: RepairOptions, sample: list[np.ndarray], runs: list[lis
     elif "chroma-delay" in wanted and sample:
         # measured on the odd and the even frames of the sample apart: a delay is the tape's, the same in
         # both; a value that only some pictures give is the content's, and is left alone
-        halves = [measure_chroma_delay(sample[k::2]) for k in (0, 1)] if len(sample) > 1 else \
-            [measure_chroma_delay(sample)] * 2
-        if None in halves:
-            notes.append("chroma delay not measurable (too few coloured edges): left alone; --chroma-delay DX,DY "
-                         "sets it")
-        else:
-            delay = _chroma_delay(sample, halves, notes)
+        delay, _ = chroma_delay_of(sample, notes)
     rows = head_switching_band([f[..., 0] for f in sample]) if "head-switching" in wanted and sample else 0
     if rows:
         notes.append(f"head-switching band of {rows} lines at the bottom repaired")
@@ -127,21 +134,40 @@ def plan_repair(options: RepairOptions, sample: list[np.ndarray], runs: list[lis
                       jitter=jitter, drop_repeats=options.drop_repeats, notes=tuple(notes))
 
 
-def _chroma_delay(sample: list[np.ndarray], halves: list[tuple[float, float]], notes: list[str]
-                  ) -> tuple[float, float] | None:
-    """The delay to undo from the measurements on the two halves of the sample, or None."""
+def chroma_delay_of(sample: list[np.ndarray], notes: list[str]) -> tuple[tuple[float, float] | None, bool]:
+    """(the delay to undo, or None; whether the sample could tell) from the sample's odd and even frames apart."""
+    halves = [measure_chroma_delay(sample[k::2]) for k in (0, 1)] if len(sample) > 1 else \
+        [measure_chroma_delay(sample)] * 2
+    if None in halves:
+        notes.append("chroma delay not measurable (too few coloured edges): left alone; --chroma-delay DX,DY sets it")
+        return None, False
     dx, dy = (round((a + b) / 2, 2) for a, b in zip(*halves))
     if max(abs(dx), abs(dy)) < APPLY_CHROMA_DELAY:
-        return None
+        return None, True
     sharp = chroma_delay_certainty(sample, (dx, dy))
     if max(abs(a - b) for a, b in zip(*halves)) > 0.5 or sharp[0] < CERTAIN[0] or sharp[1] < CERTAIN[1] \
             or abs(dx) > 5.9 or abs(dy) > 1.9:
         notes.append(f"chroma delay not measurable ({halves[0][0]:+.2f}, {halves[0][1]:+.2f} px on half of the "
                      f"sample, {halves[1][0]:+.2f}, {halves[1][1]:+.2f} on the other; too few clear coloured "
                      "edges): left alone; --chroma-delay DX,DY sets it")
-        return None
+        return None, False
     notes.append(f"chroma delay {dx:+.2f}, {dy:+.2f} px (right, down) measured and undone")
-    return dx, dy
+    return (dx, dy), True
+
+
+def chroma_delay_by_part(plan: RepairPlan, starts: list[float], samples: list[list[np.ndarray]]) -> RepairPlan:
+    """``plan`` with the chroma delay measured again on each stretch of the clip (``starts`` in s, a sample of
+    each): where the stretches that can be measured disagree by more than 0.3 px (recordings made on different
+    decks), each gets its own; else the whole clip's stays."""
+    found = [chroma_delay_of(sample, []) for sample in samples]
+    measured = [d or (0.0, 0.0) for d, ok in found if ok]
+    if len(measured) < 2 or max(max(abs(a[0] - b[0]), abs(a[1] - b[1])) for a in measured for b in measured) <= 0.3:
+        return plan
+    parts = tuple((round(t, 3), d) for t, (d, _) in zip(starts, found))
+    said = ", ".join(f"from {t:.0f} s {f'{d[0]:+.2f}, {d[1]:+.2f} px' if d else 'none'}" for t, d in parts)
+    notes = [n for n in plan.notes if not n.startswith("chroma delay")]
+    return replace(plan, chroma_delay=None, chroma_parts=parts,
+                   notes=(*notes, f"chroma delay differs along the clip, undone by part: {said}"))
 
 
 # --- the stage -----------------------------------------------------------------------------------------
@@ -213,7 +239,9 @@ class RepairStats:
         return {"chroma_delay": list(plan.chroma_delay) if plan.chroma_delay else None,
                 "dropouts_filled": self.dropouts_filled, "head_switching_lines": plan.head_switching,
                 "chroma_noise": plan.chroma_noise, "jitter_px": plan.jitter, "repeated_frames": self.repeated,
-                "gaps": self.gaps, **({"repeats_dropped": len(self.repeated)} if plan.drop_repeats else {})}
+                "gaps": self.gaps, **({"repeats_dropped": len(self.repeated)} if plan.drop_repeats else {}),
+                **({"chroma_delay_parts": [[t, *(d or (None, None))] for t, d in plan.chroma_parts]}
+                   if plan.chroma_parts else {})}
 
 
 class RepairStage:
