@@ -58,7 +58,7 @@ def test_chroma_delay_is_measured_within_a_quarter_pixel(dx, dy):
 
 def test_chroma_delay_is_measured_again_where_the_recording_changes(tmp_path, capsys, monkeypatch):
     """Two recordings on one tape, made on decks that delay chroma differently: each stretch gets its own."""
-    monkeypatch.setattr(ingest, "REPAIR_PART", 0.8)  # s: this clip's recordings are 1.2 s long
+    monkeypatch.setattr(ingest, "LONG_CLIP", 2.0)  # s: this clip is 2.4 s long
     first = [np.round(tape.chroma_delay(f, 2.5, 0.0)) for f in pan(30, seed=1)]
     second = [np.round(tape.chroma_delay(f, -1.5, 0.0)) for f in pan(30, seed=2, photo=data.astronaut())]
     src = tape.write(tmp_path / "two decks.mkv", first + second)

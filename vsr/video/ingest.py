@@ -23,12 +23,11 @@ from vsr.video.colour import BT470BG, BT709, SMPTE170M, Colour
 from vsr.video.ffmpeg import compile_cmd, execute, log_tail
 from vsr.video.probe import VideoInfo
 from vsr.video.mend import head_switching_band, yuv_planes
-from vsr.video.repair import RepairOptions, RepairPlan, chroma_delay_by_part, plan_repair
+from vsr.video.repair import RepairOptions, RepairPlan, chroma_delay_by_shot, plan_repair
 
 DEINTERLACERS = ("auto", "off", "bwdif", "yadif")
 COLOUR_MODES = ("auto", "bt709", "keep")
-REPAIR_PART = 60.0  # s: the shortest stretch whose chroma delay is measured on its own
-MAX_PARTS = 12
+LONG_CLIP = 120.0  # s: from this length on, the chroma delay is measured along the clip too
 SAMPLE_FRAMES = 240  # enough fields for idet's multi-frame vote, quick even for SD on a slow CPU
 HD_LINES = 720  # outputs with at least this many lines are HD: BT.709 is what players assume there
 
@@ -175,11 +174,10 @@ def resolve(options: IngestOptions, info: VideoInfo, *, scale: float) -> IngestP
         runs = cropped(sample_runs(info, length=5 if "jitter" in options.repair.wanted() else 1))
         repair = plan_repair(options.repair, [run[0] for run in runs], runs)
         if "chroma-delay" in options.repair.wanted() and options.repair.chroma_delay is None:
-            starts = repair_parts(info)
-            if len(starts) > 1:
-                spans = list(zip(starts, [*starts[1:], info.duration or starts[-1]]))
-                repair = chroma_delay_by_part(repair, starts, [[run[0] for run in cropped(sample_runs(info, span=s))]
-                                                               for s in spans])
+            spans = shots(info)
+            if len(spans) > 1:
+                repair = chroma_delay_by_shot(repair, spans,
+                                              lambda span: [run[0] for run in cropped(sample_runs(info, span=span))])
         notes += repair.notes
     return IngestPlan(deinterlacer=deinterlacer, parity=parity,
                       double_rate=bool(deinterlacer and options.double_rate), crop=crop,
@@ -271,21 +269,12 @@ def scene_cuts(info: VideoInfo) -> list[float]:
     return [float(t) for t in re.findall(r"pts_time:\s*([0-9.]+)", log)]
 
 
-def repair_parts(info: VideoInfo) -> list[float]:
-    """Where the stretches start (s) whose chroma delay is measured apart: a tape can hold recordings made on
-    different decks, which change at a cut. At shots' starts, each stretch at least ``REPAIR_PART`` long, at
-    most ``MAX_PARTS`` of them (the cuts nearest to even steps); one stretch for a clip shorter than two."""
+def shots(info: VideoInfo) -> list[tuple[float, float]]:
+    """(start, end) in s of each shot of a clip of ``LONG_CLIP`` s or more (a tape can hold recordings made on
+    different decks, which change at a cut); one span for a shorter one."""
     duration = info.duration or 0.0
-    if duration < 2 * REPAIR_PART:
-        return [0.0]
-    starts = [0.0]
-    for t in scene_cuts(info):
-        if t - starts[-1] >= REPAIR_PART and duration - t >= REPAIR_PART:
-            starts.append(t)
-    if len(starts) > MAX_PARTS:
-        chosen = {min(starts[1:], key=lambda t: abs(t - k * duration / MAX_PARTS)) for k in range(1, MAX_PARTS)}
-        starts = [0.0, *sorted(chosen)]
-    return starts
+    starts = [0.0, *(t for t in scene_cuts(info) if 0.0 < t < duration)] if duration >= LONG_CLIP else [0.0]
+    return list(zip(starts, [*starts[1:], duration]))
 
 
 def sample_runs(info: VideoInfo, count: int = 6, length: int = 1, span: tuple[float, float] | None = None

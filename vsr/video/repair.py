@@ -11,6 +11,7 @@ exactly as an uninterrupted one did.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -26,6 +27,7 @@ MAX_CHROMA_DELAY = 8.0  # px: farther than any deck puts it; a larger forced val
 APPLY_CHROMA_DELAY = 0.75  # px: smaller measured delays are left alone (digital chroma siting is within 0.5)
 CHROMA_NOISE = 2.0  # code levels: chroma noisier than this is denoised (digital video's is under 1)
 REPEAT = (0.3, 3.0)  # levels: a frame within this of the one before on average and at most (at 1/4 size) repeats it
+PROBES = 12  # shots spread over a long clip whose chroma delay is measured
 CERTAIN = (1.03, 1.045)  # a delay is applied only where the misfit rises at least this much 1 px off it (x, y)
 
 
@@ -155,19 +157,47 @@ def chroma_delay_of(sample: list[np.ndarray], notes: list[str]) -> tuple[tuple[f
     return (dx, dy), True
 
 
-def chroma_delay_by_part(plan: RepairPlan, starts: list[float], samples: list[list[np.ndarray]]) -> RepairPlan:
-    """``plan`` with the chroma delay measured again on each stretch of the clip (``starts`` in s, a sample of
-    each): where the stretches that can be measured disagree by more than 0.3 px (recordings made on different
-    decks), each gets its own; else the whole clip's stays."""
-    found = [chroma_delay_of(sample, []) for sample in samples]
-    measured = [d or (0.0, 0.0) for d, ok in found if ok]
-    if len(measured) < 2 or max(max(abs(a[0] - b[0]), abs(a[1] - b[1])) for a in measured for b in measured) <= 0.3:
+def chroma_delay_by_shot(plan: RepairPlan, shots: list[tuple[float, float]],
+                         sample_of: Callable[[tuple[float, float]], list[np.ndarray]]) -> RepairPlan:
+    """``plan`` with the chroma delay followed along the clip: measured on a sample of each of up to
+    ``PROBES`` shots spread over it (``sample_of(span)`` gives one); between two that disagree by more than
+    0.3 px (recordings made on different decks), the shot where it changes is found by halving; each part
+    from there gets the delay its measured shots give. Unchanged where all agree."""
+    found: dict[int, tuple[float, float] | None] = {}
+
+    def at(i: int) -> tuple[float, float] | None:  # shot i's delay ((0, 0): below the threshold), None: unknown
+        if i not in found:
+            d, ok = chroma_delay_of(sample_of(shots[i]), [])
+            found[i] = (d or (0.0, 0.0)) if ok else None
+        return found[i]
+
+    def differ(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return max(abs(a[0] - b[0]), abs(a[1] - b[1])) > 0.3
+
+    n = len(shots)
+    probes = sorted({min(n - 1, round(k * (n - 1) / (PROBES - 1))) for k in range(PROBES)})
+    known = [(i, at(i)) for i in probes if at(i) is not None]
+    starts = [0]
+    for (lo, a), (hi, b) in zip(known, known[1:]):
+        if not differ(a, b):
+            continue
+        while hi - lo > 1:  # the change is after shot lo, at or before shot hi
+            mid = next((m for m in range((lo + hi) // 2, hi) if at(m) is not None), None)
+            if mid is None:
+                break
+            lo, hi = (lo, mid) if differ(at(mid), a) else (mid, hi)
+        starts.append(hi)
+    if len(starts) == 1:
         return plan
-    parts = tuple((round(t, 3), d) for t, (d, _) in zip(starts, found))
-    said = ", ".join(f"from {t:.0f} s {f'{d[0]:+.2f}, {d[1]:+.2f} px' if d else 'none'}" for t, d in parts)
+    parts = []
+    for s, e in zip(starts, [*starts[1:], n]):
+        values = [found[i] for i in range(s, e) if found.get(i) is not None]
+        d = tuple(round(float(np.median([v[k] for v in values])), 2) for k in (0, 1)) if values else None
+        parts.append((round(shots[s][0], 3), d if d and max(map(abs, d)) >= APPLY_CHROMA_DELAY else None))
+    said = ", ".join(f"from {t:.1f} s {f'{d[0]:+.2f}, {d[1]:+.2f} px' if d else 'none'}" for t, d in parts)
     notes = [n for n in plan.notes if not n.startswith("chroma delay")]
-    return replace(plan, chroma_delay=None, chroma_parts=parts,
-                   notes=(*notes, f"chroma delay differs along the clip, undone by part: {said}"))
+    return replace(plan, chroma_delay=None, chroma_parts=tuple(parts),
+                   notes=(*notes, f"chroma delay changes along the clip, undone by part: {said}"))
 
 
 # --- the stage -----------------------------------------------------------------------------------------
