@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The test command of README.md. Installs what is missing: the test extras, and Debian's ffmpeg where apt is
-# at hand and this is root (vsr uses the system ffmpeg when there is one). Runs every test with the ffmpeg vsr
-# picks, then the tests of the media steps (probing, muxing, stream copy, rotation, ingest, resume) again with
-# the ffmpeg bundled with imageio-ffmpeg. Each run's log starts with the binary and its version.
+# The test command of README.md. Installs what is missing: the test extras, and, where apt is at hand and this
+# is root, Debian's ffmpeg (vsr uses the system ffmpeg when there is one) and Chromium with its driver (the
+# browser test of vsr serve). Runs every test with the ffmpeg vsr picks, then the tests of the media steps
+# (probing, muxing, stream copy, rotation, ingest, resume) again with the ffmpeg bundled with imageio-ffmpeg.
+# Each run's log starts with the binary and its version.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e '.[test]' || exit 1
@@ -10,6 +11,11 @@ if ! command -v ffmpeg >/dev/null && command -v apt-get >/dev/null && [ "$(id -u
     export DEBIAN_FRONTEND=noninteractive
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg; } >/dev/null 2>&1 \
         || echo "tests/run.sh: Debian's ffmpeg could not be installed; testing with the bundled one"
+fi
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    # the browser test of vsr serve (tests/test_serve_browser.py skips without it)
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >/dev/null 2>&1 \
+        || echo "tests/run.sh: Chromium could not be installed; the browser test is skipped"
 fi
 status=0
 python -m pytest -q || status=$?
