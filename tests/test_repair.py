@@ -96,6 +96,15 @@ def test_dropouts_are_filled_from_the_neighbouring_frames():
     assert all(n == 0 and np.array_equal(o, c) for (_, o, n), c in zip(out, pictures))
 
 
+def decode_frames(info, plan, *, segment_frames: int, start: StartPoint | None = None) -> list[tuple[int, bytes]]:
+    """(pts, picture) of each frame the decoder hands on, from ``start`` (a resume point) or the first."""
+    q: queue.Queue = queue.Queue()
+    dec = Decoder(info, q, threading.Event(), batch_size=2, max_frames=None, high_bit_depth=False,
+                  source=info, ingest=plan, segment_frames=segment_frames, start=start)
+    dec._decode()
+    return [(p, f.tobytes()) for b in q.queue for p, f in zip(b.pts, b.frames)]
+
+
 def run_stage(plan: RepairPlan, clip: list[np.ndarray]) -> list[np.ndarray]:
     stage = RepairStage(plan)
     out = [f for i, planes in enumerate(clip) for f in stage.push(i, tape.rgb(planes))] + stage.flush()
@@ -210,17 +219,11 @@ def test_drop_repeats_leaves_them_out_keeping_the_other_timestamps(tmp_path, cap
     info = probe(src)
     plan = ingest.resolve(IngestOptions(repair=RepairOptions(mode="dropouts", drop_repeats=True)), info, scale=1)
 
-    def decode(start=None):
-        q: queue.Queue = queue.Queue()
-        dec = Decoder(info, q, threading.Event(), batch_size=2, max_frames=None, high_bit_depth=False,
-                      source=info, ingest=plan, segment_frames=3, start=start)
-        dec._decode()
-        return [(p, f.tobytes()) for b in q.queue for p, f in zip(b.pts, b.frames)]
-
-    full = decode()
+    full = decode_frames(info, plan, segment_frames=3)
     assert [round(float(p * info.time_base), 2) for p, _ in full] == [t / 25 for t in pts if t not in (3, 6)]
     for k in (3, 5):
-        assert decode(StartPoint(index=k, after_pts=full[k - 1][0])) == full[k:]
+        assert decode_frames(info, plan, segment_frames=3, start=StartPoint(index=k, after_pts=full[k - 1][0])) \
+            == full[k:]
     assert main(["upscale", str(src), "--drop-repeats", "-o", str(tmp_path / "x.mkv")]) == 1
     assert "--drop-repeats needs tape repair on" in capsys.readouterr().err
 
@@ -290,18 +293,10 @@ def test_a_resumed_decode_repairs_exactly_as_a_full_one(tmp_path):
     plan = ingest.resolve(IngestOptions(repair=RepairOptions(mode="auto")), info, scale=1)
     assert plan.repair.dropouts and plan.repair.chroma_delay
 
-    def decode(start=None):
-        q: queue.Queue = queue.Queue()
-        dec = Decoder(info, q, threading.Event(), batch_size=4, max_frames=None, high_bit_depth=False,
-                      source=info, ingest=plan, segment_frames=5, start=start)
-        dec._decode()
-        return [(p, f.tobytes()) for b in q.queue for p, f in zip(b.pts, b.frames)]
-
-    full = decode()
-    assert decode(StartPoint(index=10, after_pts=full[9][0])) == full[10:]
-    plan = replace(plan, repair=replace(plan.repair, chroma_noise=True))  # two frames either side
-    full = decode()
-    assert decode(StartPoint(index=10, after_pts=full[9][0])) == full[10:]
+    for plan in (plan, replace(plan, repair=replace(plan.repair, chroma_noise=True))):  # 1, 2 frames either side
+        full = decode_frames(info, plan, segment_frames=5)
+        assert decode_frames(info, plan, segment_frames=5, start=StartPoint(index=10, after_pts=full[9][0])) \
+            == full[10:]
     opts = VideoOptions(codec="ffv1", quiet=True, resume=True, batch_size=2,
                         ingest=IngestOptions(repair=RepairOptions("auto")))
     ref = transcode(src, tmp_path / "ref.mkv", lambda x, *_: x, 1, opts, segment_frames=5)

@@ -157,7 +157,7 @@ def _add_repair(sub: Subparsers) -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="tape repair alone, no network: chroma delay, dropouts, head-switching, "
                         "chroma noise, line jitter (for upscaling elsewhere)")
     rp.add_argument("input", type=Path, help="video, or a folder of videos (mirrored into the output folder)")
-    rp.add_argument("-o", "--output", type=Path, help="output file (default: INPUT_repaired beside the input)")
+    rp.add_argument("-o", "--output", type=Path, help="output file or folder (default: INPUT_repaired beside the input)")
     rp.add_argument("--preset", help="restoration preset whose ingest settings to use (vhs, dvd or a .yml file)")
     _video_arguments(rp)
     rp.add_argument("--overwrite", action="store_true", help="redo an output that already exists")
