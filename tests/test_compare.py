@@ -180,6 +180,26 @@ def test_compare_folders_with_input_prints_the_table(tmp_path, capsys):
     assert row.split()[-1].startswith("+")  # B's is higher than A's
 
 
+
+def test_input_against_its_output_is_enlarged_plainly(tmp_path, capsys):
+    """A smaller than B (the input and its upscale): A is enlarged with bicubic to B's size and the warping
+    error follows A's own motion, as --input would make it."""
+    clean = _pan(6)
+    lowres = [cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in clean]
+    lr = _write_folder(tmp_path / "lr", lowres)
+    b = _write_folder(tmp_path / "b", clean)
+    c = compare.compare(lr, b)
+    assert c.enlarged and c.flow_from == "input" and c.frames == 6
+    enlarged = [cv2.resize(f, (64, 64), interpolation=cv2.INTER_CUBIC) for f in lowres]
+    assert c.values["A"]["warping_error"] == pytest.approx(metrics.warping_error_per_frame(enlarged, lowres))
+    assert c.values["B"]["warping_error"] == pytest.approx(metrics.warping_error_per_frame(clean, lowres))
+    assert np.array_equal(c.shown["A"], enlarged[c.shown_index]) and compare.side_by_side(c).shape[1] == 2 * 64 + 4
+    assert compare.run(_args(str(lr), str(b), "-o", str(tmp_path / "o"), "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["a_enlarged"] is True
+    assert "lr, bicubic" in compare.table(c)
+    with pytest.raises(VsrError, match="same size"):  # larger A, or a reference: sizes must match
+        compare.compare(b, lr)
+
 def _bad(tmp: Path, case: str) -> argparse.Namespace:
     pan = _pan(5)
     a = _write_folder(tmp / "a", pan)

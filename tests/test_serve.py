@@ -109,6 +109,39 @@ def test_a_job_runs_to_its_output(root, monkeypatch):
         assert done["command"][:2] == ["vsr", "upscale"] and "--model" in done["command"]
         assert not work_dir_for(out).exists()
         assert c.get(f"/api/jobs/{done['id']}/output").content == out.read_bytes()
+        assert done["report"]["wall_seconds"] > 0 and done["device"] == "cpu"
+        # the `vsr compare` view: the input enlarged plainly against the output, measured and drawn
+        shown = c.post(f"/api/jobs/{done['id']}/compare").json()
+        assert shown["frames"] == FRAMES and "tape.mp4, bicubic" in shown["table"], shown
+        assert "warping error" in shown["table"]
+        pictures = {name: c.get(shown[f"{name}_url"]) for name in ("picture", "plot")}
+        assert all(r.status_code == 200 and r.content[:4] == b"\x89PNG" for r in pictures.values())
+        from vsr import images
+        side = images.read_image(root.parent / "state" / "compare" / done["id"] / "side_by_side.png")
+        assert side.shape[1] == 2 * 256 + 4
+        assert c.delete(f"/api/jobs/{done['id']}").status_code == 200
+        assert not (root.parent / "state" / "compare" / done["id"]).exists()
+
+
+def test_one_job_at_a_time_on_each_device(root, steady):
+    """Jobs on one device wait for each other; a job on another device (here one that does not exist, so
+    it fails at once) does not wait for them."""
+    cpu = {**JOB, "device": "cpu"}
+    with client(root) as c:
+        first = c.post("/api/jobs", json=cpu).json()["ids"][0]
+        second = c.post("/api/jobs", json={**cpu, "output": "second.mkv"}).json()["ids"][0]
+        elsewhere = c.post("/api/jobs", json={**cpu, "device": "cuda:7", "output": "gpu.mkv"}).json()["ids"][0]
+        failed = wait(c, elsewhere, lambda j: j["state"] == "failed")
+        assert failed["device"] == "cuda:7" and "cuda:7" in failed["error"]
+        assert job(c, first)["state"] == "running" and job(c, second)["state"] == "queued"
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            states = [job(c, i)["state"] for i in (first, second)]
+            assert states != ["running", "running"]
+            if states == ["done", "done"]:
+                break
+            time.sleep(0.02)
+        assert states == ["done", "done"]
 
 
 def test_pause_resume_and_a_restart_compute_no_frame_twice(root, steady):
@@ -247,6 +280,9 @@ def test_a_preview_restores_the_frame_at_the_chosen_time(root):
         assert r.status_code == 200, r.text
         shown = r.json()
         assert shown["before"] == [64, 48] and shown["after"] == [256, 192]
+        # the whole file's time at the pace of the preview's frames, as vsr upscale would say it
+        assert re.fullmatch(rf"tape.mp4: about \d+ s for {FRAMES} frames \(.* s per frame on \w+\)",
+                            shown["projection"]), shown["projection"]
         folder = root.parent / "state" / "previews" / shown["id"]
         for name in ("before", "after"):
             png = c.get(shown[f"{name}_url"])

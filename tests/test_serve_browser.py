@@ -1,6 +1,8 @@
-"""vsr serve in a real browser (headless Chromium through Selenium): the page adds a generated clip, previews a
-frame, moves the slider, starts the job and follows it to its output. Screenshots go to the test's folder (and
-to $VSR_SCREENSHOTS when set); the page's first paint and the gaps between progress updates are printed."""
+"""vsr serve in a real browser (headless Chromium through Selenium): the page adds a clip of real camera
+footage (the shared data's vtest.avi, made small; a generated clip without it), previews a frame, moves the
+slider, starts the job with chosen repairs, follows it to its output and compares it with its input.
+Screenshots go to the test's folder (and to $VSR_SCREENSHOTS when set); the page's first paint and the gaps
+between progress updates are printed."""
 import json
 import os
 import re
@@ -17,17 +19,31 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media  # noqa: E402
 
+from vsr.video.ffmpeg import run_ffmpeg  # noqa: E402
+
 webdriver = pytest.importorskip("selenium.webdriver")
 CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium and chromedriver (apt-get install "
                                                                   "chromium chromium-driver)")
 FRAMES = 40
+DATA = Path(os.environ.get("VSR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+FOOTAGE = DATA / "video" / "vtest.avi"
+
+
+def make_clip(path: Path) -> tuple[int, int]:
+    """FRAMES frames of real footage at a quarter of its size (a quick job on a CPU); its width and height."""
+    if not FOOTAGE.is_file():
+        media.make_mp4(path, frames=FRAMES, audio=False)
+        return 64, 48
+    run_ffmpeg(["-i", str(FOOTAGE), "-frames:v", str(FRAMES), "-vf", "scale=192:144", "-c:v", "libx264", "-crf", "18",
+                "-pix_fmt", "yuv420p", str(path)], what="making the test clip")
+    return 192, 144
 
 
 @pytest.fixture
 def server(tmp_path):
     (tmp_path / "root" / "tapes").mkdir(parents=True)
-    media.make_mp4(tmp_path / "root" / "tapes" / "tape.mp4", frames=FRAMES, audio=False)
+    size = make_clip(tmp_path / "root" / "tapes" / "tape.mp4")
     with socket.socket() as s:  # a free port: bind to 0 and let it go
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -36,7 +52,7 @@ def server(tmp_path):
                              str(port), "--state", str(tmp_path / "state")], stdout=subprocess.PIPE, text=True, env=env)
     try:
         address = re.search(r"http://\S+", proc.stdout.readline()).group(0)
-        yield address, tmp_path / "root"
+        yield address, tmp_path / "root", size
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
@@ -75,7 +91,7 @@ def test_the_page_previews_a_frame_and_runs_a_job_to_its_output(server, browser,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    address, root = server
+    address, root, (w, h) = server
     shots = tmp_path / "screenshots"
     shots.mkdir()
     for _ in range(200):  # the server listens just after it prints its address
@@ -100,6 +116,8 @@ def test_the_page_previews_a_frame_and_runs_a_job_to_its_output(server, browser,
     Select(find(By.ID, "backend")).select_by_visible_text("torch")
     Select(find(By.ID, "encoder_preset")).select_by_visible_text("ultrafast")
     find(By.ID, "segment_frames").send_keys("5")
+    Select(find(By.ID, "repair")).select_by_value("list")  # the repair stages as a list to tick
+    find(By.CSS_SELECTOR, "#repairs input[value='jitter']").click()
     at = find(By.ID, "at")
     at.clear()
     at.send_keys("0.5")
@@ -108,7 +126,9 @@ def test_the_page_previews_a_frame_and_runs_a_job_to_its_output(server, browser,
     until(lambda: browser.execute_script(
         "const a = document.getElementById('after'), b = document.getElementById('before');"
         "return a.complete && a.naturalWidth > 0 && b.complete && b.naturalWidth > 0"), what="the preview")
-    assert "input 64x48 -> output 256x192 at 0.5 s" in find(By.ID, "preview-msg").text  # compact is x4
+    message = find(By.ID, "preview-msg").text
+    assert f"input {w}x{h} -> output {4 * w}x{4 * h} at 0.5 s" in message  # compact is x4
+    assert re.search(rf"The whole file: tape.mp4: about \d+ s for {FRAMES} frames", message), message
     slider = find(By.ID, "split")
     browser.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert "30%" in find(By.ID, "after").value_of_css_property("clip-path")
@@ -129,8 +149,15 @@ def test_the_page_previews_a_frame_and_runs_a_job_to_its_output(server, browser,
             break
         time.sleep(0.05)
     assert seen and seen[-1][1] == FRAMES, (seen, row())
+    assert "--repair chroma-delay,dropouts,head-switching,chroma-noise " in row() and "cpu" in row()
     find(By.CSS_SELECTOR, "#jobs details summary").click()  # the job's summary, as --json gives it
     picture(browser, find(By.XPATH, "//*[@id='jobs']/ancestor::section"), shots / "done.png")
+    find(By.XPATH, "//*[@id='jobs']//button[text()='Compare']").click()  # input (bicubic) against output
+    until(lambda: browser.execute_script(
+        "const a = document.getElementById('compare-picture'), b = document.getElementById('compare-plot');"
+        "return a.complete && a.naturalWidth > 0 && b.complete && b.naturalWidth > 0"), what="the compare view")
+    assert "bicubic" in find(By.ID, "compare-table").text
+    picture(browser, find(By.ID, "compare-box"), shots / "compare.png")
     link = find(By.LINK_TEXT, "output").get_attribute("href")
     assert link.startswith(address)
     outputs = [p for p in (root / "tapes").iterdir() if p.name != "tape.mp4" and p.suffix == ".mp4"]

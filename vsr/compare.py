@@ -6,7 +6,9 @@ a table of means and per-frame spread, writes a side-by-side picture (one frame 
 per-frame plot into the output folder, or prints a JSON summary with ``--json``.
 
 A, B and the reference are video files or folders of frames (images, in natural name order) of the same
-length and size. Frames are streamed: memory does not grow with the length of the clip.
+length and size; or A is the input B was upscaled from (smaller on both sides, no reference): A is then
+enlarged plainly (bicubic) to B's size, and the warping error follows A's own motion. Frames are streamed:
+memory does not grow with the length of the clip.
 """
 from __future__ import annotations
 
@@ -117,6 +119,10 @@ def _lockstep(clips: dict[str, Iterator[np.ndarray]], max_frames: int | None) ->
         i += 1
 
 
+def _smaller(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape[0] < b.shape[0] and a.shape[1] < b.shape[1]
+
+
 def _size(frame: np.ndarray) -> str:
     return f"{frame.shape[1]}x{frame.shape[0]}"
 
@@ -145,6 +151,7 @@ class Comparison:
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # clip -> measure -> per frame
     shown: dict[str, np.ndarray] = field(default_factory=dict)  # the frame in the picture, per clip
     shown_index: int = 0
+    enlarged: bool = False  # A was smaller than B and is shown and measured enlarged with bicubic
 
     def series(self, clip: str, key: str) -> list[tuple[int, float]]:
         """(frame number, value) pairs; temporal measures start at frame 1 (the pair 0 -> 1)."""
@@ -182,6 +189,12 @@ def compare(a: Path, b: Path, *, reference: Path | None = None, lowres: Path | N
     prev: dict[str, np.ndarray] = {}
     try:
         for i, cur in enumerate(_lockstep({k: c.frames for k, c in opened.items()}, max_frames)):
+            if i == 0 and not reference and _smaller(cur["A"], cur["B"]):  # input against its output
+                out.enlarged = True
+                out.flow_from = "input" if out.flow_from == "own" else out.flow_from
+            if out.enlarged:
+                cur.setdefault("input", cur["A"])
+                cur["A"] = cv2.resize(cur["A"], cur["B"].shape[1::-1], interpolation=cv2.INTER_CUBIC)
             _check_sizes(cur, i)
             if i <= show_at:
                 out.shown, out.shown_index = {k: f for k, f in cur.items() if k != "input"}, i
@@ -242,8 +255,9 @@ def summary(c: Comparison, *, picture: Path | None = None, plot: Path | None = N
         for key, per_frame in measures.items():
             s = {k: _finite(v) for k, v in stats(per_frame).items()}
             clips[clip][key] = {**s, "per_frame": [_finite(v) for v in per_frame]}
-    return {"frames": c.frames, "warping_flow": c.flow_from, "picture": str(picture) if picture else None,
-            "picture_frame": c.shown_index, "plot": str(plot) if plot else None, "clips": clips}
+    return {"frames": c.frames, "warping_flow": c.flow_from, "a_enlarged": c.enlarged,
+            "picture": str(picture) if picture else None, "picture_frame": c.shown_index,
+            "plot": str(plot) if plot else None, "clips": clips}
 
 
 def _fmt(key: str, x: float) -> str:
@@ -256,7 +270,8 @@ def _fmt(key: str, x: float) -> str:
 
 def table(c: Comparison) -> str:
     """Means, per-frame spread (standard deviation, min-max) and B against A, one row per measure."""
-    rows = [("measure", f"A ({c.paths['A'].name})", f"B ({c.paths['B'].name})", "B vs A")]
+    a = f"{c.paths['A'].name}, bicubic" if c.enlarged else c.paths["A"].name
+    rows = [("measure", f"A ({a})", f"B ({c.paths['B'].name})", "B vs A")]
     for key, label, higher in METRICS:
         if key not in c.values["A"]:
             continue
@@ -301,7 +316,8 @@ def side_by_side(c: Comparison) -> np.ndarray:
     for i, k in enumerate(clips):
         x = i * (w + gap)
         out[bar:, x:x + w] = c.shown[k]
-        _text(out, f"{k}: {c.paths[k].name} (frame {c.shown_index})", (x + 3, 16), width=w - 6)
+        name = f"{c.paths[k].name} enlarged (bicubic)" if k == "A" and c.enlarged else c.paths[k].name
+        _text(out, f"{k}: {name} (frame {c.shown_index})", (x + 3, 16), width=w - 6)
     return out
 
 

@@ -75,15 +75,20 @@ class Projection:
             per_frame = (now - t1) / (done - d1)
         self.done = True
         whole = now - t0 + (total - done) * per_frame
-        if whole < SHOW_OVER_S:
-            return
-        line = (f"{self.name}: about {format_duration(whole)} for {total} frames "
-                f"({per_frame:.2f} s per frame on {self.device.type})")
-        if self.device.type == "cpu" and whole > SUGGEST_OVER_S and self.hint is not None:
-            faster = self.hint(whole)
-            if faster:
-                line += f"; faster: {faster}"
-        self.write(line)
+        if whole >= SHOW_OVER_S:
+            self.write(projected(self.name, whole, total, per_frame, self.device, self.hint))
+
+
+def projected(name: str, whole: float, total: int, per_frame: float, device: torch.device,
+              hint: Callable[[float], str | None] | None) -> str:
+    """The line: ``whole`` seconds for ``total`` frames at ``per_frame``, and on a CPU beyond
+    SUGGEST_OVER_S the faster option ``hint`` names."""
+    line = f"{name}: about {format_duration(whole)} for {total} frames ({per_frame:.2f} s per frame on {device.type})"
+    if device.type == "cpu" and whole > SUGGEST_OVER_S and hint is not None:
+        faster = hint(whole)
+        if faster:
+            line += f"; faster: {faster}"
+    return line
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 (see vsr.serve.app for the routes and vsr.serve.jobqueue for the queue)."""
 from __future__ import annotations
 
+import gc
 import secrets
 import socket
 from pathlib import Path
@@ -39,5 +40,12 @@ def serve(root: Path | None = None, *, host: str = "127.0.0.1", port: int = 8770
     print(f"vsr serve: open {address} in a browser (files under {app.state.root.folder}); Ctrl-C stops", flush=True)
     if token:
         print(f"vsr serve: other machines can reach this address; the page asks for the token {token}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.queue.stopping.set()  # open event streams end now rather than at the grace period's end
+            super().handle_exit(sig, frame)
+
+    gc.freeze()  # the modules loaded so far live until the end: no collection walks them, not even at exit (seconds)
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)).run()
     return 0

@@ -30,6 +30,7 @@ from .. import __version__, catalog, zoo
 from ..errors import VsrError
 from ..images import IMAGE_SUFFIXES
 from ..video import VIDEO_SUFFIXES
+from ..video.repair import REPAIRS
 from .jobqueue import JobQueue
 from .paths import OutsideRoot, Root
 
@@ -115,7 +116,7 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
-        return {"version": __version__, "root": str(top.folder)}
+        return {"version": __version__, "root": str(top.folder), "repairs": list(REPAIRS)}
 
     @app.get("/api/browse")
     def browse(path: str = "") -> dict[str, Any]:
@@ -226,6 +227,29 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         path = jobs.state_dir / "previews" / key / name
         if not path.is_file():
             raise HTTPException(404, "no such preview (only the newest are kept)")
+        return FileResponse(path, media_type="image/png")
+
+    @app.post("/api/jobs/{job_id}/compare")
+    def compare_job(job_id: str) -> dict[str, Any]:
+        """A finished video against its input, as `vsr compare` shows them (vsr.serve.preview)."""
+        from .preview import compare_view
+
+        entry = jobs.get(job_id)
+        if entry.state != "done" or not entry.output:
+            raise VsrError(f"job {job_id} has no output to compare yet ({entry.state})")
+        with previewing:
+            shown = compare_view(Path(entry.src), Path(entry.output), jobs.state_dir / "compare" / job_id)
+        base = f"/api/jobs/{job_id}/compare/"
+        return {**shown, "picture_url": base + "picture.png", "plot_url": base + "plot.png"}
+
+    @app.get("/api/jobs/{job_id}/compare/{name}")
+    def compare_image(job_id: str, name: str) -> FileResponse:
+        from ..compare import PICTURE, PLOT
+
+        files = {"picture.png": PICTURE, "plot.png": PLOT}
+        path = jobs.state_dir / "compare" / jobs.get(job_id).id / files.get(name, "-")
+        if not path.is_file():
+            raise HTTPException(404, "no such picture: compare the job first")
         return FileResponse(path, media_type="image/png")
 
     @app.post("/api/jobs/{job_id}/{action}")

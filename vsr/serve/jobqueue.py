@@ -1,6 +1,6 @@
-"""The page's queue: files restored one at a time by a worker thread with the job module (a ``Job`` per file,
-as its ``restore_file`` does), each with the options of a ``vsr upscale`` command, kept in a JSON file so that a restarted server shows
-the jobs and continues the one it was running.
+"""The page's queue: files restored with the job module (a ``Job`` per file, as its ``restore_file`` does), each
+with the options of a ``vsr upscale`` command, one at a time per device (a worker thread for each device the
+jobs name), kept in a JSON file so that a restarted server shows the jobs and continues those it was running.
 
 Stopping a video midway is the CLI's Ctrl-C: an exception out of the progress callback ends the transcode,
 its finished segments stay in the work folder with their manifest, and the next run of the same file
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..engine.device import select_device
 from ..errors import VsrError
 
 try:
@@ -55,6 +56,16 @@ def upscale_options(settings: dict[str, Any]) -> UpscaleOptions:
     return options_with_preset(settings.get("preset"), encoder_options={}, quiet=True, resume=True, **given)
 
 
+def device_key(settings: dict[str, Any]) -> str:
+    """The device a job runs on, as the queue groups jobs (auto is the one `vsr upscale` would take)."""
+    name = settings.get("device") or "auto"
+    try:
+        dev = select_device(name)
+    except VsrError:  # fails with its one line when it runs, on a worker of its own: no other job waits
+        return name
+    return f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type
+
+
 def command_line(src: Path, dst: Path, settings: dict[str, Any]) -> list[str]:
     """The same job as a command: what the page runs is what this would run."""
     args = ["vsr", "upscale", str(src), "-o", str(dst)]
@@ -74,6 +85,7 @@ class Entry:
     dst: str
     settings: dict[str, Any]
     command: list[str]
+    device: str = ""  # the worker that runs it (device_key)
     state: str = "queued"
     done: int = 0  # frames finished
     total: int | None = None
@@ -99,7 +111,7 @@ class JobQueue:
         self.file = self.state_dir / "queue.json"
         self._hold = self._lock_state()
         self.lock = threading.Lock()
-        self.wake = threading.Event()
+        self.wake = threading.Condition(self.lock)  # a job was queued, or the server stops
         self.stopping = threading.Event()
         self.requests: dict[str, str] = {}  # job id -> "pause" or "cancel", for the running job
         self.version = 0  # counts changes: the event stream sends a snapshot when it moves
@@ -108,7 +120,8 @@ class JobQueue:
         except VsrError:
             self._release()
             raise
-        self.thread: threading.Thread | None = None
+        self.workers: dict[str, threading.Thread] = {}  # device -> the thread running its jobs
+        self.started = False
 
     # --- the page's actions -------------------------------------------------------------------------
     def add(self, src: Path, dst: Path | None, settings: dict[str, Any]) -> Entry:
@@ -119,11 +132,11 @@ class JobQueue:
         if dst.resolve() == src.resolve():
             raise VsrError(f"the output {dst} is the input; choose another output")
         entry = Entry(id=uuid.uuid4().hex[:12], src=str(src), dst=str(dst), settings=dict(settings),
-                      command=command_line(src, dst, settings))
+                      command=command_line(src, dst, settings), device=device_key(settings))
         with self.lock:
             self.jobs.append(entry)
             self._changed()
-        self.wake.set()
+            self._queued(entry)
         return entry
 
     def pause(self, job_id: str) -> Entry:
@@ -147,7 +160,7 @@ class JobQueue:
             entry.state, entry.error = "queued", None
             entry.note = "continues from its last finished segment" if entry.done else ""
             self._changed()
-        self.wake.set()
+            self._queued(entry)
         return entry
 
     def cancel(self, job_id: str) -> Entry:
@@ -184,6 +197,7 @@ class JobQueue:
                 raise VsrError(f"a {entry.state} job stays on the list; cancel it first")
             self.jobs.remove(entry)
             self._changed()
+        shutil.rmtree(self.state_dir / "compare" / job_id, ignore_errors=True)
 
     def snapshot(self) -> tuple[int, list[dict[str, Any]]]:
         with self.lock:
@@ -195,34 +209,54 @@ class JobQueue:
 
     # --- the worker ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self.stopping.clear()
-        self.thread = threading.Thread(target=self._work, name="vsr-serve-queue", daemon=True)
-        self.thread.start()
+        with self.lock:
+            self.stopping.clear()
+            self.started = True
+            for entry in self.jobs:
+                if entry.state == "queued":
+                    self._queued(entry)
 
     def stop(self, timeout: float = 60.0) -> None:
-        """The running job stops at its next encoded batch (its finished segments kept) and is queued again."""
-        self.stopping.set()
-        self.wake.set()
-        if self.thread is not None:
-            self.thread.join(timeout)
+        """Each running job stops at its next encoded batch (its finished segments kept) and is queued again."""
+        with self.lock:
+            self.stopping.set()
+            self.started = False
+            self.wake.notify_all()
+            workers, self.workers = list(self.workers.values()), {}
+        end = time.monotonic() + timeout
+        for thread in workers:
+            thread.join(max(0.0, end - time.monotonic()))
         self._release()
+
+    def _queued(self, entry: Entry) -> None:
+        """Called with the lock held: wakes the worker of the job's device, started if it has none."""
+        if not self.started:
+            return
+        if not entry.device:  # a queue written before jobs had devices
+            entry.device = device_key(entry.settings)
+        worker = self.workers.get(entry.device)
+        if worker is None or not worker.is_alive():
+            worker = threading.Thread(target=self._work, args=(entry.device,), daemon=True,
+                                      name=f"vsr-serve-{entry.device}")
+            self.workers[entry.device] = worker
+            worker.start()
+        self.wake.notify_all()
 
     def _release(self) -> None:
         if self._hold is not None:  # another server may keep this queue now
             os.close(self._hold)
             self._hold = None
 
-    def _work(self) -> None:
+    def _work(self, device: str) -> None:
+        """One device's jobs, the first queued one at a time."""
         while not self.stopping.is_set():
             with self.lock:
-                entry = next((e for e in self.jobs if e.state == "queued"), None)
-                if entry is not None:
-                    entry.state, entry.error = "running", None
-                    self._changed()
-            if entry is None:
-                self.wake.wait(1.0)
-                self.wake.clear()
-                continue
+                entry = next((e for e in self.jobs if e.state == "queued" and e.device == device), None)
+                if entry is None:
+                    self.wake.wait(1.0)
+                    continue
+                entry.state, entry.error = "running", None
+                self._changed()
             self._run(entry)
 
     def _run(self, entry: Entry) -> None:
@@ -260,12 +294,14 @@ class JobQueue:
                 self._changed()
 
         projection: list[Projection] = []
+        t0 = time.perf_counter()
         try:  # as the job module's restore_file, with the projection `vsr upscale` prints
             job = Job(upscale_options(entry.settings))
             projection.append(Projection(name=Path(entry.src).name, device=job.engine.device, hint=job.faster,
                                          write=say))
             report = job.restore(Path(entry.src), Path(entry.dst), progress=progress)
             report.add_engine_stats(job.engine.stats)
+            report.wall_seconds = time.perf_counter() - t0  # this run's (a resumed job's earlier runs not counted)
         except Interrupted as why:
             self._interrupted(entry, str(why))
             return
