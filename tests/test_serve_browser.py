@@ -132,7 +132,7 @@ def test_the_page_previews_a_frame_and_runs_a_job_to_its_output(server, browser,
     slider = find(By.ID, "split")
     browser.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert "30%" in find(By.ID, "after").value_of_css_property("clip-path")
-    picture(browser, find(By.ID, "preview-box"), shots / "preview.png")
+    picture(browser, find(By.ID, "preview-box"), shots / "serve-preview.png")
 
     find(By.ID, "add").click()
     seen = []  # (time, frames done) whenever the queue's row changes
@@ -144,20 +144,20 @@ def test_the_page_previews_a_frame_and_runs_a_job_to_its_output(server, browser,
         if done and (not seen or int(done.group(1)) != seen[-1][1]):
             seen.append((time.monotonic(), int(done.group(1))))
             if len(seen) == 3:
-                picture(browser, find(By.XPATH, "//*[@id='jobs']/ancestor::section"), shots / "queue.png")
+                picture(browser, find(By.XPATH, "//*[@id='jobs']/ancestor::section"), shots / "serve-queue.png")
         if re.search(r"\bdone\b", text) and "output" in text:
             break
         time.sleep(0.05)
     assert seen and seen[-1][1] == FRAMES, (seen, row())
     assert "--repair chroma-delay,dropouts,head-switching,chroma-noise " in row() and "cpu" in row()
     find(By.CSS_SELECTOR, "#jobs details summary").click()  # the job's summary, as --json gives it
-    picture(browser, find(By.XPATH, "//*[@id='jobs']/ancestor::section"), shots / "done.png")
+    picture(browser, find(By.XPATH, "//*[@id='jobs']/ancestor::section"), shots / "serve-done.png")
     find(By.XPATH, "//*[@id='jobs']//button[text()='Compare']").click()  # input (bicubic) against output
     until(lambda: browser.execute_script(
         "const a = document.getElementById('compare-picture'), b = document.getElementById('compare-plot');"
         "return a.complete && a.naturalWidth > 0 && b.complete && b.naturalWidth > 0"), what="the compare view")
     assert "bicubic" in find(By.ID, "compare-table").text
-    picture(browser, find(By.ID, "compare-box"), shots / "compare.png")
+    picture(browser, find(By.ID, "compare-box"), shots / "serve-compare.png")
     link = find(By.LINK_TEXT, "output").get_attribute("href")
     assert link.startswith(address)
     outputs = [p for p in (root / "tapes").iterdir() if p.name != "tape.mp4" and p.suffix == ".mp4"]

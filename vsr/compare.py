@@ -40,7 +40,8 @@ COLOURS = {"A": (31, 119, 180), "B": (255, 127, 14), "reference": (110, 110, 110
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``vsr compare``."""
-    parser.add_argument("a", type=Path, metavar="A", help="a video file or a folder of frames")
+    parser.add_argument("a", type=Path, metavar="A", help="a video file or a folder of frames; or B's input, "
+                        "smaller: then enlarged plainly (bicubic) to B's size")
     parser.add_argument("b", type=Path, metavar="B", help="another restoration of the same clip, same size")
     parser.add_argument("--reference", "-r", type=Path, help="the ground truth at the same size: adds "
                         "PSNR-Y, SSIM-Y and tOF, and the motion the warping error follows")
