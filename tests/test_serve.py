@@ -108,7 +108,11 @@ def test_a_job_runs_to_its_output(root, monkeypatch):
                             done["projection"]), done["projection"]
         assert done["command"][:2] == ["vsr", "upscale"] and "--model" in done["command"]
         assert not work_dir_for(out).exists()
-        assert c.get(f"/api/jobs/{done['id']}/output").content == out.read_bytes()
+        got = c.get(f"/api/jobs/{done['id']}/output")
+        assert got.content == out.read_bytes() and got.headers["content-disposition"].startswith("attachment")
+        played = c.get(f"/api/jobs/{done['id']}/output", params={"play": 1})
+        assert played.headers["content-disposition"].startswith("inline")
+        assert played.headers["content-type"] == "video/mp4"
         assert done["report"]["wall_seconds"] > 0 and done["device"] == "cpu"
         # the `vsr compare` view: the input enlarged plainly against the output, measured and drawn
         shown = c.post(f"/api/jobs/{done['id']}/compare").json()

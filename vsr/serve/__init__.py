@@ -47,5 +47,9 @@ def serve(root: Path | None = None, *, host: str = "127.0.0.1", port: int = 8770
             super().handle_exit(sig, frame)
 
     gc.freeze()  # the modules loaded so far live until the end: no collection walks them, not even at exit (seconds)
-    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)).run()
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # the Ctrl-C that stopped it, raised again once it has stopped
+        pass
     return 0

@@ -151,7 +151,8 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         if not src.exists():
             raise VsrError(f"{req.path!r} is not under the root")
         if src.is_file() and src.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-            raise VsrError(f"{req.path!r} is neither an image nor a video ({' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+            kinds = " ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            raise VsrError(f"{req.path!r} is neither an image nor a video ({kinds})")
         dst = top.resolve(req.output) if req.output else None
         if dst is not None and not dst.parent.is_dir():
             raise VsrError(f"the folder of the output {req.output!r} does not exist")
@@ -266,12 +267,13 @@ def create_app(root: Path, state_dir: Path, *, token: str | None = None, local: 
         return {"id": job_id}
 
     @app.get("/api/jobs/{job_id}/output")
-    def output(job_id: str) -> FileResponse:
+    def output(job_id: str, play: bool = False) -> FileResponse:
+        """The output as a download, or with ``play`` for the browser to show (it plays what it can)."""
         entry = jobs.get(job_id)
         if entry.state != "done" or not entry.output:
             raise VsrError(f"job {job_id} has no output yet ({entry.state})")
         path = top.resolve(top.relative(Path(entry.output)))
-        return FileResponse(path, filename=path.name)
+        return FileResponse(path, filename=path.name, content_disposition_type="inline" if play else "attachment")
 
     @app.get("/api/events")
     async def events(request: Request) -> StreamingResponse:

@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +27,7 @@ from vsr.errors import VsrError
 
 ENV = "VSR_FFMPEG"
 OLDEST = (4, 4)  # the oldest ffmpeg the command lines here are written for
+STALL_S = 300.0  # a step whose output has not grown nor its time moved for this long is stuck: it is stopped
 
 
 class FfmpegError(VsrError, RuntimeError):
@@ -174,18 +177,65 @@ def execute(cmd: Sequence[str], *, timeout: float | None = None) -> subprocess.C
 
 def run_cmd(cmd: Sequence[str], *, what: str, path: Path | str | None = None) -> None:
     """Run a compiled argument list; a failure is one line (FfmpegError) naming the step, the file and the
-    binary, with the last lines of ffmpeg's log."""
-    proc = execute(cmd)
-    if proc.returncode != 0:
-        tail = log_tail(proc.stderr) or f"exit code {proc.returncode}"
-        exe = cmd[0]
-        try:
-            binary = describe(exe)
-        except VsrError:
-            binary = f"ffmpeg at {exe}"
-        other = f"{ENV}=bundled" if exe != bundled_exe() else f"{ENV}=system or a path"
-        where = f"{path}: " if path is not None else ""
-        raise FfmpegError(f"{where}ffmpeg failed while {what} ({tail}); {binary}, {other} tries another")
+    binary, with the last lines of ffmpeg's log. An ffmpeg that stops making progress (no byte written, no
+    time reached for STALL_S) is stopped and reported the same way rather than waited for forever."""
+    code, log = _watched(cmd, STALL_S)
+    if code == 0:
+        return
+    exe = cmd[0]
+    try:
+        binary = describe(exe)
+    except VsrError:
+        binary = f"ffmpeg at {exe}"
+    other = f"{ENV}=bundled" if exe != bundled_exe() else f"{ENV}=system or a path"
+    where = f"{path}: " if path is not None else ""
+    if code is None:
+        raise FfmpegError(f"{where}ffmpeg made no progress for {STALL_S:g} s while {what} and was stopped; "
+                          f"{binary}, {other} tries another")
+    tail = log_tail(log) or f"exit code {code}"
+    raise FfmpegError(f"{where}ffmpeg failed while {what} ({tail}); {binary}, {other} tries another")
+
+
+def _watched(cmd: Sequence[str], stall_s: float) -> tuple[int | None, str]:
+    """Run ffmpeg with its progress report (``-progress``) on a pipe: (exit code, or None when it was
+    stopped because the size written and the time reached stayed the same for ``stall_s``; its log)."""
+    proc = subprocess.Popen([cmd[0], "-progress", "pipe:1", "-nostats", *cmd[1:]], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    log: list[str] = []
+    moved = [time.monotonic()]  # when the report last changed
+
+    def follow() -> None:
+        now: dict[str, str] = {}
+        last: dict[str, str] = {}
+        for line in proc.stdout:  # blocks of key=value lines, each ended by progress=continue|end
+            key, _, value = line.strip().partition("=")
+            if key in ("total_size", "out_time_us"):
+                now[key] = value
+            elif key == "progress" and now != last:
+                last, moved[0] = dict(now), time.monotonic()
+
+    readers = [threading.Thread(target=follow, daemon=True),
+               threading.Thread(target=lambda: log.append(proc.stderr.read()), daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        while True:
+            try:
+                code: int | None = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - moved[0] > stall_s:
+                    proc.kill()
+                    proc.wait()
+                    code = None
+                    break
+    except BaseException:  # Ctrl-C: no ffmpeg is left behind writing
+        proc.kill()
+        proc.wait()
+        raise
+    for t in readers:
+        t.join(timeout=10)
+    return code, "".join(log)
 
 
 def run_ffmpeg(args: Sequence[str], *, what: str, path: Path | str | None = None) -> None:
