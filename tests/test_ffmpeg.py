@@ -102,11 +102,12 @@ def test_a_failing_ffmpeg_is_one_line_naming_the_step_and_the_file(tmp_path, mon
 
 def test_a_stuck_ffmpeg_is_stopped_with_one_line(tmp_path, monkeypatch):
     """A step whose ffmpeg makes no progress (here it waits for a writer on a pipe that never comes) is
-    stopped after STALL_S and said in one line, instead of holding the run forever."""
+    stopped after STALL_S, tried once more, and said in one line, instead of holding the run forever."""
     fifo = tmp_path / "never.fifo"
     os.mkfifo(fifo)
     monkeypatch.setattr(ff, "STALL_S", 1.5)
-    with pytest.raises(ff.FfmpegError, match=r"never.fifo: ffmpeg made no progress for 1.5 s while reading a pipe"):
+    stuck = r"never.fifo: ffmpeg made no progress for 1.5 s while reading a pipe, twice"
+    with pytest.raises(ff.FfmpegError, match=stuck):
         ff.run_ffmpeg(["-f", "rawvideo", "-pix_fmt", "gray", "-s", "8x8", "-i", str(fifo), str(tmp_path / "o.mkv")],
                       what="reading a pipe", path=fifo)
     assert not (tmp_path / "o.mkv").exists()

@@ -178,8 +178,11 @@ def execute(cmd: Sequence[str], *, timeout: float | None = None) -> subprocess.C
 def run_cmd(cmd: Sequence[str], *, what: str, path: Path | str | None = None) -> None:
     """Run a compiled argument list; a failure is one line (FfmpegError) naming the step, the file and the
     binary, with the last lines of ffmpeg's log. An ffmpeg that stops making progress (no byte written, no
-    time reached for STALL_S) is stopped and reported the same way rather than waited for forever."""
+    time reached for STALL_S) is stopped and run once more (a stall is a race that seldom comes twice), then
+    reported the same way rather than waited for forever."""
     code, log = _watched(cmd, STALL_S)
+    if code is None:
+        code, log = _watched(cmd, STALL_S)
     if code == 0:
         return
     exe = cmd[0]
@@ -190,7 +193,7 @@ def run_cmd(cmd: Sequence[str], *, what: str, path: Path | str | None = None) ->
     other = f"{ENV}=bundled" if exe != bundled_exe() else f"{ENV}=system or a path"
     where = f"{path}: " if path is not None else ""
     if code is None:
-        raise FfmpegError(f"{where}ffmpeg made no progress for {STALL_S:g} s while {what} and was stopped; "
+        raise FfmpegError(f"{where}ffmpeg made no progress for {STALL_S:g} s while {what}, twice, and was stopped; "
                           f"{binary}, {other} tries another")
     tail = log_tail(log) or f"exit code {code}"
     raise FfmpegError(f"{where}ffmpeg failed while {what} ({tail}); {binary}, {other} tries another")
