@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from . import zoo
-from .engine import PRECISIONS, Upscaler
+from .engine import PRECISIONS, Upscaler, autotune
 from .engine.measure import check_precision_runs, count_flops, matmul_peak_gflops, matmul_size, median_seconds
 from .errors import VsrError
 from .video import probe
@@ -172,7 +172,6 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
     b = batch or default_batch(engine.device.type)
     if frames <= b:
         raise VsrError(f"--frames must be more than one batch ({b}): the pipeline's rate is measured past it")
-    name = next(k for k, v in PRECISIONS.items() if v == engine.dtype)
     with tempfile.TemporaryDirectory(prefix="vsr-bench-") as tmp:
         if clip is None:
             w, h = size or parse_size(DEFAULT_SIZE)
@@ -183,6 +182,8 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         arr = read_frames(clip, b)
         h, w = arr.shape[1:3]
         oh, ow = engine.out_size(h, w)
+        engine.tune((b, desc.in_ch, h, w))  # as vsr upscale: the fastest way on this machine
+        name = next(k for k, v in PRECISIONS.items() if v == engine.dtype)
         session = engine.session()
         call = lambda: session.upscale_array(arr, indices=list(range(b)), resets=[False] * b)  # noqa: E731
         say(f"model-only: {model} {w}x{h} on {engine.device} ({name}), batch {b}")
@@ -190,7 +191,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         if engine.backend == "torch":
             flops = count_flops(call)
         else:  # the arithmetic is counted on PyTorch's operators: the same network through them, once
-            counter = Upscaler(desc, device=device, precision=precision, backend="torch").session()
+            counter = Upscaler(desc, device=device, precision=name, backend="torch").session()
             flops = count_flops(lambda: counter.upscale_array(arr, indices=list(range(b)), resets=[True] * b))
             del counter
         seconds = median_seconds(call, runs, device=engine.device, warmup=0) / b
@@ -204,9 +205,9 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         whole, first = [], []
         for _ in range(runs):
             whole.append(pipeline_seconds(clip, out, frames=frames, model=model, device=device, precision=name,
-                                          batch=b, codec=codec, backend=backend))
+                                          batch=b, codec=codec, backend=used))
             first.append(pipeline_seconds(clip, out, frames=b, model=model, device=device, precision=name,
-                                          batch=b, codec=codec, backend=backend))
+                                          batch=b, codec=codec, backend=used))
     marginal = statistics.median(whole) - statistics.median(first)
     # timing noise can make the difference meaningless on very short runs: then the plain rate, which
     # includes the one-off costs and so errs low
@@ -220,6 +221,42 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
                        pipeline_ratio=pipeline_fps * seconds, clip=shown_clip)
 
 
+def backends(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = None, batch: int = 1,
+             say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """``vsr bench --backends``: every way this CPU can run the model on frames of ``size``, timed and
+    compared with PyTorch fp32 as `vsr upscale` does before it chooses (vsr.engine.autotune); the choice
+    is kept for `vsr upscale` as its own measurement would be."""
+    desc, _ = zoo.resolve(model)
+    w, h = size or parse_size(DEFAULT_SIZE)
+    shape = (batch, desc.in_ch, h, w)
+    engine = Upscaler(desc, device="cpu")
+    say(f"backends: {model} at {w}x{h}, each for about {autotune.MEASURE_S:g} s after a warm-up")
+    rows, _ = autotune.measure(engine, shape, every=True)
+    best = autotune.remember(engine, shape, rows)
+    mh, mw = autotune.measured_shape(shape)[2:]
+    return {"model": model, "size": f"{w}x{h}", "measured_size": f"{mw}x{mh}", "cpu": autotune.cpu(),
+            "threads": torch.get_num_threads(), "faithful_db": autotune.FAITHFUL_DB,
+            "rows": [asdict(r) for r in rows], "chosen": {"backend": best.backend, "precision": best.precision}}
+
+
+def backend_lines(table: dict[str, Any]) -> list[str]:
+    cpu = table["cpu"]
+    lines = [f"{table['model']} at {table['size']} (measured on {table['measured_size']}) on {cpu['name']} "
+             f"({' '.join(cpu['flags']) or 'no listed extensions'}), {table['threads']} threads",
+             f"{'backend':10s} {'precision':9s} {'s/frame':>9s} {'frames/s':>9s} {'PSNR vs fp32':>13s}"]
+    for r in table["rows"]:
+        if r["error"]:
+            lines.append(f"{r['backend']:10s} {r['precision']:9s} failed: {r['error']}")
+            continue
+        shown = "identical" if r["psnr"] == float("inf") else f"{r['psnr']:.1f} dB"
+        lines.append(f"{r['backend']:10s} {r['precision']:9s} {r['seconds']:9.4f} {1 / r['seconds']:9.2f} "
+                     f"{shown:>13s}")
+    chosen = table["chosen"]
+    lines.append(f"chosen: {chosen['backend']} {chosen['precision']}, the fastest within "
+                 f"{table['faithful_db']:g} dB of PyTorch fp32 (what --backend auto --precision auto runs here)")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size is not None else None
 
@@ -227,6 +264,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"vsr: bench: {line}", file=sys.stderr, flush=True)
 
+    if args.backends:
+        table = backends(model=args.model, size=size, batch=args.batch or 1, say=say)
+        print(json.dumps(table) if args.json else "\n".join(backend_lines(table)))
+        return 0
     result = measure(model=args.model, size=size, precision=args.precision, device=args.device,
                      frames=args.frames, runs=args.runs, batch=args.batch, codec=args.codec, clip=args.clip,
                      backend=args.backend, say=say)

@@ -138,7 +138,8 @@ def _add_upscale(sub: Subparsers) -> argparse.ArgumentParser:
     up.add_argument("--cluster", metavar="ADDRESS", help="run each file as a task on a Ray cluster: auto (the "
                     "running one), HOST:PORT or ray://HOST:PORT (pip install 'vsr[cluster]')")
     up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                    help="auto: OpenVINO for plain networks on the CPU where it is installed (vsr[openvino])")
+                    help="auto: OpenVINO for plain networks on the CPU where it is installed (with vsr on "
+                    "x86-64 Linux, Windows and macOS)")
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
     up.add_argument("--tau", "--temperature", dest="temperature", type=float,
                     help="sampled models (srflow): latent temperature, default 0 (the mean image, most faithful)")
@@ -226,6 +227,8 @@ def _add_bench(sub: Subparsers) -> argparse.ArgumentParser:
     be.add_argument("--batch", type=_positive_int, help="frames per network call (default 1 on CPU, 4 on GPU)")
     be.add_argument("--codec", help="output codec of the pipeline run (default libx264, as vsr upscale)")
     be.add_argument("--clip", type=Path, help="run the pipeline on this video instead of a generated clip")
+    be.add_argument("--backends", action="store_true", help="time every backend and precision this CPU can "
+                    "run the model in, against PyTorch fp32, and keep the fastest faithful one for vsr upscale")
     be.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return be
 

@@ -172,6 +172,9 @@ class Job:
         if resume:  # continue unfinished work with what it was run with
             for job in (self, *helpers):
                 job.engine.adopt((plan.recorded_identity() or {}).get("process"))
+        shape = (self.video_options.batch_size, self.engine.desc.in_ch, plan.source.height, plan.source.width)
+        for job in (self, *helpers):  # the fastest way on this machine (after adopt: a resumed job keeps its own)
+            job.engine.tune(shape, say=self._say)
         jobs = [self, *self._peers(helpers, plan, report, src.name)]
         # one video: frame numbers and the recurrent state; a free session per batch in flight
         free: queue.SimpleQueue = queue.SimpleQueue()
@@ -234,11 +237,16 @@ class Job:
                 given(done, total)
         return replace(options, progress=both)
 
+    def _say(self, line: str) -> None:
+        if not self.opts.quiet:
+            tqdm.write(f"vsr: {line}", file=sys.stderr)
+
     def image(self, src: Path, dst: Path) -> int:
         img = images.read_image(src)
         engine = self.engine
         h, w = img.shape[:2]
         rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+        engine.tune((1, engine.desc.in_ch, h, w), say=self._say)
         out = engine.upscale_array(rgb[None])[0]
         if img.ndim == 2:  # grey in, grey out
             out = _mean_channels(out)

@@ -1,4 +1,5 @@
-"""OpenVINO as the CPU backend of plain networks (the optional extra ``vsr[openvino]``).
+"""OpenVINO as the CPU backend of plain networks (installed with vsr where OpenVINO ships wheels: x86-64
+Linux and Windows, macOS; elsewhere ``pip install openvino`` where it can be had).
 
 On the CPU, OpenVINO runs realesrgan-x4plus faster than PyTorch in both precisions (two runs of
 benchmarks/bench_cpu_runtimes.py: 1.12-1.17x in bf16, 1.24-1.36x in fp32), so the engine uses it for
@@ -38,7 +39,8 @@ def choose(name: str, *, device: torch.device, contract: Contract | str, traceab
             raise VsrError(f"--backend openvino runs plain networks on the CPU only (this is a {contract} "
                            f"network on {device.type}); use --backend torch")
         if not available():
-            raise VsrError("--backend openvino needs OpenVINO: pip install 'vsr[openvino]'")
+            raise VsrError("--backend openvino needs OpenVINO: pip install openvino (where it has wheels), or use "
+                           "--backend torch")
     return "openvino" if usable and available() else "torch"
 
 

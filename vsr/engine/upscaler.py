@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from ..arch import Contract, ModelDescriptor, Tiling
 from ..errors import VsrError
 from . import openvino
-from .device import select_device, select_precision
+from .device import PRECISIONS, select_device, select_precision
 from .tiling import tile_count, tiled
 
 MIN_TILE = 32
@@ -122,20 +122,10 @@ class Upscaler:
         # channels_last feeds tensor cores on GPUs and oneDNN on CPUs (benchmarks/bench_cpu_throughput.py:
         # 1.1x faster in fp32, 2x in bf16 here); MPS supports it poorly
         self.memory_format = torch.contiguous_format if self.device.type == "mps" else torch.channels_last
-        self.backend = openvino.choose(backend, device=self.device, contract=desc.contract,
-                                      traceable=desc.traceable)
-        self._call_dtype = self.dtype  # what the network is handed
-        if self.backend == "openvino":
-            self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=self.dtype,
-                                              threads=torch.get_num_threads())
-            self._call_dtype = torch.float32
-        elif desc.autocast:  # fp32 weights, called under autocast (see _call)
-            self.model = desc.model.to(self.device, memory_format=self.memory_format).eval()
-            self._call_dtype = torch.float32
-        else:  # desc.model stays fp32: the source of the fp32 fallback for non-finite half-precision output
-            model = desc.model if self.dtype == torch.float32 else copy.deepcopy(desc.model)
-            self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
-        self._fp32_model: torch.nn.Module | None = None
+        # both auto on the CPU: the fastest faithful pair on this machine, measured at the first shape (tune)
+        self.tunable = self.device.type == "cpu" and backend == "auto" and precision == "auto"
+        self._build(openvino.choose(backend, device=self.device, contract=desc.contract,
+                                    traceable=desc.traceable), self.dtype)
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
         self.tile = tile
@@ -143,6 +133,40 @@ class Upscaler:
         self.overlap = desc.tile_overlap if overlap is None else overlap
         self.stats = EngineStats()
         self._weights_sha256: str | None = None
+
+    def _build(self, backend: str, dtype: torch.dtype) -> None:
+        """The network as ``backend`` runs it in ``dtype``."""
+        desc = self.desc
+        self.backend, self.dtype = backend, dtype
+        self._call_dtype = dtype  # what the network is handed
+        self._fp32_model: torch.nn.Module | None = None
+        if backend == "openvino":
+            self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=dtype,
+                                              threads=torch.get_num_threads())
+            self._call_dtype = torch.float32
+        elif desc.autocast:  # fp32 weights, called under autocast (see _call)
+            self.model = desc.model.to(self.device, memory_format=self.memory_format).eval()
+            self._call_dtype = torch.float32
+        else:  # desc.model stays fp32: the source of the fp32 fallback for non-finite half-precision output
+            model = desc.model if dtype == torch.float32 else copy.deepcopy(desc.model)
+            self.model = model.to(self.device, dtype, memory_format=self.memory_format).eval()
+
+    def tune(self, shape: Sequence[int], say: Callable[[str], None] | None = None) -> None:
+        """With backend and precision auto on the CPU: run as the fastest faithful backend and precision
+        for inputs of ``shape`` (B, C, H, W) on this machine (vsr.engine.autotune: measured once, cached;
+        ``say`` hears when it measures)."""
+        if not self.tunable:
+            return
+        self.tunable = False
+        from . import autotune
+
+        backend, dtype, built = autotune.choose(self, tuple(shape), say=say)
+        if built is not None:
+            self.backend, self.dtype, self.model, self._call_dtype = (built.backend, built.dtype, built.model,
+                                                                     built._call_dtype)
+            self._fp32_model = None
+        elif (backend, dtype) != (self.backend, self.dtype):
+            self._build(backend, dtype)
 
     # -- what decides the output ------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -165,9 +189,17 @@ class Upscaler:
         return ident
 
     def adopt(self, recorded: dict[str, Any] | None) -> None:
-        """Continue unfinished work as it was run: with the tile an earlier run of the same job fell
-        back to after running out of memory (``recorded`` is its :meth:`identity`)."""
-        if not recorded or self.tile != "auto" or not isinstance(recorded.get("tile"), int):
+        """Continue unfinished work as it was run (``recorded`` is its :meth:`identity`): in the backend and
+        precision measured fastest then, and with the tile it fell back to after running out of memory."""
+        if not recorded:
+            return
+        if self.tunable and (recorded.get("backend"), recorded.get("dtype")) != (self.backend, str(self.dtype)):
+            named = {str(t): t for t in PRECISIONS.values()}
+            backend, dtype = recorded.get("backend"), recorded.get("dtype")
+            if (backend == "torch" or (backend == "openvino" and openvino.available())) and dtype in named:
+                self.tunable = False
+                self._build(backend, named[dtype])
+        if self.tile != "auto" or not isinstance(recorded.get("tile"), int):
             return
         if all(recorded.get(k) == v for k, v in self.identity().items() if k != "tile"):
             self.learned_tile = recorded["tile"]

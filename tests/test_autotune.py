@@ -1,0 +1,148 @@
+"""The backend and precision measured fastest on this machine: every candidate timed and compared with PyTorch
+fp32, only faithful ones chosen, the choice cached per machine and shape, used by the engine, kept by a
+resumed job, and small work left to the rule."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vsr import zoo
+from vsr.engine import Upscaler, autotune, openvino
+from vsr.engine.device import cpu_has_native_bf16
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import tiny  # noqa: E402
+
+SHAPE = (1, 3, 48, 40)
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """Every network measured, however quick, and briefly."""
+    monkeypatch.setattr(autotune, "QUICK_S", 0.0)
+    monkeypatch.setattr(autotune, "MEASURE_S", 0.02)
+
+
+def engine(**kw) -> Upscaler:
+    return Upscaler(tiny("compact", nf=8, num_conv=2, upscale=2), device="cpu", **kw)
+
+
+def test_every_candidate_is_timed_and_compared_with_fp32(measured):
+    e = engine()
+    pairs = autotune.candidates(e)
+    expected = [("torch", "fp32")] + [("torch", "bf16")] * cpu_has_native_bf16()
+    if openvino.available():
+        expected += [("openvino", "fp32")] + [("openvino", "bf16")] * cpu_has_native_bf16()
+    assert pairs == expected
+    rows, engines = autotune.measure(e, SHAPE)
+    assert [(r.backend, r.precision) for r in rows] == pairs
+    assert all(r.error is None and r.seconds > 0 for r in rows)
+    assert math.isinf(rows[0].psnr) and all(r.psnr > 30 for r in rows)
+    for r in rows:  # each engine ran as its row says
+        built = engines[(r.backend, r.precision)]
+        assert built.backend == r.backend and built.dtype == autotune.PRECISIONS[r.precision]
+    x = autotune.sample(SHAPE)
+    fp32 = engines[("torch", "fp32")](x)
+    assert autotune.psnr(engines[pairs[-1]](x), fp32) == pytest.approx(rows[-1].psnr, abs=1e-6)
+
+
+def test_only_faithful_candidates_are_chosen_and_the_choice_is_cached(measured, monkeypatch, tmp_path):
+    monkeypatch.setattr(autotune, "FAITHFUL_DB", math.inf)  # nothing but fp32 itself is faithful enough
+    e = engine()
+    backend, dtype, built = autotune.choose(e, SHAPE, cache_dir=tmp_path)
+    assert (backend, dtype) == ("torch", torch.float32) and built.backend == "torch"
+    saved = json.loads((tmp_path / autotune.CACHE_FILE).read_text())
+    (key, entry), = saved.items()
+    assert key == autotune.cache_key(e, SHAPE) and entry["precision"] == "fp32"
+    assert len(entry["rows"]) == len(autotune.candidates(e))
+
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(autotune, "measure", no_measuring)
+    assert autotune.choose(engine(), SHAPE, cache_dir=tmp_path)[:2] == ("torch", torch.float32)
+    # another shape is another key (larger ones share the crop they are measured on)
+    assert autotune.cache_key(e, (1, 3, 300, 400)) == autotune.cache_key(e, (1, 3, 500, 700))
+    assert autotune.cache_key(e, (1, 3, 48, 40)) != autotune.cache_key(e, (1, 3, 40, 48))
+
+
+def test_the_fastest_faithful_one_wins(measured, monkeypatch):
+    rows = [autotune.Row("torch", "fp32", 1.0, math.inf), autotune.Row("torch", "bf16", 0.4, 39.0),
+            autotune.Row("openvino", "fp32", 0.6, 80.0), autotune.Row("openvino", "bf16", None, error="no")]
+    assert (autotune.fastest(rows).backend, autotune.fastest(rows).precision) == ("openvino", "fp32")
+
+
+def test_the_engine_runs_as_measured_and_a_resumed_job_keeps_what_ran(measured, monkeypatch):
+    monkeypatch.setattr(autotune, "fastest", lambda rows: rows[-1])  # the last candidate, whatever it is
+    e = engine()
+    assert e.tunable
+    e.tune(SHAPE)
+    last = autotune.candidates(e)[-1]
+    assert (e.backend, e.dtype) == (last[0], autotune.PRECISIONS[last[1]]) and not e.tunable
+    out = e(autotune.sample(SHAPE))
+    assert out.shape == (1, 3, 96, 80)
+    ident = e.identity()
+    assert ident["backend"] == last[0] and ident["dtype"] == str(autotune.PRECISIONS[last[1]])
+    resumed = engine()
+    resumed.adopt(ident)  # the cache may have gone: the manifest says what ran
+    assert (resumed.backend, resumed.dtype) == (e.backend, e.dtype) and not resumed.tunable
+    forced = engine(backend="torch", precision="fp32")  # a backend or precision given: no measuring
+    forced.tune(SHAPE)
+    assert not forced.tunable and (forced.backend, forced.dtype) == ("torch", torch.float32)
+
+
+def test_small_work_is_left_to_the_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path))
+    e = engine()
+    rule = (e.backend, e.dtype)
+    e.tune(SHAPE)  # a tiny network on 48x40: milliseconds, not worth measuring the others
+    assert (e.backend, e.dtype) == rule and not (tmp_path / autotune.CACHE_FILE).exists()
+    assert zoo.cache_dir() == tmp_path
+
+
+def test_bench_backends_prints_the_table_and_keeps_the_choice(tiny_weights, capsys, monkeypatch, tmp_path):
+    from vsr.cli import main
+
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path))
+    monkeypatch.setattr(autotune, "MEASURE_S", 0.02)
+    assert main(["bench", "--backends", "--model", str(tiny_weights), "--size", "40x32", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    desc, _ = zoo.resolve(str(tiny_weights))
+    pairs = autotune.candidates(Upscaler(desc, device="cpu"))
+    assert [(r["backend"], r["precision"]) for r in table["rows"]] == pairs  # every one, however quick
+    assert (table["chosen"]["backend"], table["chosen"]["precision"]) in pairs and table["measured_size"] == "40x32"
+    kept = json.loads((tmp_path / autotune.CACHE_FILE).read_text())
+    assert [v["precision"] for v in kept.values()] == [table["chosen"]["precision"]]
+    assert main(["bench", "--backends", "--model", str(tiny_weights), "--size", "40x32"]) == 0
+    text = capsys.readouterr().out
+    assert "PSNR vs fp32" in text and "identical" in text and text.count("\ntorch ") >= 1
+
+
+def test_vsr_upscale_runs_what_was_measured_fastest(tiny_weights, tmp_path, monkeypatch, capsys, measured):
+    """A video with --backend and --precision auto comes out as with the chosen pair given by hand."""
+    import av
+
+    import media
+    from vsr.cli import main
+
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "fastest", lambda rows: rows[-1])
+    clip = media.make_mp4(tmp_path / "in.mp4", width=64, height=48, frames=6, audio=False)
+    common = ["--model", str(tiny_weights), "--codec", "ffv1"]
+
+    def frames(path: Path) -> list[bytes]:
+        with av.open(str(path)) as c:
+            return [f.to_ndarray().tobytes() for f in c.decode(video=0)]
+
+    assert main(["upscale", str(clip), "-o", str(tmp_path / "auto.mkv"), *common]) == 0
+    assert "measuring which backend" in capsys.readouterr().err  # said, unless --quiet or --json
+    (entry,) = json.loads((tmp_path / "cache" / autotune.CACHE_FILE).read_text()).values()
+    assert main(["upscale", str(clip), "-o", str(tmp_path / "given.mkv"), *common, "--backend", entry["backend"],
+                 "--precision", entry["precision"]]) == 0
+    assert frames(tmp_path / "auto.mkv") == frames(tmp_path / "given.mkv") and len(frames(tmp_path / "auto.mkv")) == 6
+    assert (entry["backend"], entry["precision"]) == autotune.candidates(
+        Upscaler(zoo.resolve(str(tiny_weights))[0], device="cpu"))[-1]
