@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,7 @@ from ..arch import Contract
 from . import openvino
 from .device import PRECISIONS, cpu_has_native_bf16
 
-if TYPE_CHECKING:
-    from .upscaler import Upscaler
+Upscaler = Any  # vsr.engine.upscaler.Upscaler, which calls this module (so not imported here)
 
 FAITHFUL_DB = 40.0  # PSNR against PyTorch fp32 below which a faster way is not the same picture
 MEASURE_S = 1.0  # timed per candidate after one warm-up call (at least one timed call)
@@ -122,16 +121,13 @@ def measure(engine: Upscaler, shape: tuple[int, ...], *, every: bool = False
     """Every candidate timed on ``shape`` (cropped to MEASURE_SIDE) and compared with PyTorch fp32 (only
     PyTorch fp32 when that is under QUICK_S, unless ``every``); the engines built on the way, so that the
     winner need not be built again."""
-    from .upscaler import Upscaler
-
     x = sample(measured_shape(shape))
     rows, engines, reference = [], {}, None
     for backend, precision in candidates(engine):
         row = Row(backend, precision)
         rows.append(row)
         try:
-            e = Upscaler(engine.desc, device="cpu", precision=precision, backend=backend, tile=engine.tile,
-                         overlap=engine.overlap, ensemble=engine.ensemble)
+            e = engine.variant(backend, precision)
             out = e(x)  # warm-up: compiles, and the output compared
             times: list[float] = []
             end = time.perf_counter() + MEASURE_S

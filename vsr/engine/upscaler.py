@@ -151,6 +151,12 @@ class Upscaler:
             model = desc.model if dtype == torch.float32 else copy.deepcopy(desc.model)
             self.model = model.to(self.device, dtype, memory_format=self.memory_format).eval()
 
+    def variant(self, backend: str, precision: str) -> Upscaler:
+        """The same network and settings run by another backend in another precision."""
+        settings = {k: getattr(self, k) for k in ("temperature", "seed") if k in self.desc.settings}
+        return Upscaler(self.desc, device=str(self.device), precision=precision, backend=backend, tile=self.tile,
+                        overlap=self.overlap, ensemble=self.ensemble, **settings)
+
     def tune(self, shape: Sequence[int], say: Callable[[str], None] | None = None) -> None:
         """With backend and precision auto on the CPU: run as the fastest faithful backend and precision
         for inputs of ``shape`` (B, C, H, W) on this machine (vsr.engine.autotune: measured once, cached;
