@@ -4,8 +4,8 @@ process, and with two jobs at once, for each backend and thread wait policy.
     python benchmarks/bench_shared_cores.py [--model compact] [--size 240x180] [--seconds 10]
 
 Each measurement runs in its own process (a wait policy is read when the threading library loads):
-- torch: PyTorch fp32 through the engine (`--backend torch`); OpenMP's default wait policy, and
-  OMP_WAIT_POLICY=PASSIVE (waiting threads sleep instead of spinning)
+- torch: PyTorch fp32 through the engine (`--backend torch`), as vsr runs it (OMP_WAIT_POLICY=PASSIVE:
+  waiting threads sleep), and with OpenMP's default wait (threads spin a while before they sleep)
 - openvino: OpenVINO fp32 through the engine; threads pinned to cores (its default) or not
 
 "busy core": a process spinning on core 0; a fair share of the machine is then (cores - 0.5) / cores of
@@ -23,8 +23,8 @@ import sys
 import time
 
 VARIANTS = {  # name: (backend, environment, engine settings)
-    "torch": ("torch", {}, {}),
-    "torch, OMP_WAIT_POLICY=PASSIVE": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"}, {}),
+    "torch": ("torch", {}, {}),  # vsr sets OMP_WAIT_POLICY=PASSIVE (vsr/__init__.py)
+    "torch, OpenMP's default wait": ("torch", {"OMP_WAIT_POLICY": ""}, {}),  # spins a while, then sleeps
     "openvino": ("openvino", {}, {}),
     "openvino, not pinned": ("openvino", {}, {"ENABLE_CPU_PINNING": False}),
 }
@@ -32,15 +32,16 @@ VARIANTS = {  # name: (backend, environment, engine settings)
 
 def worker(args: argparse.Namespace) -> None:
     """Frames per second of one engine on random frames, after a warm-up; printed as JSON."""
-    import torch
-
-    from vsr import zoo
+    from vsr import zoo  # before torch, as the vsr command imports them
     from vsr.engine import Upscaler
+
+    import torch
 
     w, h = map(int, args.size.split("x"))
     engine = Upscaler(zoo.resolve(args.model)[0], device="cpu", precision="fp32", backend=args.backend, tile=0)
-    if args.config:
-        engine.model._config.update(json.loads(args.config))
+    config = json.loads(args.config or "{}")
+    if config:  # OpenVINO settings, read when a shape is compiled
+        engine.model._config.update(config)
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     engine(x)  # compiles (OpenVINO) and warms up
     times = []
@@ -66,7 +67,7 @@ def main() -> None:
     p.add_argument("--model", default="compact")
     p.add_argument("--size", default="240x180", help="input frame WxH")
     p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of: " + ", ".join(VARIANTS))
+    p.add_argument("--variants", default="|".join(VARIANTS), help="|-separated list of: " + " | ".join(VARIANTS))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--config", default="", help=argparse.SUPPRESS)
@@ -76,7 +77,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores, {args.model} at {args.size}, fp32, {args.seconds:g} s per measurement")
     print(f"{'variant':34s} {'idle fps':>9s} {'busy core':>10s} {'two jobs (each)':>16s}")
-    for variant in args.variants.split(","):
+    for variant in args.variants.split("|"):
         idle = measure(args, variant)[0]
         spinner = subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {0})\nwhile True: pass"])
         try:
