@@ -146,3 +146,22 @@ def test_vsr_upscale_runs_what_was_measured_fastest(tiny_weights, tmp_path, monk
     assert frames(tmp_path / "auto.mkv") == frames(tmp_path / "given.mkv") and len(frames(tmp_path / "auto.mkv")) == 6
     assert (entry["backend"], entry["precision"]) == autotune.candidates(
         Upscaler(zoo.resolve(str(tiny_weights))[0], device="cpu"))[-1]
+
+
+def test_candidates_are_judged_on_a_frame_of_the_job(tmp_path):
+    import numpy as np
+
+    import media
+    from vsr.video import probe
+    from vsr.video.frames import frame_at, rgb_frames
+
+    picture = np.random.default_rng(0).integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    x = autotune.crop(picture, (2, 3, 40, 50))
+    assert x.shape == (2, 3, 40, 50) and torch.equal(x[0], x[1])
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor(picture[10, 10] / 255.0, dtype=torch.float32))
+    flat = np.full((60, 70, 3), 16, np.uint8)  # a black frame would judge every precision faithful
+    assert torch.equal(autotune.crop(flat, (1, 3, 40, 50)), autotune.sample((1, 3, 40, 50)))
+    clip = media.make_mp4(tmp_path / "c.mp4", width=64, height=48, frames=20, audio=False)
+    info = probe(clip)
+    got = frame_at(clip, info, 0.5)
+    assert got.shape == (48, 64, 3) and any(np.array_equal(got, f) for f in rgb_frames(clip, info))

@@ -182,7 +182,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         arr = read_frames(clip, b)
         h, w = arr.shape[1:3]
         oh, ow = engine.out_size(h, w)
-        engine.tune((b, desc.in_ch, h, w))  # as vsr upscale: the fastest way on this machine
+        engine.tune((b, desc.in_ch, h, w), picture=arr[0])  # as vsr upscale: the fastest way on this machine
         name = next(k for k, v in PRECISIONS.items() if v == engine.dtype)
         session = engine.session()
         call = lambda: session.upscale_array(arr, indices=list(range(b)), resets=[False] * b)  # noqa: E731
@@ -231,7 +231,8 @@ def backends(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = N
     shape = (batch, desc.in_ch, h, w)
     engine = Upscaler(desc, device="cpu")
     say(f"backends: {model} at {w}x{h}, each for about {autotune.MEASURE_S:g} s after a warm-up")
-    rows, _ = autotune.measure(engine, shape, every=True)
+    picture = scene_frames(w, h, 1)[0]  # the demo's scene: edges, text, gradients
+    rows, _ = autotune.measure(engine, shape, every=True, picture=picture)
     best = autotune.remember(engine, shape, rows)
     mh, mw = autotune.measured_shape(shape)[2:]
     return {"model": model, "size": f"{w}x{h}", "measured_size": f"{mw}x{mh}", "cpu": autotune.cpu(),

@@ -28,6 +28,7 @@ from .errors import VsrError
 from .projection import FasterOptions, Projection
 from .video import OutputPlan, Part, VideoOptions, chroma, clear_leftovers, plan_output, transcode
 from .video.options import ProgressFn
+from .video.frames import frame_at
 
 
 @dataclass
@@ -173,8 +174,10 @@ class Job:
             for job in (self, *helpers):
                 job.engine.adopt((plan.recorded_identity() or {}).get("process"))
         shape = (self.video_options.batch_size, self.engine.desc.in_ch, plan.source.height, plan.source.width)
-        for job in (self, *helpers):  # the fastest way on this machine (after adopt: a resumed job keeps its own)
-            job.engine.tune(shape, say=self._say)
+        # the fastest way on this machine (after adopt: a resumed job keeps its own), judged on a frame of it
+        picture = frame_at(src, plan.source, 0.1) if any(j.engine.tunable for j in (self, *helpers)) else None
+        for job in (self, *helpers):
+            job.engine.tune(shape, say=self._say, picture=picture)
         jobs = [self, *self._peers(helpers, plan, report, src.name)]
         # one video: frame numbers and the recurrent state; a free session per batch in flight
         free: queue.SimpleQueue = queue.SimpleQueue()
@@ -246,7 +249,7 @@ class Job:
         engine = self.engine
         h, w = img.shape[:2]
         rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
-        engine.tune((1, engine.desc.in_ch, h, w), say=self._say)
+        engine.tune((1, engine.desc.in_ch, h, w), say=self._say, picture=rgb)
         out = engine.upscale_array(rgb[None])[0]
         if img.ndim == 2:  # grey in, grey out
             out = _mean_channels(out)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,17 +112,31 @@ def sample(shape: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+def crop(picture: np.ndarray | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """The middle of an (H, W, C) uint8 or uint16 picture at least as large as ``shape`` (B, C, h, w) as
+    a float batch; smooth noise without a picture, or for one with next to nothing in it (a black frame
+    would judge every precision faithful)."""
+    b, c, h, w = shape
+    if picture is None or picture.ndim != 3 or picture.shape[2] != c or picture.shape[0] < h or \
+            picture.shape[1] < w or float(picture.std()) < 0.01 * np.iinfo(picture.dtype).max:
+        return sample(shape)
+    top, left = (picture.shape[0] - h) // 2, (picture.shape[1] - w) // 2
+    part = picture[top:top + h, left:left + w].astype(np.float32) / np.iinfo(picture.dtype).max
+    return torch.from_numpy(np.ascontiguousarray(part.transpose(2, 0, 1)))[None].repeat(b, 1, 1, 1)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean())
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
-def measure(engine: Upscaler, shape: tuple[int, ...], *, every: bool = False
+def measure(engine: Upscaler, shape: tuple[int, ...], *, every: bool = False, picture: np.ndarray | None = None
             ) -> tuple[list[Row], dict[tuple[str, str], Upscaler]]:
     """Every candidate timed on ``shape`` (cropped to MEASURE_SIDE) and compared with PyTorch fp32 (only
-    PyTorch fp32 when that is under QUICK_S, unless ``every``); the engines built on the way, so that the
-    winner need not be built again."""
-    x = sample(measured_shape(shape))
+    PyTorch fp32 when that is under QUICK_S, unless ``every``), on the middle of ``picture`` (a frame of
+    the job: how close a precision comes depends on the content) or else on smooth noise; the engines
+    built on the way, so that the winner need not be built again."""
+    x = crop(picture, measured_shape(shape))
     rows, engines, reference = [], {}, None
     for backend, precision in candidates(engine):
         row = Row(backend, precision)
@@ -152,16 +167,17 @@ def fastest(rows: list[Row]) -> Row | None:
 
 
 def choose(engine: Upscaler, shape: tuple[int, ...], *, cache_dir: Path | None = None,
-           say: Callable[[str], None] | None = None) -> tuple[str, torch.dtype, Upscaler | None]:
+           say: Callable[[str], None] | None = None, picture: np.ndarray | None = None
+           ) -> tuple[str, torch.dtype, Upscaler | None]:
     """(backend, precision, an engine already built for it or None) for ``engine``'s network at ``shape``:
-    from the cache, or measured now and kept (``say`` hears that it is being measured)."""
+    from the cache, or measured now on ``picture`` and kept (``say`` hears that it is being measured)."""
     known = _read(_cache_path(cache_dir)).get(cache_key(engine, shape))
     if known:
         return known["backend"], PRECISIONS[known["precision"]], None
     if say is not None and len(candidates(engine)) > 1:
         say(f"measuring which backend and precision run this {engine.desc.arch} network fastest here "
             "(once per model and size on this machine)")
-    rows, engines = measure(engine, shape)
+    rows, engines = measure(engine, shape, picture=picture)
     if len(rows) == 1 and rows[0].seconds is not None and rows[0].seconds < QUICK_S:
         return engine.backend, engine.dtype, None  # a small network on a small input: as the rule has it
     best = remember(engine, shape, rows, cache_dir=cache_dir)

@@ -157,16 +157,17 @@ class Upscaler:
         return Upscaler(self.desc, device=str(self.device), precision=precision, backend=backend, tile=self.tile,
                         overlap=self.overlap, ensemble=self.ensemble, **settings)
 
-    def tune(self, shape: Sequence[int], say: Callable[[str], None] | None = None) -> None:
+    def tune(self, shape: Sequence[int], say: Callable[[str], None] | None = None,
+             picture: np.ndarray | None = None) -> None:
         """With backend and precision auto on the CPU: run as the fastest faithful backend and precision
-        for inputs of ``shape`` (B, C, H, W) on this machine (vsr.engine.autotune: measured once, cached;
-        ``say`` hears when it measures)."""
+        for inputs of ``shape`` (B, C, H, W) on this machine (vsr.engine.autotune: measured once, on
+        ``picture`` (H, W, C) when given, and cached; ``say`` hears when it measures)."""
         if not self.tunable:
             return
         self.tunable = False
         from . import autotune
 
-        backend, dtype, built = autotune.choose(self, tuple(shape), say=say)
+        backend, dtype, built = autotune.choose(self, tuple(shape), say=say, picture=picture)
         if built is not None:
             self.backend, self.dtype, self.model, self._call_dtype = (built.backend, built.dtype, built.model,
                                                                      built._call_dtype)

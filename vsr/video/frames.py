@@ -30,3 +30,19 @@ def rgb_frames(path: str | Path, info: VideoInfo | None = None, *, skip_damaged:
                 continue
             for frame in decoded:
                 yield to_rgb(frame, info.colour, width=info.width, height=info.height).to_ndarray()
+
+
+def frame_at(path: str | Path, info: VideoInfo, fraction: float) -> np.ndarray | None:
+    """(H, W, 3) uint8 RGB: the first frame decoded after seeking to ``fraction`` of the video's duration (the
+    keyframe before it, so close to there); the first frame when the duration is unknown; None when nothing
+    decodes."""
+    try:
+        with av.open(str(path), metadata_errors="replace") as container:
+            stream = container.streams[info.video_index]
+            if info.duration:
+                container.seek(int(info.duration * fraction * 1_000_000))  # AV_TIME_BASE, backward
+            for frame in container.decode(stream):
+                return to_rgb(frame, info.colour, width=info.width, height=info.height).to_ndarray()
+    except (av.error.FFmpegError, OSError):
+        pass
+    return None
