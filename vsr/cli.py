@@ -137,9 +137,9 @@ def _add_upscale(sub: Subparsers) -> argparse.ArgumentParser:
                     "them (one video: its batches)")
     up.add_argument("--cluster", metavar="ADDRESS", help="run each file as a task on a Ray cluster: auto (the "
                     "running one), HOST:PORT or ray://HOST:PORT (pip install 'vsr[cluster]')")
-    up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                    help="auto: OpenVINO for plain networks on the CPU where it is installed (with vsr on "
-                    "x86-64 Linux, Windows and macOS)")
+    up.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "ncnn"],
+                    help="auto: on the CPU the fastest faithful one measured on this machine (with --precision "
+                    "auto); ncnn runs Real-ESRGAN's released models from their own files")
     up.add_argument("--tile", type=_tile, default="auto", help="auto, 0 (off) or input tile size in pixels")
     up.add_argument("--tau", "--temperature", dest="temperature", type=float,
                     help="sampled models (srflow): latent temperature, default 0 (the mean image, most faithful)")
@@ -220,7 +220,8 @@ def _add_bench(sub: Subparsers) -> argparse.ArgumentParser:
     be.add_argument("--model", default="esrgan", help="model name or weights file (default esrgan)")
     be.add_argument("--size", help="input frame size WxH (default 320x240; with --clip, the clip's)")
     be.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
-    be.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"], help="as vsr upscale's")
+    be.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "ncnn"],
+                    help="as vsr upscale's")
     be.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     be.add_argument("--frames", type=_positive_int, default=6, help="frames of the pipeline run (default 6)")
     be.add_argument("--runs", type=_positive_int, default=3, help="timed runs of each measurement (default 3)")

@@ -130,6 +130,8 @@ def load_card(card: ModelCard, *, cache: bool = True) -> ModelDescriptor:
         if card.params:  # the card's parameters may be what does not fit
             raise VsrError(f"model card {card.path} (params {card.params}): {e}") from None
         raise
+    if card.ncnn:  # the original files: ncnn can run them (vsr.engine.ncnnrt)
+        desc.extra["ncnn_files"] = tuple(str(f) for f in _ncnn_files(card))
     if desc.arch != card.architecture or abs(desc.scale - card.scale) > 1e-6:
         raise VsrError(f"{path} holds {desc.arch} x{desc.scale:g}, but card {card.path} says "
                        f"{card.architecture} x{card.scale:g}")
@@ -142,7 +144,9 @@ def load_path(path: Path, **overrides: Any) -> ModelDescriptor:
     param = path.with_suffix(".param")
     if path.suffix in (".param", ".bin") and param.is_file():
         sd, found = ncnn.convert(param, path.with_suffix(".bin"))
-        return weights.detect(sd, str(path), **{**found, **overrides})
+        desc = weights.detect(sd, str(path), **{**found, **overrides})
+        desc.extra["ncnn_files"] = (str(param), str(path.with_suffix(".bin")))  # vsr.engine.ncnnrt runs them
+        return desc
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), "pt") as f:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..arch import Contract
-from . import openvino
+from . import ncnnrt, openvino
 from .device import PRECISIONS, cpu_has_native_bf16
 
 Upscaler = Any  # vsr.engine.upscaler.Upscaler, which calls this module (so not imported here)
@@ -62,6 +62,8 @@ def candidates(engine: Upscaler) -> list[tuple[str, str]]:
     desc = engine.desc
     if desc.contract == Contract.PLAIN and desc.traceable and openvino.available():
         out += [("openvino", "fp32")] + [("openvino", "bf16")] * bf16
+    if ncnnrt.FILES in desc.extra and ncnnrt.available():
+        out.append(("ncnn", "fp32"))
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 from ..arch import Contract
 from ..errors import VsrError
 
-BACKENDS = ("auto", "torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino", "ncnn")
 COMPILED_SHAPES = 8  # compiled networks kept (tiles, last tiles, flipped ones for an ensemble)
 
 
@@ -24,11 +24,23 @@ def available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def choose(name: str, *, device: torch.device, contract: Contract | str, traceable: bool = True) -> str:
-    """``auto``: openvino for a plain, traceable network on the CPU where it is installed, else torch."""
+def choose(name: str, *, device: torch.device, contract: Contract | str, traceable: bool = True,
+           ncnn_files: bool = False) -> str:
+    """``auto``: openvino for a plain, traceable network on the CPU where it is installed, else torch (the
+    engine then measures which is fastest: vsr.engine.autotune). ``ncnn`` only for a network that came as
+    ncnn files (``ncnn_files``), on the CPU."""
     if name not in BACKENDS:
         raise VsrError(f"unknown backend {name!r}; use {', '.join(BACKENDS)}")
     if name == "torch":
+        return name
+    if name == "ncnn":
+        from . import ncnnrt
+
+        if not ncnn_files or device.type != "cpu":
+            raise VsrError("--backend ncnn runs the networks that come as ncnn files (Real-ESRGAN's released "
+                           "models) on the CPU; use --backend torch")
+        if not ncnnrt.available():
+            raise VsrError("--backend ncnn needs the ncnn package: pip install ncnn")
         return name
     usable = device.type == "cpu" and contract == Contract.PLAIN and traceable
     if name == "openvino":

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from ..arch import Contract, ModelDescriptor, Tiling
 from ..errors import VsrError
-from . import openvino
+from . import ncnnrt, openvino
 from .device import PRECISIONS, select_device, select_precision
 from .tiling import tile_count, tiled
 
@@ -125,7 +125,7 @@ class Upscaler:
         # both auto on the CPU: the fastest faithful pair on this machine, measured at the first shape (tune)
         self.tunable = self.device.type == "cpu" and backend == "auto" and precision == "auto"
         self._build(openvino.choose(backend, device=self.device, contract=desc.contract,
-                                    traceable=desc.traceable), self.dtype)
+                                    traceable=desc.traceable, ncnn_files=ncnnrt.FILES in desc.extra), self.dtype)
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
         self.tile = tile
@@ -140,7 +140,11 @@ class Upscaler:
         self.backend, self.dtype = backend, dtype
         self._call_dtype = dtype  # what the network is handed
         self._fp32_model: torch.nn.Module | None = None
-        if backend == "openvino":
+        if backend == "ncnn":
+            if dtype != torch.float32:
+                raise VsrError("--backend ncnn computes in fp32 on the CPU; use --precision fp32 or auto")
+            self.model = ncnnrt.NcnnNet(*desc.extra[ncnnrt.FILES], threads=torch.get_num_threads())
+        elif backend == "openvino":
             self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=dtype,
                                               threads=torch.get_num_threads())
             self._call_dtype = torch.float32
@@ -203,7 +207,9 @@ class Upscaler:
         if self.tunable and (recorded.get("backend"), recorded.get("dtype")) != (self.backend, str(self.dtype)):
             named = {str(t): t for t in PRECISIONS.values()}
             backend, dtype = recorded.get("backend"), recorded.get("dtype")
-            if (backend == "torch" or (backend == "openvino" and openvino.available())) and dtype in named:
+            runs = {"torch": True, "openvino": openvino.available(),
+                    "ncnn": ncnnrt.available() and ncnnrt.FILES in self.desc.extra}
+            if runs.get(backend) and dtype in named:
                 self.tunable = False
                 self._build(backend, named[dtype])
         if self.tile != "auto" or not isinstance(recorded.get("tile"), int):

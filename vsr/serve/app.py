@@ -51,7 +51,7 @@ class JobRequest(BaseModel):
     scale: float | None = Field(None, gt=0, le=16)
     temperature: float | None = Field(None, ge=0)
     device: str | None = Field(None, pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-    backend: str | None = Field(None, pattern=r"^(auto|torch|openvino)$")
+    backend: str | None = Field(None, pattern=r"^(auto|torch|openvino|ncnn)$")
     codec: str | None = Field(None, pattern=r"^[a-z0-9_-]+$")
     encoder_preset: str | None = Field(None, pattern=r"^[a-z0-9]+$")
     crf: float | None = Field(None, ge=0, le=63)
