@@ -90,6 +90,9 @@ def test_the_engine_runs_as_measured_and_a_resumed_job_keeps_what_ran(measured, 
     resumed = engine()
     resumed.adopt(ident)  # the cache may have gone: the manifest says what ran
     assert (resumed.backend, resumed.dtype) == (e.backend, e.dtype) and not resumed.tunable
+    same = engine()
+    same.adopt(same.identity())  # what ran is what the rule gives: still not measured again
+    assert not same.tunable
     forced = engine(backend="torch", precision="fp32")  # a backend or precision given: no measuring
     forced.tune(SHAPE)
     assert not forced.tunable and (forced.backend, forced.dtype) == ("torch", torch.float32)

@@ -204,14 +204,15 @@ class Upscaler:
         precision measured fastest then, and with the tile it fell back to after running out of memory."""
         if not recorded:
             return
-        if self.tunable and (recorded.get("backend"), recorded.get("dtype")) != (self.backend, str(self.dtype)):
+        if self.tunable:  # not measured again: the cache may have gone, or another run chosen otherwise
             named = {str(t): t for t in PRECISIONS.values()}
             backend, dtype = recorded.get("backend"), recorded.get("dtype")
             runs = {"torch": True, "openvino": openvino.available(),
                     "ncnn": ncnnrt.available() and ncnnrt.FILES in self.desc.extra}
             if runs.get(backend) and dtype in named:
                 self.tunable = False
-                self._build(backend, named[dtype])
+                if (backend, named[dtype]) != (self.backend, self.dtype):
+                    self._build(backend, named[dtype])
         if self.tile != "auto" or not isinstance(recorded.get("tile"), int):
             return
         if all(recorded.get(k) == v for k, v in self.identity().items() if k != "tile"):
