@@ -1,11 +1,10 @@
 """What the page shows of one file: a moment of it restored before committing hours to it, and a finished
 video against its input.
 
-The preview: a few frames from the chosen time are cut
-out losslessly and restored by the job module with the job's own options (ingest, tape repair, model), and
-the first frame before and after is written as PNG for the page's slider. The pace of those frames after
-the first (the warm-up) projects the whole file's time, as `vsr upscale` projects it from its first minutes,
-with the faster option it would name.
+The preview: a few frames from the chosen time are cut out losslessly and restored by the job module with
+the job's own options (ingest, tape repair, model), and the first frame before and after is written as PNG
+for the page's slider. The pace of those frames after the first (the warm-up) projects the whole file's
+time, as `vsr upscale` projects it from its first minutes, with the faster option it would name.
 
 The repairs measure what they find on those few frames rather than on the whole file, so a preview of a
 tape whose chroma delay varies may differ slightly from the job's frame at that time.
