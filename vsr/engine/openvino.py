@@ -25,10 +25,10 @@ def available() -> bool:
 
 
 def choose(name: str, *, device: torch.device, contract: Contract | str, traceable: bool = True,
-           ncnn_files: bool = False) -> str:
+           ncnn: bool = False) -> str:
     """``auto``: openvino for a plain, traceable network on the CPU where it is installed, else torch (the
-    engine then measures which is fastest: vsr.engine.autotune). ``ncnn`` only for a network that came as
-    ncnn files (``ncnn_files``), on the CPU."""
+    engine then measures which is fastest: vsr.engine.autotune). ``ncnn`` on the CPU for a network ncnn can
+    run (``ncnn``: vsr.engine.ncnnrt.runnable)."""
     if name not in BACKENDS:
         raise VsrError(f"unknown backend {name!r}; use {', '.join(BACKENDS)}")
     if name == "torch":
@@ -36,11 +36,11 @@ def choose(name: str, *, device: torch.device, contract: Contract | str, traceab
     if name == "ncnn":
         from . import ncnnrt
 
-        if not ncnn_files or device.type != "cpu":
-            raise VsrError("--backend ncnn runs the networks that come as ncnn files (Real-ESRGAN's released "
-                           "models) on the CPU; use --backend torch")
         if not ncnnrt.available():
-            raise VsrError("--backend ncnn needs the ncnn package: pip install ncnn")
+            raise VsrError("--backend ncnn needs the ncnn package: pip install ncnn pnnx")
+        if not ncnn or device.type != "cpu":
+            raise VsrError("--backend ncnn runs plain networks on the CPU (converted by pnnx where they do not "
+                           "come as ncnn files); use --backend torch")
         return name
     usable = device.type == "cpu" and contract == Contract.PLAIN and traceable
     if name == "openvino":

@@ -124,15 +124,15 @@ class Upscaler:
         self.memory_format = torch.contiguous_format if self.device.type == "mps" else torch.channels_last
         # both auto on the CPU: the fastest faithful pair on this machine, measured at the first shape (tune)
         self.tunable = self.device.type == "cpu" and backend == "auto" and precision == "auto"
+        self._weights_sha256: str | None = None
         self._build(openvino.choose(backend, device=self.device, contract=desc.contract,
-                                    traceable=desc.traceable, ncnn_files=ncnnrt.FILES in desc.extra), self.dtype)
+                                    traceable=desc.traceable, ncnn=ncnnrt.runnable(desc)), self.dtype)
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
         self.tile = tile
         self.learned_tile: int | None = None  # what fitted after running out of memory
         self.overlap = desc.tile_overlap if overlap is None else overlap
         self.stats = EngineStats()
-        self._weights_sha256: str | None = None
 
     def _build(self, backend: str, dtype: torch.dtype) -> None:
         """The network as ``backend`` runs it in ``dtype``."""
@@ -143,7 +143,7 @@ class Upscaler:
         if backend == "ncnn":
             if dtype != torch.float32:
                 raise VsrError("--backend ncnn computes in fp32 on the CPU; use --precision fp32 or auto")
-            self.model = ncnnrt.NcnnNet(*desc.extra[ncnnrt.FILES], threads=torch.get_num_threads())
+            self.model = ncnnrt.NcnnNet(*ncnnrt.files(desc, self.weights_sha256()), threads=torch.get_num_threads())
         elif backend == "openvino":
             self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=dtype,
                                               threads=torch.get_num_threads())
@@ -180,16 +180,19 @@ class Upscaler:
             self._build(backend, dtype)
 
     # -- what decides the output ------------------------------------------------------------------
-    def identity(self) -> dict[str, Any]:
-        """Everything of the engine that decides output pixels, for resume manifests: the weights
-        (hashed, not named), contract, device, precision, the tile actually used, and the settings."""
+    def weights_sha256(self) -> str:
         if self._weights_sha256 is None:
             h = hashlib.sha256()
             for name, tensor in sorted(self.desc.model.state_dict().items()):
                 h.update(name.encode())
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
             self._weights_sha256 = h.hexdigest()
-        ident = {"arch": self.desc.arch, "weights_sha256": self._weights_sha256, "contract": self.desc.contract,
+        return self._weights_sha256
+
+    def identity(self) -> dict[str, Any]:
+        """Everything of the engine that decides output pixels, for resume manifests: the weights
+        (hashed, not named), contract, device, precision, the tile actually used, and the settings."""
+        ident = {"arch": self.desc.arch, "weights_sha256": self.weights_sha256(), "contract": self.desc.contract,
                  "device": self.device.type, "dtype": str(self.dtype), "backend": self.backend,
                  "tile": self.learned_tile if self.learned_tile else str(self.tile), "overlap": self.overlap,
                  "ensemble": self.ensemble}
@@ -207,8 +210,7 @@ class Upscaler:
         if self.tunable:  # not measured again: the cache may have gone, or another run chosen otherwise
             named = {str(t): t for t in PRECISIONS.values()}
             backend, dtype = recorded.get("backend"), recorded.get("dtype")
-            runs = {"torch": True, "openvino": openvino.available(),
-                    "ncnn": ncnnrt.available() and ncnnrt.FILES in self.desc.extra}
+            runs = {"torch": True, "openvino": openvino.available(), "ncnn": ncnnrt.runnable(self.desc)}
             if runs.get(backend) and dtype in named:
                 self.tunable = False
                 if (backend, named[dtype]) != (self.backend, self.dtype):
