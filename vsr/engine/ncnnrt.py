@@ -8,13 +8,12 @@ input sizes, so any size runs) into the cache folder. It needs the ``ncnn`` and 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import sys
+import subprocess
 import tempfile
-from contextlib import contextmanager
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from ..arch import Contract
 from ..errors import VsrError
 
 FILES = "ncnn_files"  # the key of ModelDescriptor.extra that holds (param, bin) paths
+CONVERT_S = 600  # one try of the pnnx program (an RRDB takes it 100-200 s on two cores)
 
 
 def available() -> bool:
@@ -53,44 +53,38 @@ def files(desc: Any, weights_sha256: str) -> tuple[str, str]:
 
 
 def _convert(desc: Any, param: Path, bin_: Path) -> None:
+    """The network traced, then converted by the pnnx program (run as an argument list; now and then it
+    exits without its files, so it gets a second try)."""
     import pnnx
     import torch
 
     m = max(desc.size_multiple, 1)
-    sizes = [(-(-64 // m) * m,) * 2, (-(-96 // m) * m, -(-80 // m) * m)]  # two sizes: the shapes stay free
-    x, x2 = (torch.rand(1, desc.in_ch, h, w) for h, w in sizes)
+    (h, w), (h2, w2) = [(-(-64 // m) * m,) * 2, (-(-96 // m) * m, -(-80 // m) * m)]  # two sizes: shapes stay free
+    c = desc.in_ch
     param.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vsr-pnnx-") as tmp, _quiet(), torch.no_grad():
+    with tempfile.TemporaryDirectory(prefix="vsr-pnnx-") as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer notes
         t = Path(tmp)
-        try:
-            pnnx.export(desc.model.float().eval(), str(t / "net.pt"), inputs=x, inputs2=x2, fp16=False,
-                        ncnnparam=str(t / "net.param"), ncnnbin=str(t / "net.bin"), ncnnpy=str(t / "net_ncnn.py"),
-                        pnnxparam=str(t / "p.param"), pnnxbin=str(t / "p.bin"), pnnxpy=str(t / "p.py"),
-                        pnnxonnx=str(t / "p.onnx"))
-        except Exception as e:  # noqa: BLE001 - the converter's failures have many types
-            raise VsrError(f"pnnx cannot convert this network to ncnn ({' '.join(str(e).split())[:100]}); "
-                           "use --backend torch") from None
-        if not (t / "net.param").is_file():
-            raise VsrError("pnnx wrote no ncnn files for this network; use --backend torch")
+        torch.jit.trace(desc.model.float().eval(), torch.rand(1, c, h, w)).save(str(t / "net.pt"))
+        cmd = [pnnx.EXEC_PATH, str(t / "net.pt"), f"inputshape=[1,{c},{h},{w}]f32",
+               f"inputshape2=[1,{c},{h2},{w2}]f32", "device=cpu", "fp16=0", f"ncnnparam={t / 'net.param'}",
+               f"ncnnbin={t / 'net.bin'}", f"ncnnpy={t / 'net_ncnn.py'}", f"pnnxparam={t / 'p.param'}",
+               f"pnnxbin={t / 'p.bin'}", f"pnnxpy={t / 'p.py'}", f"pnnxonnx={t / 'p.onnx'}"]
+        tail = ""
+        for _ in range(2):
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=tmp,
+                                      stdin=subprocess.DEVNULL, timeout=CONVERT_S)
+            except subprocess.TimeoutExpired:
+                tail = f"no result in {CONVERT_S} s"
+                continue
+            if proc.returncode == 0 and (t / "net.param").is_file() and (t / "net.bin").is_file():
+                break
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:]) or f"exit {proc.returncode}"
+        else:
+            raise VsrError(f"pnnx cannot convert this network to ncnn ({tail}); use --backend torch")
         shutil.move(str(t / "net.bin"), bin_)
         shutil.move(str(t / "net.param"), param)  # last: a .param beside its .bin means a finished conversion
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """pnnx prints its passes from C++ on the process's stdout and stderr: kept off the terminal."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        for fd, old in zip((1, 2), saved):
-            os.dup2(old, fd)
-            os.close(old)
 
 
 def blobs(param_text: str) -> tuple[str, str]:

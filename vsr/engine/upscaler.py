@@ -125,8 +125,11 @@ class Upscaler:
         # both auto on the CPU: the fastest faithful pair on this machine, measured at the first shape (tune)
         self.tunable = self.device.type == "cpu" and backend == "auto" and precision == "auto"
         self._weights_sha256: str | None = None
-        self._build(openvino.choose(backend, device=self.device, contract=desc.contract,
-                                    traceable=desc.traceable, ncnn=ncnnrt.runnable(desc)), self.dtype)
+        chosen = openvino.choose(backend, device=self.device, contract=desc.contract, traceable=desc.traceable,
+                                 ncnn=ncnnrt.runnable(desc))
+        if chosen == "ncnn" and precision == "auto":
+            self.dtype = torch.float32  # what ncnn computes in on a CPU
+        self._build(chosen, self.dtype)
         if tile != "auto" and (not isinstance(tile, int) or tile < 0):
             raise VsrError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
         self.tile = tile
