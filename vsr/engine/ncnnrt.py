@@ -56,7 +56,6 @@ def _convert(desc: Any, param: Path, bin_: Path) -> None:
     """The network traced, then converted by the pnnx program (run as an argument list; now and then it
     exits without its files, so it gets a second try)."""
     import pnnx
-    import torch
 
     m = max(desc.size_multiple, 1)
     (h, w), (h2, w2) = [(-(-64 // m) * m,) * 2, (-(-96 // m) * m, -(-80 // m) * m)]  # two sizes: shapes stay free
