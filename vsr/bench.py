@@ -237,7 +237,9 @@ def backends(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = N
     mh, mw = autotune.measured_shape(shape)[2:]
     return {"model": model, "size": f"{w}x{h}", "measured_size": f"{mw}x{mh}", "cpu": autotune.cpu(),
             "threads": torch.get_num_threads(), "faithful_db": autotune.FAITHFUL_DB,
-            "rows": [asdict(r) for r in rows], "chosen": {"backend": best.backend, "precision": best.precision}}
+            # psnr null: identical to PyTorch fp32 (JSON has no infinity)
+            "rows": [{**asdict(r), "psnr": None if r.psnr == float("inf") else r.psnr} for r in rows],
+            "chosen": {"backend": best.backend, "precision": best.precision}}
 
 
 def backend_lines(table: dict[str, Any]) -> list[str]:
@@ -249,7 +251,7 @@ def backend_lines(table: dict[str, Any]) -> list[str]:
         if r["error"]:
             lines.append(f"{r['backend']:10s} {r['precision']:9s} failed: {r['error']}")
             continue
-        shown = "identical" if r["psnr"] == float("inf") else f"{r['psnr']:.1f} dB"
+        shown = "identical" if r["psnr"] is None else f"{r['psnr']:.1f} dB"
         lines.append(f"{r['backend']:10s} {r['precision']:9s} {r['seconds']:9.4f} {1 / r['seconds']:9.2f} "
                      f"{shown:>13s}")
     chosen = table["chosen"]
