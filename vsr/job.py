@@ -230,8 +230,7 @@ class Job:
         options = self.video_options if progress is None else replace(self.video_options, progress=progress)
         if options.quiet:
             return options
-        projection = Projection(name=name, device=self.engine.device, hint=self.faster,
-                                write=lambda line: tqdm.write(f"vsr: {line}", file=sys.stderr))
+        projection = Projection(name=name, device=self.engine.device, hint=self.faster, write=self._say)
         given = options.progress
 
         def both(done: int, total: int | None) -> None:

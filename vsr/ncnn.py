@@ -17,6 +17,7 @@ import torch
 from .errors import VsrError
 
 MAGIC = 7767517
+FILES = "ncnn_files"  # ModelDescriptor.extra key: the (param, bin) a model came from, which ncnn can run
 TAG_FP16 = 0x01306B47
 TAG_FP32 = 0
 

@@ -131,7 +131,7 @@ def load_card(card: ModelCard, *, cache: bool = True) -> ModelDescriptor:
             raise VsrError(f"model card {card.path} (params {card.params}): {e}") from None
         raise
     if card.ncnn:  # the original files: ncnn can run them (vsr.engine.ncnnrt)
-        desc.extra["ncnn_files"] = tuple(str(f) for f in _ncnn_files(card))
+        desc.extra[ncnn.FILES] = tuple(str(f) for f in _ncnn_files(card))
     if desc.arch != card.architecture or abs(desc.scale - card.scale) > 1e-6:
         raise VsrError(f"{path} holds {desc.arch} x{desc.scale:g}, but card {card.path} says "
                        f"{card.architecture} x{card.scale:g}")
@@ -145,7 +145,7 @@ def load_path(path: Path, **overrides: Any) -> ModelDescriptor:
     if path.suffix in (".param", ".bin") and param.is_file():
         sd, found = ncnn.convert(param, path.with_suffix(".bin"))
         desc = weights.detect(sd, str(path), **{**found, **overrides})
-        desc.extra["ncnn_files"] = (str(param), str(path.with_suffix(".bin")))  # vsr.engine.ncnnrt runs them
+        desc.extra[ncnn.FILES] = (str(param), str(path.with_suffix(".bin")))  # vsr.engine.ncnnrt runs them
         return desc
     if path.suffix == ".safetensors":
         try:

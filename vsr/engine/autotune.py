@@ -3,11 +3,11 @@
 Which runtime and precision win depends on the CPU (AVX2 only, AVX-512, bf16 units, AMX), the network and
 the input's size, so rules of thumb are wrong somewhere. When a job runs with ``--backend auto`` and
 ``--precision auto`` on the CPU, each way this machine can run the network (PyTorch fp32, and bf16 where
-the CPU computes it natively; OpenVINO fp32 and bf16 where installed and the network is plain) is timed on
-the job's input size (up to MEASURE_SIDE pixels a side). Those whose output is within FAITHFUL_DB of
-PyTorch fp32 compete; the fastest is used. The choice is kept in the cache folder, keyed by the weights,
-the size, the tiling, the CPU (model and instruction sets), the library versions and the thread count: a
-machine measures a model at a size once.
+the CPU computes it natively; for plain networks OpenVINO fp32 and bf16, and ncnn fp32: see candidates)
+is timed on the job's input size (up to MEASURE_SIDE pixels a side). Those whose output is within
+FAITHFUL_DB of PyTorch fp32 on a frame of the job compete; the fastest is used. The choice is kept in the
+cache folder, keyed by the weights, the size, the tiling, the CPU (model and instruction sets), the library
+versions and the thread count: a machine measures a model at a size once.
 """
 from __future__ import annotations
 
@@ -92,10 +92,9 @@ def measured_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def cache_key(engine: Upscaler, shape: tuple[int, ...]) -> str:
-    ident = engine.identity()
-    versions = {"torch": torch.__version__, "openvino": _version("openvino")}
+    versions = {"torch": torch.__version__, **{m: _version(m) for m in ("openvino", "ncnn", "pnnx")}}
     measured = measured_shape(shape)
-    what = {"weights": ident["weights_sha256"], "arch": ident["arch"], "shape": list(measured),
+    what = {"weights": engine.weights_sha256(), "arch": engine.desc.arch, "shape": list(measured),
             "tile": engine.tile_for(measured), "ensemble": engine.ensemble, "cpu": cpu(), "versions": versions,
             "threads": torch.get_num_threads()}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]

@@ -20,8 +20,8 @@ import torch
 
 from ..arch import Contract
 from ..errors import VsrError
+from ..ncnn import FILES
 
-FILES = "ncnn_files"  # the key of ModelDescriptor.extra that holds (param, bin) paths
 CONVERT_S = 600  # one try of the pnnx program (an RRDB takes it 100-200 s on two cores)
 
 
