@@ -153,7 +153,8 @@ def test_one_file_through_the_job_module_reports_its_progress(tmp_path, tiny_wei
 
 def test_a_network_on_the_cpu_gets_a_quicker_x264_preset_unless_one_is_given(tmp_path, tiny_weights):
     """The encoder shares the cores with a network on the CPU: x264 runs veryfast there by default (its
-    options in the stream say so: one reference frame, subme 2), a preset the user names stays."""
+    options in the stream say so: one reference frame, subme 2) through the job module and through `vsr upscale`,
+    a preset the user names stays."""
     from vsr.job import Job, UpscaleOptions, restore_file
     from vsr.video import VideoOptions
 
@@ -165,9 +166,11 @@ def test_a_network_on_the_cpu_gets_a_quicker_x264_preset_unless_one_is_given(tmp
     assert job(encoder_options={"preset": "medium"}).video_options.preset is None
     assert job(codec="libx265").video_options.preset is None  # its own default
     src = media.make_mp4(tmp_path / "tape.mp4", width=40, height=24, frames=4, audio=False)
-    for name, video in (("default", {}), ("slow", {"preset": "slow"})):
+    for name, video in (("default", {}), ("slow", {"preset": "slow"})):  # the job module alone
         opts = UpscaleOptions(model=str(tiny_weights), device="cpu", quiet=True, video=VideoOptions(**video))
         assert not restore_file(src, tmp_path / f"{name}.mkv", opts).failed
+    assert main(["upscale", str(src), "-o", str(tmp_path / "cli.mkv"), "--model", str(tiny_weights), "--quiet"]) == 0
+    assert b" ref=1 " in (tmp_path / "cli.mkv").read_bytes()
     default, slow = (tmp_path / "default.mkv").read_bytes(), (tmp_path / "slow.mkv").read_bytes()
     assert b" ref=1 " in default and b" subme=2 " in default
     assert b" ref=5 " in slow and b" subme=8 " in slow

@@ -14,11 +14,13 @@ from typing import Any
 from tqdm import tqdm
 
 from . import catalog, images, zoo
+from .engine.device import select_device
 from .errors import VsrError
 from .job import Job, Report, UpscaleOptions, check_input, is_image
 from .yamlfile import read_mapping
 from .video import (VIDEO_SUFFIXES, IngestOptions, OutputPlan, RepairOptions, VideoOptions, check_encoder_options,
                     plan_output, transcode)
+from .video.options import for_cpu
 
 
 def default_output(src: Path, scale_label: str) -> Path:
@@ -40,6 +42,8 @@ def upscale(src: Path, dst: Path | None, opts: UpscaleOptions) -> Report:
     if dst.resolve() == src.resolve():
         raise VsrError(f"the output {dst} is the input; choose another -o")
     report = Report()
+    if not opts.cluster and all(select_device(d).type == "cpu" for d in opts.devices or [opts.device]):
+        opts = replace(opts, video=for_cpu(opts.video))  # planned with the preset the encoder runs
     if src.is_dir():
         pairs = _folder_pairs(src, dst)
         if not pairs:
