@@ -53,6 +53,24 @@ def test_every_candidate_is_timed_and_compared_with_fp32(measured):
     assert autotune.psnr(engines[pairs[-1]](x), fp32) == pytest.approx(rows[-1].psnr, abs=1e-6)
 
 
+def test_candidates_are_timed_in_rounds(measured, monkeypatch):
+    """One timed call of each candidate a round, so that a busy moment slows them all alike."""
+    from vsr.engine import upscaler
+
+    calls = []
+    real = upscaler.Upscaler.__call__
+    monkeypatch.setattr(upscaler.Upscaler, "__call__", lambda self, x: calls.append((self.backend, self.dtype))
+                        or real(self, x))
+    monkeypatch.setattr(autotune, "MEASURE_S", 0.05)
+    e = engine()
+    rows, _ = autotune.measure(e, SHAPE)
+    n = len(rows)
+    timed = calls[n + 1:]  # after a warm-up call each and the check of PyTorch fp32 for small work
+    order = list(dict.fromkeys(calls))
+    assert len(order) == n and len(timed) >= 2 * n and len(timed) % n == 0
+    assert all(timed[i:i + n] == order for i in range(0, len(timed), n))
+
+
 def test_only_faithful_candidates_are_chosen_and_the_choice_is_cached(measured, monkeypatch, tmp_path):
     monkeypatch.setattr(autotune, "FAITHFUL_DB", math.inf)  # nothing but fp32 itself is faithful enough
     e = engine()

@@ -139,7 +139,9 @@ def measure(engine: Upscaler, shape: tuple[int, ...], *, every: bool = False, pi
     """Every candidate timed on ``shape`` (cropped to MEASURE_SIDE) and compared with PyTorch fp32 (only
     PyTorch fp32 when that is under QUICK_S, unless ``every``), on the middle of ``picture`` (a frame of
     the job: how close a precision comes depends on the content) or else on smooth noise; the engines
-    built on the way, so that the winner need not be built again."""
+    built on the way, so that the winner need not be built again. The calls are timed in rounds, one call
+    of each candidate a round (so that a busy moment of the machine slows them all alike), for about
+    MEASURE_S a candidate and at least one round."""
     x = crop(picture, measured_shape(shape))
     rows, engines, reference = [], {}, None
     for backend, precision in candidates(engine):
@@ -148,21 +150,29 @@ def measure(engine: Upscaler, shape: tuple[int, ...], *, every: bool = False, pi
         try:
             e = engine.variant(backend, precision)
             out = e(x)  # warm-up: compiles, and the output compared
-            times: list[float] = []
-            end = time.perf_counter() + MEASURE_S
-            while not times or time.perf_counter() < end:
+            if len(rows) == 1 and not every:
                 t0 = time.perf_counter()
                 e(x)
-                times.append(time.perf_counter() - t0)
+                seconds = time.perf_counter() - t0
+                if seconds < QUICK_S:
+                    row.seconds, row.psnr = seconds, float("inf")
+                    return rows, {(backend, precision): e}
         except Exception as err:  # noqa: BLE001 - a runtime that fails here is simply not chosen
             row.error = " ".join(str(err).split())[:200] or type(err).__name__
             continue
-        row.seconds = statistics.median(times)
         reference = out if reference is None else reference  # PyTorch fp32 comes first
         row.psnr = psnr(out, reference)
         engines[(backend, precision)] = e
-        if row.seconds < QUICK_S and len(rows) == 1 and not every:
-            break
+    timed = [r for r in rows if r.error is None]
+    times: dict[tuple[str, str], list[float]] = {(r.backend, r.precision): [] for r in timed}
+    end = time.perf_counter() + MEASURE_S * len(timed)
+    while times and (not any(times.values()) or time.perf_counter() < end):
+        for key, spent in times.items():
+            t0 = time.perf_counter()
+            engines[key](x)
+            spent.append(time.perf_counter() - t0)
+    for r in timed:
+        r.seconds = statistics.median(times[(r.backend, r.precision)])
     return rows, engines
 
 
