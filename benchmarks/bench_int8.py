@@ -4,9 +4,10 @@ PSNR against fp32 on validation crops holds the floor), against bf16 and fp32 on
 
     python benchmarks/bench_int8.py [--model compact] [--size 256] [--floor 40]
 
-Calibration: 64 px crops of 20 photos at a quarter of their size (about an LR frame's detail);
-validation: 12 other photos; held out: the last 6. Needs `nncf` (pip install nncf). Measured, not used by
-vsr: the engine's candidates (vsr.engine.autotune) have no int8 until it holds 40 dB at a gain in speed.
+64 px crops of ../shared/data/photos at a quarter of their size (about an LR frame's detail): the last 6
+photos held out, the 5 before them for validation, the rest for calibration. Needs `nncf` (pip install
+nncf). Measured, not used by vsr: the engine's candidates (vsr.engine.autotune) have no int8 until it holds
+40 dB at a gain in speed.
 """
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ def main() -> None:
     torch.set_grad_enabled(False)
     desc, _ = zoo.resolve(args.model)
     photos = sorted((DATA / "photos").glob("*"))
-    calib, val, held = [crop(p, 64) for p in photos[:20]], [crop(p, 64) for p in photos[20:32]], \
+    if len(photos) < 12:
+        raise SystemExit(f"{DATA / 'photos'} holds {len(photos)} photos; this needs at least 12")
+    # held out: the last 6; validation: the 5 before; calibration: the rest
+    calib, val, held = [crop(p, 64) for p in photos[:-11]], [crop(p, 64) for p in photos[-11:-6]], \
         [crop(p, args.size) for p in photos[-6:]]
     net = ov.convert_model(desc.model.float().eval(), example_input=torch.rand(1, 3, 64, 64),
                            input=[ov.PartialShape([1, 3, -1, -1])])
