@@ -149,8 +149,9 @@ def measure(engine: Upscaler, shape: tuple[int, ...], *, every: bool = False, pi
         rows.append(row)
         try:
             e = engine.variant(backend, precision)
+            t0 = time.perf_counter()
             out = e(x)  # warm-up: compiles, and the output compared
-            if len(rows) == 1 and not every:
+            if len(rows) == 1 and not every and time.perf_counter() - t0 < 4 * QUICK_S:  # may be small work
                 t0 = time.perf_counter()
                 e(x)
                 seconds = time.perf_counter() - t0

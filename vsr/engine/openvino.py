@@ -18,6 +18,8 @@ from ..errors import VsrError
 
 BACKENDS = ("auto", "torch", "openvino", "ncnn")
 COMPILED_SHAPES = 8  # compiled networks kept (tiles, last tiles, flipped ones for an ensemble)
+CONVERTED = 2  # converted networks kept, by their weights: fp32 and bf16 engines (and autotune's) share one
+_converted: OrderedDict[tuple[str, int], object] = OrderedDict()
 
 
 def available() -> bool:
@@ -60,16 +62,25 @@ class OpenVinoNet:
     """A plain network compiled by OpenVINO for the CPU, called like the module: ``net(x) -> y`` on
     (B, C, H, W) float tensors; ``dtype`` bf16 computes in bf16 (its INFERENCE_PRECISION_HINT)."""
 
-    def __init__(self, module: torch.nn.Module, *, in_ch: int, dtype: torch.dtype, threads: int) -> None:
+    def __init__(self, module: torch.nn.Module, *, in_ch: int, dtype: torch.dtype, threads: int,
+                 weights: str | None = None) -> None:
+        """``weights``: the module's weights hash (Upscaler.weights_sha256), under which its conversion
+        (seconds for an RRDB) is kept for the next engine of the same network."""
         import openvino as ov
 
-        try:
-            with torch.no_grad():
-                self._model = ov.convert_model(module.float().eval(), example_input=torch.rand(1, in_ch, 32, 32),
-                                               input=[ov.PartialShape([-1, in_ch, -1, -1])])
-        except Exception as e:  # noqa: BLE001 - the converter's failures have many types
-            raise VsrError(f"OpenVINO cannot convert this network ({' '.join(str(e).split())[:100]}); "
-                           "use --backend torch") from None
+        self._model = _converted.get((weights, in_ch)) if weights else None
+        if self._model is None:
+            try:
+                with torch.no_grad():
+                    self._model = ov.convert_model(module.float().eval(), input=[ov.PartialShape([-1, in_ch, -1, -1])],
+                                                   example_input=torch.rand(1, in_ch, 32, 32))
+            except Exception as e:  # noqa: BLE001 - the converter's failures have many types
+                raise VsrError(f"OpenVINO cannot convert this network ({' '.join(str(e).split())[:100]}); "
+                               "use --backend torch") from None
+            if weights:
+                _converted[(weights, in_ch)] = self._model
+                while len(_converted) > CONVERTED:
+                    _converted.popitem(last=False)
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
                         "INFERENCE_NUM_THREADS": threads}

@@ -149,7 +149,7 @@ class Upscaler:
             self.model = ncnnrt.NcnnNet(*ncnnrt.files(desc, self.weights_sha256()), threads=torch.get_num_threads())
         elif backend == "openvino":
             self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=dtype,
-                                              threads=torch.get_num_threads())
+                                              threads=torch.get_num_threads(), weights=self.weights_sha256())
             self._call_dtype = torch.float32
         elif desc.autocast:  # fp32 weights, called under autocast (see _call)
             self.model = desc.model.to(self.device, memory_format=self.memory_format).eval()
