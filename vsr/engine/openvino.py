@@ -19,7 +19,7 @@ from ..errors import VsrError
 BACKENDS = ("auto", "torch", "openvino", "ncnn")
 COMPILED_SHAPES = 8  # compiled networks kept (tiles, last tiles, flipped ones for an ensemble)
 CONVERTED = 2  # converted networks kept, by their weights: fp32 and bf16 engines (and autotune's) share one
-_converted: OrderedDict[tuple[str, int], object] = OrderedDict()
+_converted: OrderedDict[str, object] = OrderedDict()
 
 
 def available() -> bool:
@@ -68,7 +68,7 @@ class OpenVinoNet:
         (seconds for an RRDB) is kept for the next engine of the same network."""
         import openvino as ov
 
-        self._model = _converted.get((weights, in_ch)) if weights else None
+        self._model = _converted.get(weights) if weights else None
         if self._model is None:
             try:
                 with torch.no_grad():
@@ -78,7 +78,7 @@ class OpenVinoNet:
                 raise VsrError(f"OpenVINO cannot convert this network ({' '.join(str(e).split())[:100]}); "
                                "use --backend torch") from None
             if weights:
-                _converted[(weights, in_ch)] = self._model
+                _converted[weights] = self._model
                 while len(_converted) > CONVERTED:
                     _converted.popitem(last=False)
         self._core = ov.Core()
