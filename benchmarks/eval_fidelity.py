@@ -8,6 +8,7 @@ degradation families that were not all designed by us, with the per-image spread
     python benchmarks/eval_fidelity.py --model esrgan --ensemble 8                 # self-ensemble gain and cost
     python benchmarks/eval_fidelity.py --model A --model B --holdout-of pipelines/photos-esrgan.yml  # choose
     python benchmarks/eval_fidelity.py --model A --holdout-of pipelines/photos-esrgan.yml --draws 3  # 3 draws each
+    python benchmarks/eval_fidelity.py --model compact --corpus runs/corpus --family vhs   # per kind of content
 
 Families (x4, each image its own fixed draw; --draws N adds N-1 more):
   vhs           ours, as esrgan-vhs was trained (pipelines/vhs-esrgan.yml's degradation)
@@ -16,7 +17,9 @@ Families (x4, each image its own fixed draw; --draws N adds N-1 more):
   capture-h264  optics blur (Gaussian 0.8 px), area downscale, H.264 CRF 26 (4:2:0), as a capture card
   heavy-noise   bilinear downscale, Gaussian RGB noise sigma 10/255, JPEG quality 85
 Ground truth: centre 640 px crops of pipelines/vhs-esrgan.yml's held-out photos at half size (or, with
---holdout-of RECIPE, that recipe's: choose on those, report on these); metrics on Y, border 4.
+--holdout-of RECIPE, that recipe's: choose on those, report on these; with --corpus DIR, every image of
+DIR/holdout (benchmarks/corpus.py), at half size where its shorter side is 768 px or more, and a table per kind
+of content); metrics on Y, border 4.
 With two models or more, a second table gives each one's difference to the first, paired (same images, same
 draws), as mean +- standard error over the images: a lead inside two standard errors is not one.
 """
@@ -44,6 +47,41 @@ from vsr.train.degrade import DegradeConfig, Degradation, jpeg  # noqa: E402
 from eval_esrgan import data_dir, load_model  # noqa: E402  (benchmarks/ is on the path)
 
 SCALE = 4
+
+
+def corpus_truth(folder: Path, crop: int) -> list[tuple[str, np.ndarray]]:
+    """(name, ground truth) of every image in ``folder``: at half size where the shorter side is 768 px or more
+    (most are JPEGs), the centre ``crop`` px (a multiple of the scale)."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        img = images.to_rgb8(images.read_image(path))
+        if min(img.shape[:2]) >= 768:
+            img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        h, w = (min(d, crop) // SCALE * SCALE for d in img.shape[:2])
+        y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+        out.append((path.stem, np.ascontiguousarray(img[y:y + h, x:x + w])))
+    return out
+
+
+def per_kind(table: dict, runners: list[str], families: list[str], names: list[str]) -> None:
+    """Gain over bicubic per kind of content (benchmarks/corpus.tsv), mean +- paired standard error."""
+    import corpus
+
+    kinds = {r["name"]: corpus.kinds(r) for r in corpus.rows()}
+    def kinds_of(name: str) -> list[str]:  # a video's frames are NAME-NNNN; shared photos have no kinds listed
+        return kinds.get(name) or kinds.get(name.rsplit("-", 1)[0]) or ["shared"]
+    for fam in families:
+        print(f"\n{fam}: PSNR-Y gain over bicubic by kind, mean +- paired standard error (images)")
+        print(f"{'kind':<14}{'images':>7}" + "".join(f"{r[-22:]:>24}" for r in runners[1:]))
+        for kind in corpus.KINDS + ("other", "shared"):
+            idx = [i for i, n in enumerate(names) if kind in kinds_of(n)]
+            if len(idx) < 2:
+                continue
+            cells = []
+            for r in runners[1:]:
+                d = np.subtract(table[(r, fam)][0], table[("bicubic", fam)][0])[idx]
+                cells.append(f"{d.mean():+6.2f} +- {d.std(ddof=1) / np.sqrt(len(d)):.2f}")
+            print(f"{kind:<14}{len(idx):>7}" + "".join(f"{c:>24}" for c in cells))
 
 
 def bicubic_jpeg(hq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -86,6 +124,8 @@ def main() -> int:
     ap.add_argument("--holdout-of", type=Path, metavar="RECIPE",
                     help="score on this recipe's held-out photos instead of the matrix's: a validation set for "
                          "choosing between models (e.g. pipelines/photos-esrgan.yml; run from the repository root)")
+    ap.add_argument("--corpus", type=Path, metavar="DIR",
+                    help="score on DIR/holdout (benchmarks/corpus.py's output), also per kind of content")
     ap.add_argument("--picture", type=Path,
                     help="also write a PNG: a crop of the first image under the first family, one panel per row")
     args = ap.parse_args()
@@ -99,10 +139,14 @@ def main() -> int:
     families = {k: v for k, v in families.items() if not args.family or k in args.family}
     held_of = vhs if args.holdout_of is None else load_recipe(args.holdout_of)
     held_of.eval.max_images = args.images
-    _, held = load_frames(held_of.data, scale=SCALE)
-    truth = [(name, hq) for name, _, hq in validation_set(held, cfg=held_of.data, ev=held_of.eval, scale=SCALE)]
-    print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {held_of.eval.crop} px at "
-          f"{held_of.data.prescale:g} of their size")
+    if args.corpus:
+        truth = corpus_truth(args.corpus / "holdout", held_of.eval.crop)
+        print(f"{len(truth)} held-out images of {args.corpus}; centre {held_of.eval.crop} px")
+    else:
+        _, held = load_frames(held_of.data, scale=SCALE)
+        truth = [(name, hq) for name, _, hq in validation_set(held, cfg=held_of.data, ev=held_of.eval, scale=SCALE)]
+        print(f"{len(truth)} held-out photos: {', '.join(n for n, _ in truth)}; centre {held_of.eval.crop} px at "
+              f"{held_of.data.prescale:g} of their size")
     # case (image i, draw k): draw 0 is the image's fixed draw, the others add k to the seed
     n_images = len(truth)
     cases = [(i, k) for i in range(n_images) for k in range(max(1, args.draws))]
@@ -161,6 +205,8 @@ def main() -> int:
                          for fam in lqs]
             cells = [f"{d.mean():+6.3f} +- {d.std(ddof=1) / np.sqrt(len(d)):.3f}" for d in per_image]
             print(f"{name[-28:]:<28}" + "".join(f"{c:>30}" for c in cells))
+    if args.corpus:
+        per_kind(table, [n for n, _ in runners], list(lqs), [n for n, _ in truth])  # one a case
     if args.picture:
         write_picture(args.picture, panels, ["ground truth"] + [n for n, _ in runners], next(iter(lqs)))
     return 0

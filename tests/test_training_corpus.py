@@ -45,3 +45,13 @@ def test_a_qt_resource_member_is_read_out(tmp_path):
     path = tmp_path / "x.rcc"
     path.write_bytes(b + tree + data + names)
     assert corpus.rcc_member(path, "/res/a.webp") == payload
+
+
+def test_prescale_leaves_pictures_below_its_minimum_side_as_they_are():
+    import numpy as np
+
+    from vsr.train.data import prescale
+
+    big, small = np.zeros((800, 1000, 3), np.uint8), np.zeros((300, 400, 3), np.uint8)
+    assert prescale(big, 0.5, 768).shape[:2] == (400, 500) and prescale(small, 0.5, 768).shape == small.shape
+    assert prescale(small, 0.5).shape[:2] == (150, 200)

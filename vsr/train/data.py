@@ -61,8 +61,8 @@ def video_frames(path: Path, max_frames: int) -> list[Frame]:
     return out
 
 
-def prescale(img: np.ndarray, factor: float) -> np.ndarray:
-    if factor == 1.0:
+def prescale(img: np.ndarray, factor: float, min_side: int = 0) -> np.ndarray:
+    if factor == 1.0 or min(img.shape[:2]) < min_side:
         return img
     h, w = img.shape[:2]
     return cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
@@ -96,12 +96,13 @@ def load_frames(cfg: DataConfig, *, scale: int) -> tuple[list[Frame], list[Frame
     src = Path(cfg.frames).expanduser()
     need = cfg.patch * scale
     if src.is_file():
-        train = [Frame(f.name, prescale(f.hq, cfg.prescale)) for f in video_frames(src, cfg.max_frames)]
+        train = [Frame(f.name, prescale(f.hq, cfg.prescale, cfg.prescale_min_side))
+                 for f in video_frames(src, cfg.max_frames)]
         held: list[Frame] = []
     else:
         train, held = [], []
         for p in list_images(src):
-            hq = prescale(to_rgb8(read_image(p)), cfg.prescale)
+            hq = prescale(to_rgb8(read_image(p)), cfg.prescale, cfg.prescale_min_side)
             frame = Frame(p.name, hq)
             if cfg.lq is not None:
                 lq_path = Path(cfg.lq).expanduser() / p.name
@@ -121,7 +122,7 @@ def load_frames(cfg: DataConfig, *, scale: int) -> tuple[list[Frame], list[Frame
                            f"{scale}{' + margin' if cfg.lq is None else ''}): lower data.patch or remove it")
     if cfg.val_frames is not None:
         for p in list_images(Path(cfg.val_frames).expanduser(), "data.val_frames"):
-            held.append(Frame(p.name, prescale(to_rgb8(read_image(p)), cfg.prescale)))
+            held.append(Frame(p.name, prescale(to_rgb8(read_image(p)), cfg.prescale, cfg.prescale_min_side)))
     return train, held
 
 
