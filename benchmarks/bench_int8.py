@@ -69,10 +69,11 @@ def main() -> None:
                                                  "INFERENCE_PRECISION_HINT": hint})
 
     plain = nncf.quantize(net, nncf.Dataset(calib), subset_size=len(calib))
-    minmax = nncf.quantize(net, nncf.Dataset(calib), subset_size=len(calib), advanced_parameters=AdvancedQuantizationParameters(
-        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
-    trained = ov.convert_model(quantize.load(desc.model, desc.extra[quantize.FILE]), example_input=torch.rand(1, 3, 64, 64),
-                               input=[ov.PartialShape([1, 3, -1, -1])])
+    minmax = nncf.quantize(net, nncf.Dataset(calib), subset_size=len(calib),
+                           advanced_parameters=AdvancedQuantizationParameters(
+                               activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+    trained = ov.convert_model(quantize.load(desc.model, desc.extra[quantize.FILE]),
+                               example_input=torch.rand(1, 3, 64, 64), input=[ov.PartialShape([1, 3, -1, -1])])
     ref = compiled(net, side=args.size)
     refs = [ref(x)[0] for x in held]
 

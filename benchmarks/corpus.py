@@ -83,7 +83,8 @@ def fetch(row: dict[str, str], into: Path) -> Path:
     shutil.rmtree(dl, ignore_errors=True)
     dl.mkdir()
     if manager == "apt":
-        r = subprocess.run(["apt-get", "download", "-q", f"{package}={version}"], cwd=dl, capture_output=True, text=True)
+        r = subprocess.run(["apt-get", "download", "-q", f"{package}={version}"], cwd=dl, capture_output=True,
+                           text=True)
         if r.returncode != 0:
             msg = (r.stderr.strip().splitlines() or ["failed"])[-1]
             raise SystemExit(f"error: apt-get download {package}={version}: {msg} (run `apt-get update` first)")
@@ -113,8 +114,8 @@ def pypi_download(package: str, version: str, archive: str, into: Path) -> Path:
                                  headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(req, timeout=60) as f:
         files = json.load(f)["files"]
-    norm = re.sub(r"[-_.]+", "_", package).lower()
-    mine = [f for f in files if re.sub(r"[-_.]+", "_", f["filename"]).lower().startswith(f"{norm}_{version}".replace(".", "_"))]
+    prefix = re.sub(r"[-_.]+", "_", f"{package}-{version}-").lower()  # name and version as file names spell them
+    mine = [f for f in files if re.sub(r"[-_.]+", "_", f["filename"]).lower().startswith(prefix)]
     if archive == "sdist":
         choice = [f for f in mine if f["filename"].endswith((".tar.gz", ".zip"))]
     else:
