@@ -164,11 +164,16 @@ def rcc_member(path: Path, inner: str) -> bytes:
 
 
 def extract(row: dict[str, str], root: Path, dest: Path) -> Path:
-    """The row's file, copied from the unpacked package to ``dest`` (a Qt bundle's member: read out)."""
+    """The row's file, copied from the unpacked package to ``dest`` (a member of a Qt resource bundle,
+    ``FILE.rcc:/PATH``, or of a game's zip archive, ``FILE.pk3!PATH``: read out)."""
     path = row["path"].lstrip("/")
     if ".rcc:" in path:
         bundle, inner = path.split(":", 1)
         dest.write_bytes(rcc_member(root / bundle, inner))
+    elif ".pk3!" in path:  # a game's zip archive
+        bundle, inner = path.split("!", 1)
+        with zipfile.ZipFile(root / bundle) as z:
+            dest.write_bytes(z.read(inner))
     else:
         src = root / path
         if not src.is_file():
