@@ -6,9 +6,10 @@ they are learned: ``calibrate`` finds each convolution's input range (minimum to
 clipping even 0.01% of a super-resolution network's activations cost 8 dB here), and training with the
 convolutions wrapped (``wrap(..., learn=True)``, a recipe's ``quantize: int8``) adapts weights and ranges
 to each other. The result is stored as an ordinary weights file whose ``vsr.int8`` metadata holds the
-ranges (``save``); a model card names it (``int8: FILE``) so that ``--precision int8`` and the CPU's
-measured choice (vsr.engine.autotune) can run it. OpenVINO turns the fake-quantise operations of the
-wrapped module into int8 kernels (VNNI where the CPU has it).
+ranges (the trainer's export: ``plain_state_dict`` and ``metadata``); a model card names it (``int8:
+FILE``) so that ``--precision int8`` and the CPU's measured choice (vsr.engine.autotune) can run it.
+OpenVINO turns the fake-quantise operations of the wrapped module into int8 kernels (VNNI where the CPU
+has it).
 """
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def ranges(module: nn.Module) -> list[tuple[float, float]]:
 
 def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """A wrapped module's weights under the unwrapped network's names (its ranges left out)."""
-    quantisers = {f"{n}.{p}" for n, m in convolutions(module) if isinstance(m, QConv2d) for p in ("scale", "zero_point")}
+    quantisers = {f"{n}.{p}" for n, m in convolutions(module) if isinstance(m, QConv2d)
+                  for p in ("scale", "zero_point")}
     return {k: v for k, v in module.state_dict().items() if k not in quantisers}
 
 

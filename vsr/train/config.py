@@ -82,7 +82,7 @@ class DataConfig:
     holdout: list[str] = field(default_factory=list)  # file names never trained on, used for validation
     val_frames: str | None = None  # separate validation folder (instead of or besides holdout)
     prescale: float = 1.0  # resize ground truth by this first (0.5 for JPEG photos)
-    # prescale only pictures whose shorter side is at least this (a corpus of mixed sizes: the small ones as they are)
+    # prescale only pictures whose shorter side is at least this (a corpus of mixed sizes: small ones as they are)
     prescale_min_side: int = 0
     # scale augmentation: each patch is cut from a region 1/f times larger and shrunk by f (area), f drawn
     # per patch from this range, so the same photos give their content at many sizes ([1, 1] = off)

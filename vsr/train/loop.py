@@ -205,10 +205,12 @@ def _build(cfg: RecipeConfig, data: TrainData | ClipData, device: torch.device, 
         first = {k: v.to(device) for k, v in data.batch(0, range(cfg.data.batch)).items()}
         initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
     for name, net_cfg in cfg.networks.items():
-        if net_cfg.quantize:  # the input ranges: calibrated on a fresh run's first batches, else restored
-            n = len(quantize.convolutions(nets[name]))
-            found = quantize.calibrate(nets[name], (data.batch(i, range(cfg.data.batch))["lq"].to(device)
-                                                    for i in range(CALIBRATION_BATCHES))) if fresh else [(1.0, 0.0)] * n
+        if net_cfg.quantize:  # the input ranges: calibrated on a fresh run's first batches, else from the checkpoint
+            if fresh:
+                found = quantize.calibrate(nets[name], (data.batch(i, range(cfg.data.batch))["lq"].to(device)
+                                                        for i in range(CALIBRATION_BATCHES)))
+            else:
+                found = [(1.0, 0.0)] * len(quantize.convolutions(nets[name]))
             quantize.wrap(nets[name], found, learn=True)
     emas = {n: EMA(model=nets[n], decay=c.ema) for n, c in cfg.networks.items() if c.ema > 0}
     opts = [_optimizer(ts, nets[ts.network]) for ts in cfg.steps]
