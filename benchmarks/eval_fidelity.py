@@ -42,7 +42,7 @@ from vsr import images, metrics, zoo  # noqa: E402
 from vsr.engine import Upscaler  # noqa: E402
 from vsr.train import capture  # noqa: E402
 from vsr.train.config import load_recipe  # noqa: E402
-from vsr.train.data import load_frames, validation_set  # noqa: E402
+from vsr.train.data import load_frames, prescale, validation_set  # noqa: E402
 from vsr.train.degrade import DegradeConfig, Degradation, jpeg  # noqa: E402
 from eval_esrgan import data_dir, load_model  # noqa: E402  (benchmarks/ is on the path)
 
@@ -54,9 +54,7 @@ def corpus_truth(folder: Path, crop: int) -> list[tuple[str, np.ndarray]]:
     (most are JPEGs), the centre ``crop`` px (a multiple of the scale)."""
     out = []
     for path in sorted(folder.iterdir()):
-        img = images.to_rgb8(images.read_image(path))
-        if min(img.shape[:2]) >= 768:
-            img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        img = prescale(images.to_rgb8(images.read_image(path)), 0.5, min_side=768)  # as corpus-compact.yml
         h, w = (min(d, crop) // SCALE * SCALE for d in img.shape[:2])
         y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
         out.append((path.stem, np.ascontiguousarray(img[y:y + h, x:x + w])))

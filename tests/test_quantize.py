@@ -82,7 +82,7 @@ def test_precision_int8_runs_the_trained_ranges_in_openvino(int8_model, monkeypa
     e = Upscaler(desc, device="cpu", precision="int8")
     assert e.backend == "openvino" and e.dtype == torch.int8
     assert autotune.psnr(e(x), expected) > 45  # OpenVINO's int8 kernels compute what was trained
-    assert e.identity()["int8_sha256"] == quantize.file_sha256(desc.extra[quantize.FILE])
+    assert e.identity()["int8_sha256"] == zoo.file_sha256(desc.extra[quantize.FILE])
     assert ("openvino", "int8") in autotune.candidates(Upscaler(desc, device="cpu"))
 
 

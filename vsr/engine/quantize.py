@@ -14,7 +14,6 @@ has it).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -139,10 +138,6 @@ def load(module: nn.Module, path: str | Path) -> nn.Module:
     except RuntimeError:
         raise VsrError(f"{path}: its int8 weights are not of this network; its card names the wrong file") from None
     return wrap(net, found).eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_ranges(meta: dict[str, str], path: Path | str) -> list[tuple[float, float]]:

@@ -199,7 +199,9 @@ class Upscaler:
 
     def int8_sha256(self) -> str:
         if self._int8_sha256 is None:
-            self._int8_sha256 = quantize.file_sha256(self.int8_file())
+            from ..zoo import file_sha256  # zoo loads models through this module
+
+            self._int8_sha256 = file_sha256(self.int8_file())
         return self._int8_sha256
 
     def weights_sha256(self) -> str:

@@ -206,6 +206,8 @@ def _build(cfg: RecipeConfig, data: TrainData | ClipData, device: torch.device, 
         initialize_from_data(nets[cfg.generator], first, quant=_quant(cfg))
     for name, net_cfg in cfg.networks.items():
         if net_cfg.quantize:  # the input ranges: calibrated on a fresh run's first batches, else from the checkpoint
+            if cfg.data.clips is not None:
+                raise VsrError(f"networks.{name}.quantize: int8 trains on patches (remove data.clips)")
             if fresh:
                 found = quantize.calibrate(nets[name], (data.batch(i, range(cfg.data.batch))["lq"].to(device)
                                                         for i in range(CALIBRATION_BATCHES)))
